@@ -1,0 +1,197 @@
+"""SevenNet checkpoint -> facet_calc potential (config dict + tensors).
+
+Everything but the radial MLPs is carried over exactly (embedding, linears, gates, scales,
+shifts, convolution denominators, cutoff). Each radial MLP ``w(r) = MLP(bessel(r) * cutoff(r))``
+is sampled with its exact derivative (forward-mode autograd, float64) at uniform knots on
+``[0, r_cut]`` and replaced by the C2 interpolating cubic spline through those samples
+(clamped with the exact end slopes). Where the source cutoff has a jump in its second
+derivative (XPLOR's ``r_on``) a knot is placed exactly there and the spline is only C1 there,
+as the source is.
+
+Needs the optional ``sevenn`` package (``pip install 'facet_calc[convert]'``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Tuple
+
+import numpy as np
+import torch
+
+from ..nn.radial import fit_clamped_cubic_spline
+
+#: Knot count the shipped potentials use at least (about 0.02 A spacing for a 5 A cutoff).
+DEFAULT_MIN_INTERVALS = 256
+
+
+def _require_sevenn():
+    try:
+        import sevenn.util  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "converting a SevenNet checkpoint needs the 'sevenn' package: "
+            "pip install 'facet_calc[convert]'"
+        ) from err
+    import sevenn.util
+
+    return sevenn.util
+
+
+def sevennet_checkpoint_path(name: str) -> str:
+    """Path of a checkpoint that ships inside the installed ``sevenn`` package.
+
+    ``name`` is a sevenn model keyword such as ``"7net-0"`` or ``"7net-l3i5"``.
+    """
+    util = _require_sevenn()
+    return util.pretrained_name_to_path(name)
+
+
+def _check_supported(cfg: Dict[str, Any]) -> None:
+    problems = []
+    if cfg.get("interaction_type", "nequip") != "nequip":
+        problems.append(f"interaction_type={cfg.get('interaction_type')!r}")
+    sc = cfg.get("self_connection_type")
+    if any(s != "linear" for s in ([sc] if isinstance(sc, str) else sc)):
+        problems.append(f"self_connection_type={sc!r}")
+    if cfg.get("readout_as_fcn"):
+        problems.append("readout_as_fcn=True")
+    if cfg.get("use_bias_in_linear"):
+        problems.append("use_bias_in_linear=True")
+    if cfg.get("use_modality"):
+        problems.append("multi-fidelity (use_modality=True)")
+    if cfg["radial_basis"]["radial_basis_name"] != "bessel":
+        problems.append(f"radial basis {cfg['radial_basis']['radial_basis_name']!r}")
+    if problems:
+        raise ValueError(
+            "this SevenNet checkpoint uses features the converter does not support: "
+            + ", ".join(problems)
+        )
+
+
+def _choose_intervals(cutoff: float, breaks_at: list, min_intervals: int) -> int:
+    """Smallest n >= min_intervals that puts every break point exactly on a knot."""
+    for n in range(min_intervals, 100 * min_intervals):
+        if all(abs(b * n / cutoff - round(b * n / cutoff)) < 1e-9 for b in breaks_at):
+            return n
+    raise ValueError(f"no uniform knot grid on [0, {cutoff}] hits the break points {breaks_at}")
+
+
+def _radial_samples(
+    model, t: int, r: torch.Tensor
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Values and d/dr of layer t's radial weights at distances r (float64, exact autograd)."""
+    emb = model._modules["edge_embedding"]
+    coeffs = emb.basis_function.coeffs.detach().to(torch.float64)
+    prefactor = float(emb.basis_function.prefactor)
+    cutoff_fn = emb.cutoff_function
+    weight_nn = model._modules[f"{t}_convolution"].weight_nn
+
+    def radial(x: torch.Tensor) -> torch.Tensor:
+        # prefactor * sin(k r) / r, written with sinc so that r = 0 gives its limit k
+        basis = prefactor * coeffs * torch.sinc(coeffs * x.unsqueeze(-1) / math.pi)
+        return weight_nn(basis * cutoff_fn(x).unsqueeze(-1))
+
+    with torch.no_grad():
+        values, slopes = torch.func.jvp(radial, (r,), (torch.ones_like(r),))
+    return values.numpy(), slopes.numpy()
+
+
+def convert_sevennet(
+    checkpoint: str, min_intervals: int = DEFAULT_MIN_INTERVALS
+) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """Convert a SevenNet checkpoint (a path or a sevenn keyword like ``"7net-0"``).
+
+    Returns ``(config, tensors)``: the model config (JSON-able dict) and the named tensors that
+    :class:`facet_calc.nn.model.FacetModel` loads.
+    """
+    util = _require_sevenn()
+    import os
+
+    path = checkpoint if os.path.exists(checkpoint) else util.pretrained_name_to_path(checkpoint)
+    cp = util.load_checkpoint(path)
+    cfg = cp.config
+    _check_supported(cfg)
+    model = cp.build_model().to(torch.float64).eval()
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+
+    cutoff = float(cfg["cutoff"])
+    type_map = cfg["_type_map"]
+    atomic_numbers = [z for z, _ in sorted(type_map.items(), key=lambda kv: kv[1])]
+    n_layers = int(cfg["num_convolution_layer"])
+
+    cut_cfg = cfg["cutoff_function"]
+    breaks_at = [float(cut_cfg["cutoff_on"])] if cut_cfg["cutoff_function_name"] == "XPLOR" else []
+    n_intervals = _choose_intervals(cutoff, breaks_at, min_intervals)
+    h = cutoff / n_intervals
+    break_idx = [int(round(b / h)) for b in breaks_at]
+    r = torch.arange(n_intervals + 1, dtype=torch.float64) * h
+
+    parity = {1: "e", -1: "o"}
+    act_scalar, act_gate = cfg["act_scalar"], cfg["act_gate"]
+    layers = []
+    tensors: Dict[str, torch.Tensor] = {}
+    for t in range(n_layers):
+        conv = model._modules[f"{t}_convolution"]
+        kw = conv.convolution_kwargs
+        gate = model._modules[f"{t}_equivariant_gate"].gate
+        y, dy = _radial_samples(model, t, r)
+        if np.abs(y[-1]).max() > 1e-12 or np.abs(dy[-1]).max() > 1e-12:
+            raise ValueError(f"layer {t}: radial weights are not zero at the cutoff")
+        y[-1] = 0.0  # exactly zero value and slope at the cutoff
+        dy[-1] = 0.0
+        slopes = fit_clamped_cubic_spline(y, dy, h, breaks=break_idx)
+        layers.append(
+            {
+                "irreps_in": str(kw["irreps_in1"]),
+                "irreps_tp_out": str(kw["irreps_out"]),
+                "instructions": [list(ins) for ins in kw["instructions"]],
+                "weight_numel": int(y.shape[1]),
+                "denominator": float(conv.denominator.item()),
+                "gate": {
+                    "scalars": str(gate.irreps_scalars),
+                    "act_scalars": [act_scalar[parity[ir.p]] for _, ir in gate.irreps_scalars],
+                    "gates": str(gate.irreps_gates),
+                    "act_gates": [act_gate[parity[ir.p]] for _, ir in gate.irreps_gates],
+                    "gated": str(gate.irreps_gated),
+                },
+            }
+        )
+        prefix = f"layers.{t}."
+        tensors[prefix + "self_connection.weight"] = sd[f"{t}_self_connection_intro.linear.weight"]
+        tensors[prefix + "linear_in.weight"] = sd[f"{t}_self_interaction_1.linear.weight"]
+        tensors[prefix + "linear_out.weight"] = sd[f"{t}_self_interaction_2.linear.weight"]
+        tensors[prefix + "convolution.radial.values"] = torch.from_numpy(y)
+        tensors[prefix + "convolution.radial.slopes"] = torch.from_numpy(slopes)
+
+    hidden = model._modules["reduce_input_to_hidden"].linear.irreps_out
+    tensors["embedding.weight"] = sd["onehot_to_feature_x.linear.weight"]
+    tensors["readout_hidden.weight"] = sd["reduce_input_to_hidden.linear.weight"]
+    tensors["readout_out.weight"] = sd["reduce_hidden_to_energy.linear.weight"]
+    n_species = len(atomic_numbers)
+    tensors["scale"] = sd["rescale_atomic_energy.scale"].reshape(-1).expand(n_species).clone()
+    tensors["shift"] = sd["rescale_atomic_energy.shift"].reshape(-1).expand(n_species).clone()
+
+    config = {
+        "format_version": 1,
+        "architecture": "facet-spline-nequip",
+        "cutoff": cutoff,
+        "atomic_numbers": atomic_numbers,
+        "irreps_sh": str(model._modules["edge_embedding"].spherical.irreps_out),
+        "sh_normalization": "component",
+        "irreps_embedding": str(model._modules["onehot_to_feature_x"].linear.irreps_out),
+        "readout_hidden": str(hidden),
+        "radial": {
+            "kind": "cubic_hermite_c2",
+            "n_intervals": n_intervals,
+            "r_max": cutoff,
+            "c1_only_at": breaks_at,
+        },
+        "layers": layers,
+    }
+    # The checkpoint holds float32 weights; keep them as stored. Spline tables stay float64.
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    for k, v in tensors.items():
+        if "radial" not in k:
+            tensors[k] = v.to(torch.float32)
+    return config, tensors

@@ -1,0 +1,151 @@
+"""One NequIP-style interaction layer whose convolution weights come from a spline table.
+
+Per layer (the SevenNet "linear self-connection" variant)::
+
+    sc   = Linear(x)                                   # self-connection, to the gate's input irreps
+    h    = Linear(x)
+    m_ij = TP(h_j, Y(r_ij); w(|r_ij|))                 # 'uvu' tensor product, weights per edge
+    h_i  = sum_j m_ij / denominator
+    x'   = Gate(Linear(h_i) + sc)
+
+The plain path below uses e3nn's generic ``TensorProduct``; it is the reference that any faster
+implementation is compared with.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from .radial import SplineRadial
+
+
+def _shifted_softplus(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.softplus(x) - math.log(2.0)
+
+
+#: Activation functions by the names used in potential configs.
+ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": nn.functional.silu,
+    "tanh": torch.tanh,
+    "ssp": _shifted_softplus,
+    "relu": nn.functional.relu,
+    "abs": torch.abs,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+class SplineConvolution(nn.Module):
+    """Equivariant convolution ``h_i = sum_j TP(x_j, Y_ij; w(r_ij)) / denominator``.
+
+    Args:
+        irreps_in: irreps of node features ``x``.
+        irreps_sh: irreps of the edge spherical harmonics ``Y``.
+        irreps_out: irreps of the tensor-product output.
+        instructions: e3nn instructions ``(i_in, i_sh, i_out, "uvu", True)``.
+        radial: spline table with ``n_out == weight_numel`` of the tensor product.
+        denominator: the message sum is divided by it (average neighbour count).
+
+    Shapes: ``x (n_nodes, irreps_in.dim)``, ``sh (n_edges, irreps_sh.dim)``,
+    ``r (n_edges,)``, ``senders``/``receivers`` ``(n_edges,)`` -> ``(n_nodes, irreps_out.dim)``.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_out: o3.Irreps,
+        instructions: List[tuple],
+        radial: SplineRadial,
+        denominator: float,
+    ) -> None:
+        super().__init__()
+        self.tp = o3.TensorProduct(
+            irreps_in,
+            irreps_sh,
+            irreps_out,
+            [tuple(ins) for ins in instructions],
+            shared_weights=False,
+            internal_weights=False,
+        )
+        if radial.n_out != self.tp.weight_numel:
+            raise ValueError(
+                f"spline table gives {radial.n_out} weights per edge, "
+                f"the tensor product needs {self.tp.weight_numel}"
+            )
+        self.radial = radial
+        self.denominator = float(denominator)
+        self.irreps_out = self.tp.irreps_out
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sh: torch.Tensor,
+        r: torch.Tensor,
+        senders: torch.Tensor,
+        receivers: torch.Tensor,
+    ) -> torch.Tensor:
+        weights = self.radial(r)
+        messages = self.tp(x[senders], sh, weights)
+        out = x.new_zeros((x.shape[0], messages.shape[1]))
+        out.index_add_(0, receivers, messages)
+        return out / self.denominator
+
+
+class InteractionBlock(nn.Module):
+    """Self-connection, linear, spline convolution, linear, gate (see module docstring).
+
+    ``spec`` is the layer's entry of the potential config (see ``facet_calc.potential``).
+    """
+
+    def __init__(self, spec: Dict[str, Any], irreps_sh: o3.Irreps, radial: SplineRadial) -> None:
+        super().__init__()
+        irreps_in = o3.Irreps(spec["irreps_in"])
+        irreps_tp_out = o3.Irreps(spec["irreps_tp_out"])
+        gate = spec["gate"]
+        self.gate = Gate(
+            o3.Irreps(gate["scalars"]),
+            [activation(a) for a in gate["act_scalars"]],
+            o3.Irreps(gate["gates"]),
+            [activation(a) for a in gate["act_gates"]],
+            o3.Irreps(gate["gated"]),
+        )
+        irreps_gate_in = self.gate.irreps_in
+        self.self_connection = o3.Linear(irreps_in, irreps_gate_in, biases=False)
+        self.linear_in = o3.Linear(irreps_in, irreps_in, biases=False)
+        self.convolution = SplineConvolution(
+            irreps_in,
+            irreps_sh,
+            irreps_tp_out,
+            spec["instructions"],
+            radial,
+            spec["denominator"],
+        )
+        self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
+        self.irreps_out = self.gate.irreps_out
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sh: torch.Tensor,
+        r: torch.Tensor,
+        senders: torch.Tensor,
+        receivers: torch.Tensor,
+    ) -> torch.Tensor:
+        sc = self.self_connection(x)
+        h = self.linear_in(x)
+        h = self.convolution(h, sh, r, senders, receivers)
+        h = self.linear_out(h) + sc
+        return self.gate(h)

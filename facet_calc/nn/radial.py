@@ -1,0 +1,125 @@
+"""Radial functions: the cubic spline table that gives per-edge tensor-product weights.
+
+A converted potential never evaluates a radial MLP. Each interaction layer stores a table of
+values ``y[k]`` and slopes ``m[k]`` of its weight vector at uniform knots ``r_k = k * h`` on
+``[0, r_cut]``; between knots the weights are the cubic Hermite interpolant of that table.
+When the slopes come from :func:`fit_clamped_cubic_spline` the result is the C2 interpolating
+cubic spline of the sampled function (C1 only at knots the caller marks as breaks, where the
+source function itself has a jump in its second derivative).
+
+Example::
+
+    >>> import torch
+    >>> r = torch.linspace(0, 5, 11, dtype=torch.float64)
+    >>> y = torch.stack([torch.cos(r), torch.sin(r)], dim=1)
+    >>> dy = torch.stack([-torch.sin(r), torch.cos(r)], dim=1)
+    >>> table = SplineRadial(y, dy, r_max=5.0)
+    >>> table(torch.tensor([0.25], dtype=torch.float64)).shape
+    torch.Size([1, 2])
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class SplineRadial(nn.Module):
+    """Cubic Hermite spline ``w(r)`` of a vector-valued function on uniform knots.
+
+    Args:
+        values: ``(n_knots, n_out)`` function values at ``r_k = k * r_max / (n_knots - 1)``.
+        slopes: ``(n_knots, n_out)`` derivatives dw/dr at the same knots (per Angstrom).
+        r_max: the last knot in Angstrom; ``w(r) = 0`` for ``r >= r_max``.
+
+    Input ``r``: ``(n_edges,)`` distances in Angstrom. Output: ``(n_edges, n_out)``.
+    """
+
+    def __init__(self, values: torch.Tensor, slopes: torch.Tensor, r_max: float) -> None:
+        super().__init__()
+        if values.shape != slopes.shape or values.dim() != 2 or values.shape[0] < 2:
+            raise ValueError(
+                f"spline table needs values and slopes of equal shape (n_knots >= 2, n_out); "
+                f"got {tuple(values.shape)} and {tuple(slopes.shape)}"
+            )
+        self.r_max = float(r_max)
+        self.n_intervals = values.shape[0] - 1
+        self.h = self.r_max / self.n_intervals
+        # Parameters (frozen) rather than buffers, so that a potential file holds exactly the
+        # model's parameters and nothing derived.
+        self.values = nn.Parameter(values.clone(), requires_grad=False)
+        self.slopes = nn.Parameter(slopes.clone(), requires_grad=False)
+
+    @property
+    def n_out(self) -> int:
+        return self.values.shape[1]
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        t = r / self.h
+        # clamp keeps r == r_max (and round-off beyond it) in the last interval, where u = 1
+        # selects the last knot, whose value is zero for a potential with a cutoff envelope.
+        k = torch.clamp(t.detach().floor().long(), 0, self.n_intervals - 1)
+        u = (t - k.to(t.dtype)).unsqueeze(-1)
+        u2 = u * u
+        u3 = u2 * u
+        h00 = 2 * u3 - 3 * u2 + 1
+        h10 = u3 - 2 * u2 + u
+        h01 = -2 * u3 + 3 * u2
+        h11 = u3 - u2
+        y0, y1 = self.values[k], self.values[k + 1]
+        m0, m1 = self.slopes[k] * self.h, self.slopes[k + 1] * self.h
+        w = h00 * y0 + h10 * m0 + h01 * y1 + h11 * m1
+        return torch.where((r < self.r_max).unsqueeze(-1), w, torch.zeros_like(w))
+
+    def extra_repr(self) -> str:
+        return f"n_intervals={self.n_intervals}, r_max={self.r_max}, n_out={self.n_out}"
+
+
+def fit_clamped_cubic_spline(
+    values: np.ndarray,
+    end_slopes: np.ndarray,
+    h: float,
+    breaks: Sequence[int] = (),
+) -> np.ndarray:
+    """Knot slopes of the C2 cubic spline through ``values`` with prescribed end slopes.
+
+    Solves, on each segment between consecutive entries of ``[0, *breaks, n]``, the tridiagonal
+    system ``m[k-1] + 4 m[k] + m[k+1] = 3 (y[k+1] - y[k-1]) / h`` with the slopes at the segment
+    ends fixed ("complete" spline; error O(h^4)).
+
+    Args:
+        values: ``(n + 1, n_out)`` samples at uniform knots with spacing ``h``.
+        end_slopes: ``(n + 1, n_out)`` exact slopes; only those at 0, n and each break are used.
+        h: knot spacing.
+        breaks: interior knot indices where the C2 condition is not imposed (the slope there is
+            taken from ``end_slopes``), for functions that are only C1 at that point.
+
+    Returns: ``(n + 1, n_out)`` slopes.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    slopes = np.array(end_slopes, dtype=np.float64, copy=True)
+    n = y.shape[0] - 1
+    edges = [0, *sorted(breaks), n]
+    for a, b in zip(edges[:-1], edges[1:]):
+        inner = b - a - 1
+        if inner <= 0:
+            continue
+        rhs = 3.0 * (y[a + 2 : b + 1] - y[a : b - 1]) / h
+        rhs[0] -= slopes[a]
+        rhs[-1] -= slopes[b]
+        # Thomas algorithm for the constant tridiagonal (1, 4, 1) system.
+        c = np.empty(inner)
+        d = np.empty_like(rhs)
+        c[0] = 1.0 / 4.0
+        d[0] = rhs[0] / 4.0
+        for i in range(1, inner):
+            denom = 4.0 - c[i - 1]
+            c[i] = 1.0 / denom
+            d[i] = (rhs[i] - d[i - 1]) / denom
+        for i in range(inner - 2, -1, -1):
+            d[i] -= c[i] * d[i + 1]
+        slopes[a + 1 : b] = d
+    return slopes
