@@ -80,7 +80,7 @@ class FacetCalculator(Calculator):
         if np.any(species < 0):
             unknown = sorted({int(z) for z in numbers[species < 0]})
             names = [chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z) for z in unknown]
-            supported = " ".join(chemical_symbols[z] for z in self.potential.atomic_numbers)
+            supported = " ".join(chemical_symbols[z] for z in sorted(self.potential.atomic_numbers))
             raise ValueError(
                 f"potential {self.potential.name!r} has no parameters for element(s) "
                 f"{', '.join(names)}; it supports: {supported}"
@@ -130,11 +130,9 @@ class FacetCalculator(Calculator):
         out = evaluate(
             self.potential.model,
             species=tensor(species, torch.int64),
-            positions=tensor(graph.positions),
-            cell=tensor(graph.cell),
+            edge_vec=tensor(graph.edge_vectors),
             senders=tensor(graph.senders, torch.int64),
             receivers=tensor(graph.receivers, torch.int64),
-            shifts=tensor(graph.shifts),
             compute_virial=has_stress_cell,
         )
         energy = float(out["energy"].double().item())

@@ -33,6 +33,11 @@ class Graph:
     senders: np.ndarray
     shifts: np.ndarray
 
+    @property
+    def edge_vectors(self) -> np.ndarray:
+        """``(n_edges, 3)`` float64 ``pos[sender] - pos[receiver] + shift @ cell`` in Angstrom."""
+        return self.positions[self.senders] - self.positions[self.receivers] + self.shifts @ self.cell
+
 
 def validate_geometry(atoms: Atoms) -> None:
     """Raise ``ValueError`` for non-finite positions or cell, or a cell that is singular along a

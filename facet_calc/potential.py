@@ -166,10 +166,22 @@ def load_potential(
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except SafetensorError as err:
         raise ValueError(f"{folder / WEIGHTS_FILE} is not a readable safetensors file: {err}") from err
-    model = FacetModel(config)
+    model = build_model(config, torch_dtype)
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
     model = model.to(device=device, dtype=torch_dtype).eval()
     return Potential(name=folder.name, config=config, model=model, path=folder)
+
+
+def build_model(config: Dict[str, Any], dtype: torch.dtype) -> FacetModel:
+    """Build the model with ``dtype`` as torch's default dtype, so that e3nn computes its
+    constants (Clebsch-Gordan blocks, normalisations) in that precision rather than rounding
+    float32 constants up; in float64 that keeps rotation equivariance at 1e-12, not 1e-8."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return FacetModel(config)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def load_parameters(model: FacetModel, tensors: Dict[str, torch.Tensor], source: str = "tensors") -> None:

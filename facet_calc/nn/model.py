@@ -85,53 +85,41 @@ class FacetModel(nn.Module):
         return out * self.scale[species] + self.shift[species]
 
 
-def _edge_vectors(
-    positions: torch.Tensor,
-    cell: torch.Tensor,
-    senders: torch.Tensor,
-    receivers: torch.Tensor,
-    shifts: torch.Tensor,
-) -> torch.Tensor:
-    return positions[senders] - positions[receivers] + shifts @ cell
-
-
 def evaluate(
     model: FacetModel,
     species: torch.Tensor,
-    positions: torch.Tensor,
-    cell: torch.Tensor,
+    edge_vec: torch.Tensor,
     senders: torch.Tensor,
     receivers: torch.Tensor,
-    shifts: torch.Tensor,
     compute_virial: bool = True,
 ) -> Dict[str, Optional[torch.Tensor]]:
     """Energy, per-atom energies, forces and virial from the gradient w.r.t. edge vectors.
 
     Args:
-        positions: ``(n_atoms, 3)`` Angstrom. cell: ``(3, 3)`` rows are lattice vectors.
-        shifts: ``(n_edges, 3)`` integer cell shifts (as floats) of the sender image.
+        edge_vec: ``(n_edges, 3)`` Angstrom, ``pos[sender] - pos[receiver] + shift @ cell``.
+            Compute it in float64 and cast afterwards: in float32, differences of positions far
+            from the origin lose most of their digits.
 
     Returns a dict: ``energy ()`` eV, ``energies (n_atoms,)`` eV, ``forces (n_atoms, 3)`` eV/A,
     ``virial (3, 3)`` eV = dE/d(strain) (``None`` unless ``compute_virial``).
     """
-    edge_vec = _edge_vectors(positions, cell, senders, receivers, shifts).detach()
-    edge_vec.requires_grad_(True)
+    edge_vec = edge_vec.detach().requires_grad_(True)
     energies = model(species, edge_vec, senders, receivers)
     energy = energies.sum()
     (grad,) = torch.autograd.grad(energy, [edge_vec], materialize_grads=True)
     # E depends on positions through r_ij = pos[j] - pos[i] + ...: dE/dpos_j += g, dE/dpos_i -= g
-    forces = torch.zeros_like(positions)
+    forces = torch.zeros((species.shape[0], 3), dtype=grad.dtype, device=grad.device)
     forces.index_add_(0, receivers, grad)
     forces.index_add_(0, senders, -grad)
     virial = None
     if compute_virial:
-        w = grad.transpose(0, 1) @ edge_vec
+        w = grad.transpose(0, 1) @ edge_vec.detach()
         virial = 0.5 * (w + w.transpose(0, 1))
     return {
         "energy": energy.detach(),
         "energies": energies.detach(),
         "forces": forces.detach(),
-        "virial": None if virial is None else virial.detach(),
+        "virial": virial,
     }
 
 
@@ -152,7 +140,7 @@ def evaluate_by_strain(
     sym = 0.5 * (strain + strain.transpose(0, 1))
     pos_strained = pos + pos @ sym
     cell_strained = cell + cell @ sym
-    edge_vec = _edge_vectors(pos_strained, cell_strained, senders, receivers, shifts)
+    edge_vec = pos_strained[senders] - pos_strained[receivers] + shifts @ cell_strained
     energies = model(species, edge_vec, senders, receivers)
     energy = energies.sum()
     grad_pos, grad_strain = torch.autograd.grad(energy, [pos, strain], materialize_grads=True)

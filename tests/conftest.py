@@ -1,0 +1,38 @@
+"""Shared fixtures: loaded potentials are expensive (seconds), so each is built once."""
+
+import warnings
+
+import pytest
+
+from facet_calc import FacetCalculator, load_potential
+
+warnings.filterwarnings("ignore", module="sevenn")
+
+
+@pytest.fixture(scope="session")
+def potential64():
+    return load_potential("7net-0-spline", dtype="float64")
+
+
+@pytest.fixture(scope="session")
+def potential32():
+    return load_potential("7net-0-spline", dtype="float32")
+
+
+@pytest.fixture()
+def calc64(potential64):
+    """A fresh float64 calculator (cheap: shares the loaded potential)."""
+    return FacetCalculator(potential64)
+
+
+@pytest.fixture()
+def calc32(potential32):
+    return FacetCalculator(potential32)
+
+
+@pytest.fixture(scope="session")
+def sevenn_reference64():
+    pytest.importorskip("sevenn", reason="the fidelity reference needs the test extra: pip install '.[test]'")
+    from facet_calc.convert.reference import SevenNetReference
+
+    return SevenNetReference("7net-0", "float64")

@@ -1,0 +1,156 @@
+"""Physics checks of the float64 potential, each against an independent reference."""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+
+from facet_calc.graph import build_graph
+from facet_calc.nn.model import evaluate, evaluate_by_strain
+from facet_calc.testing import (
+    TOL_EXTENSIVITY,
+    TOL_FINITE_DIFFERENCE,
+    TOL_SYMMETRY,
+    _triclinic,
+    finite_difference_forces,
+    finite_difference_stress,
+    random_rotation,
+    relative_error,
+)
+
+
+def _si_rattled_strained():
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.set_cell(atoms.cell.array @ np.array([[1.02, 0.01, 0.0], [0.01, 0.99, 0.0], [0.0, 0.0, 1.01]]), scale_atoms=True)
+    atoms.rattle(0.08, seed=3)
+    return atoms
+
+
+def _water_dimer():
+    a = molecule("H2O")
+    b = molecule("H2O")
+    b.positions += [2.1, 1.0, 0.6]
+    return a + b
+
+
+@pytest.mark.parametrize("make", [_si_rattled_strained, lambda: _triclinic(1), _water_dimer])
+def test_forces_equal_minus_gradient_of_energy(calc64, make):
+    atoms = make()
+    atoms.calc = calc64
+    forces = atoms.get_forces()
+    reference = finite_difference_forces(atoms, calc64, delta=1e-4)
+    assert relative_error(forces, reference) < TOL_FINITE_DIFFERENCE
+
+
+@pytest.mark.parametrize("make", [_si_rattled_strained, lambda: _triclinic(2)])
+def test_stress_equals_strain_derivative_over_volume(calc64, make):
+    atoms = make()
+    atoms.calc = calc64
+    stress = atoms.get_stress()
+    reference = finite_difference_stress(atoms, calc64, delta=1e-5)
+    assert relative_error(stress, reference) < TOL_FINITE_DIFFERENCE
+
+
+def _efs(atoms, calc):
+    atoms = atoms.copy()
+    atoms.calc = calc
+    stress = atoms.get_stress(voigt=False) if atoms.cell.rank == 3 else None
+    return atoms.get_potential_energy(), atoms.get_forces(), stress
+
+
+@pytest.mark.parametrize("make", [_si_rattled_strained, _water_dimer])
+def test_rotation_invariance_and_equivariance(calc64, make):
+    atoms = make()
+    e0, f0, s0 = _efs(atoms, calc64)
+    rot = random_rotation(7)
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ rot.T
+    rotated.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    e1, f1, s1 = _efs(rotated, calc64)
+    assert abs(e1 - e0) < TOL_SYMMETRY * max(1, abs(e0))
+    assert np.abs(f1 - f0 @ rot.T).max() < TOL_SYMMETRY
+    if s0 is not None:
+        assert np.abs(s1 - rot @ s0 @ rot.T).max() < TOL_SYMMETRY
+
+
+def test_translation_permutation_and_image_shift_invariance(calc64):
+    atoms = _si_rattled_strained()
+    e0, f0, s0 = _efs(atoms, calc64)
+    moved = atoms.copy()
+    moved.positions += [0.37, -1.2, 2.9]
+    e1, f1, s1 = _efs(moved, calc64)
+    perm = np.array([1, 0])
+    permuted = atoms[perm]
+    e2, f2, s2 = _efs(permuted, calc64)
+    imaged = atoms.copy()
+    imaged.positions[0] += 2 * atoms.cell[0] - atoms.cell[2]  # same crystal, another image
+    e3, f3, s3 = _efs(imaged, calc64)
+    for e, f, s, fref in ((e1, f1, s1, f0), (e2, f2, s2, f0[perm]), (e3, f3, s3, f0)):
+        assert abs(e - e0) < TOL_SYMMETRY * abs(e0)
+        assert np.abs(f - fref).max() < TOL_SYMMETRY
+        assert np.abs(s - s0).max() < TOL_SYMMETRY
+
+
+def test_extensivity(calc64):
+    atoms = _si_rattled_strained()
+    e1, f1, s1 = _efs(atoms, calc64)
+    e8, f8, s8 = _efs(atoms.repeat((2, 2, 2)), calc64)
+    assert abs(e8 - 8 * e1) < TOL_EXTENSIVITY * abs(8 * e1)
+    assert np.abs(f8[:2] - f1).max() < TOL_SYMMETRY
+    assert np.abs(s8 - s1).max() < TOL_SYMMETRY
+
+
+def test_locality_fragments_beyond_cutoff_do_not_interact(calc64):
+    a = molecule("CH4")
+    b = molecule("NH3")
+    b.positions += [8.0, 0.0, 0.0]
+    gap = np.linalg.norm(a.positions[:, None] - b.positions[None], axis=-1).min()
+    assert gap > calc64.potential.cutoff
+    ea, fa, _ = _efs(a, calc64)
+    eb, fb, _ = _efs(b, calc64)
+    eab, fab, _ = _efs(a + b, calc64)
+    assert abs(eab - ea - eb) < TOL_SYMMETRY * abs(eab)
+    assert np.abs(fab - np.vstack([fa, fb])).max() < TOL_SYMMETRY
+
+
+def test_forces_vanish_smoothly_at_the_cutoff(calc64):
+    cutoff = calc64.potential.cutoff
+    lone, _, _ = _efs(Atoms("Si"), calc64)
+
+    def dimer(r):
+        e, f, _ = _efs(Atoms("Si2", positions=[(0, 0, 0), (0, 0, r)]), calc64)
+        return e - 2 * lone, f[1, 2]
+
+    # The source envelope (XPLOR) makes the pair energy ~ gap^2 and the force ~ gap near r_cut.
+    gaps = [1e-2, 1e-3, 1e-4]
+    values = [dimer(cutoff - g) for g in gaps]
+    forces = [abs(f) for _, f in values]
+    energies = [abs(e) for e, _ in values]
+    for k in (1, 2):
+        assert forces[k] < 0.2 * forces[k - 1], forces
+        assert energies[k] < 0.02 * energies[k - 1], energies
+    assert forces[-1] < 1e-4 and energies[-1] < 1e-8
+    e_out, f_out = dimer(cutoff + 1e-6)
+    assert abs(e_out) < 1e-12 and f_out == 0.0
+
+
+def test_per_atom_energies_sum_to_energy(calc64):
+    atoms = _triclinic(1)
+    atoms.calc = calc64
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+
+
+@pytest.mark.parametrize("make", [_si_rattled_strained, lambda: _triclinic(2)])
+def test_edge_gradient_path_matches_strain_reference_path(potential64, make):
+    atoms = make()
+    graph = build_graph(atoms, potential64.cutoff)
+    t = lambda a, d=torch.float64: torch.as_tensor(a, dtype=d)  # noqa: E731
+    species = t([potential64.atomic_numbers.index(z) for z in atoms.numbers], torch.int64)
+    senders, receivers = t(graph.senders, torch.int64), t(graph.receivers, torch.int64)
+    fast = evaluate(potential64.model, species, t(graph.edge_vectors), senders, receivers)
+    plain = evaluate_by_strain(
+        potential64.model, species, t(graph.positions), t(graph.cell), senders, receivers, t(graph.shifts)
+    )
+    for key in ("energy", "energies", "forces", "virial"):
+        assert relative_error(fast[key].numpy(), plain[key].numpy()) < 1e-10, key
