@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Union
-
 import numpy as np
 import torch
 from ase import Atoms
@@ -15,7 +13,7 @@ from .nn.model import evaluate
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential
 
 
-def _resolve_device(device: Union[str, torch.device]) -> torch.device:
+def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -49,8 +47,8 @@ class FacetCalculator(Calculator):
 
     def __init__(
         self,
-        potential: Union[str, Potential] = DEFAULT_POTENTIAL,
-        device: Union[str, torch.device] = "cpu",
+        potential: str | Potential = DEFAULT_POTENTIAL,
+        device: str | torch.device = "cpu",
         dtype: str = "float32",
         **kwargs,
     ) -> None:
@@ -93,9 +91,9 @@ class FacetCalculator(Calculator):
 
     def calculate(
         self,
-        atoms: Optional[Atoms] = None,
-        properties: Optional[List[str]] = None,
-        system_changes: List[str] = all_changes,
+        atoms: Atoms | None = None,
+        properties: list[str] | None = None,
+        system_changes: list[str] = all_changes,
     ) -> None:
         if properties is None:
             properties = self.implemented_properties

@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -48,14 +48,14 @@ def potentials_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "potentials"
 
 
-def _read_index(folder: Path) -> Dict[str, Any]:
+def _read_index(folder: Path) -> dict[str, Any]:
     index = folder / INDEX_FILE
     if not index.is_file():
         return {}
     return json.loads(index.read_text())
 
 
-def list_potentials() -> List[str]:
+def list_potentials() -> list[str]:
     """Names of the shipped potentials."""
     return sorted(_read_index(potentials_dir()))
 
@@ -68,7 +68,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
         return dtype
     if isinstance(dtype, str) and dtype in _DTYPES:
@@ -88,7 +88,7 @@ class Potential:
     """
 
     name: str
-    config: Dict[str, Any]
+    config: dict[str, Any]
     model: FacetModel
     path: Path
 
@@ -97,7 +97,7 @@ class Potential:
         return float(self.config["cutoff"])
 
     @property
-    def atomic_numbers(self) -> List[int]:
+    def atomic_numbers(self) -> list[int]:
         return list(self.config["atomic_numbers"])
 
     @property
@@ -109,7 +109,7 @@ class Potential:
         return self.model.scale.device
 
 
-def _locate(potential: Union[str, Path]) -> tuple[Path, Optional[Dict[str, str]]]:
+def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     """Folder of a potential and the sha256 digests its index lists (None if it has none)."""
     path = Path(potential)
     if path.is_dir():
@@ -126,7 +126,7 @@ def _locate(potential: Union[str, Path]) -> tuple[Path, Optional[Dict[str, str]]
     return shipped / str(potential), index[str(potential)]["sha256"]
 
 
-def _verify(folder: Path, digests: Optional[Dict[str, str]], require_digest: bool) -> None:
+def _verify(folder: Path, digests: dict[str, str] | None, require_digest: bool) -> None:
     for fname in (CONFIG_FILE, WEIGHTS_FILE):
         fpath = folder / fname
         if not fpath.is_file():
@@ -148,9 +148,9 @@ def _verify(folder: Path, digests: Optional[Dict[str, str]], require_digest: boo
 
 
 def load_potential(
-    potential: Union[str, Path] = DEFAULT_POTENTIAL,
-    dtype: Union[str, torch.dtype] = "float32",
-    device: Union[str, torch.device] = "cpu",
+    potential: str | Path = DEFAULT_POTENTIAL,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
     verify: bool = True,
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
@@ -172,7 +172,7 @@ def load_potential(
     return Potential(name=folder.name, config=config, model=model, path=folder)
 
 
-def build_model(config: Dict[str, Any], dtype: torch.dtype) -> FacetModel:
+def build_model(config: dict[str, Any], dtype: torch.dtype) -> FacetModel:
     """Build the model with ``dtype`` as torch's default dtype, so that e3nn computes its
     constants (Clebsch-Gordan blocks, normalisations) in that precision rather than rounding
     float32 constants up; in float64 that keeps rotation equivariance at 1e-12, not 1e-8."""
@@ -184,7 +184,7 @@ def build_model(config: Dict[str, Any], dtype: torch.dtype) -> FacetModel:
         torch.set_default_dtype(previous)
 
 
-def load_parameters(model: FacetModel, tensors: Dict[str, torch.Tensor], source: str = "tensors") -> None:
+def load_parameters(model: FacetModel, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
     """Copy named tensors into the model's parameters; the names must match exactly."""
     params = dict(model.named_parameters())
     missing = sorted(set(params) - set(tensors))
@@ -202,11 +202,11 @@ def load_parameters(model: FacetModel, tensors: Dict[str, torch.Tensor], source:
 
 
 def save_potential(
-    folder: Union[str, Path],
-    config: Dict[str, Any],
-    tensors: Dict[str, torch.Tensor],
+    folder: str | Path,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
     card: str,
-) -> Dict[str, str]:
+) -> dict[str, str]:
     """Write a potential folder and record its sha256 digests in ``index.json`` beside it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ it; the ``TOL_*`` constants are the bounds the test suite holds a float64 potent
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from collections.abc import Callable
 
 import numpy as np
 from ase import Atoms
@@ -65,7 +65,7 @@ def _triclinic(seed: int) -> Atoms:
     raise RuntimeError("could not place atoms in the triclinic cell")
 
 
-def fidelity_structures() -> List[Tuple[str, Atoms]]:
+def fidelity_structures() -> list[tuple[str, Atoms]]:
     """About 40 varied structures: bulk prototypes over many elements (rattled and strained),
     triclinic cells, one-atom cells, slabs, a nanotube, molecules far from the origin, short
     dimers and a lone atom."""
@@ -88,7 +88,7 @@ def fidelity_structures() -> List[Tuple[str, Atoms]]:
         ("LiF-rocksalt", bulk("LiF", "rocksalt", a=4.03)),
         ("SrTiO3-perovskite", _perovskite()),
     ]
-    out: List[Tuple[str, Atoms]] = []
+    out: list[tuple[str, Atoms]] = []
     for k, (name, atoms) in enumerate(prototypes):
         out.append((name, atoms))
         out.append((f"{name}-rattled-strained", _strained(_rattled(atoms.repeat((2, 1, 1)), 0.08, k), k)))
@@ -111,7 +111,7 @@ def fidelity_structures() -> List[Tuple[str, Atoms]]:
     return out
 
 
-def compare_calculators(atoms: Atoms, calc, reference) -> Dict[str, float]:
+def compare_calculators(atoms: Atoms, calc, reference) -> dict[str, float]:
     """Max |dE| per atom (eV), max |dF| (eV/A) and max |dstress| (GPa, cells of full rank)."""
     a, b = atoms.copy(), atoms.copy()
     a.calc, b.calc = calc, reference
@@ -177,7 +177,7 @@ def random_rotation(seed: int) -> np.ndarray:
     return q
 
 
-def energy_and_forces(atoms: Atoms, calc: Callable) -> Tuple[float, np.ndarray]:
+def energy_and_forces(atoms: Atoms, calc: Callable) -> tuple[float, np.ndarray]:
     work = atoms.copy()
     work.calc = calc
     return work.get_potential_energy(), work.get_forces()

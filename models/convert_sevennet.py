@@ -25,8 +25,7 @@ from ase.data import chemical_symbols
 from facet_calc.calculator import FacetCalculator
 from facet_calc.convert.reference import SevenNetReference
 from facet_calc.convert.sevennet import convert_sevennet
-from facet_calc.nn.model import FacetModel
-from facet_calc.potential import Potential, load_parameters, save_potential
+from facet_calc.potential import Potential, build_model, load_parameters, save_potential
 from facet_calc.testing import compare_calculators, fidelity_structures
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +36,7 @@ def measure_fidelity(config, tensors, source: str) -> dict:
     """Max deviations from the source model over the fidelity structures, per dtype."""
     figures = {}
     for dtype in ("float64", "float32"):
-        model = FacetModel(config)
+        model = build_model(config, getattr(torch, dtype))
         load_parameters(model, tensors)
         model = model.to(getattr(torch, dtype)).eval()
         calc = FacetCalculator(Potential(config["name"], config, model, Path(".")))
@@ -49,7 +48,7 @@ def measure_fidelity(config, tensors, source: str) -> dict:
             reference = SevenNetCalculator(source, device="cpu")  # sevenn's stock float32 path
         worst = {"energy_per_atom": 0.0, "force": 0.0, "stress_gpa": 0.0}
         structures = fidelity_structures()
-        for name, atoms in structures:
+        for _name, atoms in structures:
             err = compare_calculators(atoms, calc, reference)
             for key in worst:
                 worst[key] = max(worst[key], err[key])
@@ -64,7 +63,9 @@ def measure_fidelity(config, tensors, source: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe", type=Path, help="recipe folder, e.g. models/7net-0-spline")
     parser.add_argument("--out", type=Path, default=REPO / "potentials", help="potentials folder")
     args = parser.parse_args(argv)

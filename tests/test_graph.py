@@ -28,7 +28,9 @@ CASES = {
     "slab, pbc=(T,T,F)": fcc111("Pt", size=(2, 2, 3), vacuum=5.0),
     "wire, pbc=(F,F,T)": nanotube(3, 3, length=2, bond=1.42, symbol="C"),
     "molecule far from origin": molecule("C6H6").copy(),
-    "mixed pbc (T,F,T)": Atoms("Cu2", positions=[(0, 0, 0), (1.3, 1.1, 0.4)], cell=[2.6, 0, 2.6], pbc=(True, False, True)),
+    "mixed pbc (T,F,T)": Atoms(
+        "Cu2", positions=[(0, 0, 0), (1.3, 1.1, 0.4)], cell=[2.6, 0, 2.6], pbc=(True, False, True)
+    ),
 }
 CASES["molecule far from origin"].positions += 5000.0
 

@@ -22,7 +22,10 @@ from facet_calc.testing import (
 
 def _si_rattled_strained():
     atoms = bulk("Si", "diamond", a=5.43)
-    atoms.set_cell(atoms.cell.array @ np.array([[1.02, 0.01, 0.0], [0.01, 0.99, 0.0], [0.0, 0.0, 1.01]]), scale_atoms=True)
+    atoms.set_cell(
+        atoms.cell.array @ np.array([[1.02, 0.01, 0.0], [0.01, 0.99, 0.0], [0.0, 0.0, 1.01]]),
+        scale_atoms=True,
+    )
     atoms.rattle(0.08, seed=3)
     return atoms
 

@@ -14,7 +14,7 @@ Needs the optional ``sevenn`` package (``pip install 'facet_calc[convert]'``).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,7 @@ def _require_sevenn():
         import sevenn.util  # noqa: F401
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "converting a SevenNet checkpoint needs the 'sevenn' package: "
-            "pip install 'facet_calc[convert]'"
+            "converting a SevenNet checkpoint needs the 'sevenn' package: pip install 'facet_calc[convert]'"
         ) from err
     import sevenn.util
 
@@ -47,7 +46,7 @@ def sevennet_checkpoint_path(name: str) -> str:
     return util.pretrained_name_to_path(name)
 
 
-def _check_supported(cfg: Dict[str, Any]) -> None:
+def _check_supported(cfg: dict[str, Any]) -> None:
     problems = []
     if cfg.get("interaction_type", "nequip") != "nequip":
         problems.append(f"interaction_type={cfg.get('interaction_type')!r}")
@@ -64,8 +63,7 @@ def _check_supported(cfg: Dict[str, Any]) -> None:
         problems.append(f"radial basis {cfg['radial_basis']['radial_basis_name']!r}")
     if problems:
         raise ValueError(
-            "this SevenNet checkpoint uses features the converter does not support: "
-            + ", ".join(problems)
+            "this SevenNet checkpoint uses features the converter does not support: " + ", ".join(problems)
         )
 
 
@@ -77,9 +75,7 @@ def _choose_intervals(cutoff: float, breaks_at: list, min_intervals: int) -> int
     raise ValueError(f"no uniform knot grid on [0, {cutoff}] hits the break points {breaks_at}")
 
 
-def _radial_samples(
-    model, t: int, r: torch.Tensor
-) -> Tuple[np.ndarray, np.ndarray]:
+def _radial_samples(model, t: int, r: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Values and d/dr of layer t's radial weights at distances r (float64, exact autograd)."""
     emb = model._modules["edge_embedding"]
     coeffs = emb.basis_function.coeffs.detach().to(torch.float64)
@@ -99,7 +95,7 @@ def _radial_samples(
 
 def convert_sevennet(
     checkpoint: str, min_intervals: int = DEFAULT_MIN_INTERVALS
-) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Convert a SevenNet checkpoint (a path or a sevenn keyword like ``"7net-0"``).
 
     Returns ``(config, tensors)``: the model config (JSON-able dict) and the named tensors that
@@ -130,7 +126,7 @@ def convert_sevennet(
     parity = {1: "e", -1: "o"}
     act_scalar, act_gate = cfg["act_scalar"], cfg["act_gate"]
     layers = []
-    tensors: Dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor] = {}
     for t in range(n_layers):
         conv = model._modules[f"{t}_convolution"]
         kw = conv.convolution_kwargs

@@ -15,7 +15,8 @@ implementation is compared with.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -30,7 +31,7 @@ def _shifted_softplus(x: torch.Tensor) -> torch.Tensor:
 
 
 #: Activation functions by the names used in potential configs.
-ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": nn.functional.silu,
     "tanh": torch.tanh,
     "ssp": _shifted_softplus,
@@ -67,7 +68,7 @@ class SplineConvolution(nn.Module):
         irreps_in: o3.Irreps,
         irreps_sh: o3.Irreps,
         irreps_out: o3.Irreps,
-        instructions: List[tuple],
+        instructions: list[tuple],
         radial: SplineRadial,
         denominator: float,
     ) -> None:
@@ -110,7 +111,7 @@ class InteractionBlock(nn.Module):
     ``spec`` is the layer's entry of the potential config (see ``facet_calc.potential``).
     """
 
-    def __init__(self, spec: Dict[str, Any], irreps_sh: o3.Irreps, radial: SplineRadial) -> None:
+    def __init__(self, spec: dict[str, Any], irreps_sh: o3.Irreps, radial: SplineRadial) -> None:
         super().__init__()
         irreps_in = o3.Irreps(spec["irreps_in"])
         irreps_tp_out = o3.Irreps(spec["irreps_tp_out"])

@@ -18,7 +18,7 @@ Two evaluators give energy, forces and virial:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -39,7 +39,7 @@ class FacetModel(nn.Module):
     ``receivers (n_edges,)`` int64. Returns per-atom energies ``(n_atoms,)`` in eV.
     """
 
-    def __init__(self, config: Dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = config
         self.cutoff = float(config["cutoff"])
@@ -92,7 +92,7 @@ def evaluate(
     senders: torch.Tensor,
     receivers: torch.Tensor,
     compute_virial: bool = True,
-) -> Dict[str, Optional[torch.Tensor]]:
+) -> dict[str, torch.Tensor | None]:
     """Energy, per-atom energies, forces and virial from the gradient w.r.t. edge vectors.
 
     Args:
@@ -132,7 +132,7 @@ def evaluate_by_strain(
     receivers: torch.Tensor,
     shifts: torch.Tensor,
     compute_virial: bool = True,
-) -> Dict[str, Optional[torch.Tensor]]:
+) -> dict[str, torch.Tensor | None]:
     """Reference path: forces = -dE/dpos, virial = dE/d(symmetric strain). Same outputs as
     :func:`evaluate`."""
     pos = positions.detach().clone().requires_grad_(True)

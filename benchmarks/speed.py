@@ -1,0 +1,94 @@
+"""Energy + forces + stress per step: facet_calc vs sevenn, same weights, same run.
+
+    python benchmarks/speed.py                       # 216-atom Si, float32, CPU
+    python benchmarks/speed.py --sizes 64 216 512 --dtype float64 --device cuda
+
+Each step moves the atoms slightly (so nothing is cached) and asks for energy, forces and
+stress. Prints ms/step of both calculators and their ratio (sevenn time / facet time; > 1
+means facet_calc is faster). Needs the test extra (sevenn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+from ase.build import bulk
+
+from facet_calc import FacetCalculator
+
+
+def silicon(n_atoms: int, seed: int = 0):
+    """Rattled diamond Si with about n_atoms atoms (8 n^3 for a cubic n x n x n supercell)."""
+    reps = max(1, round((n_atoms / 8) ** (1 / 3)))
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(reps)
+    atoms.rattle(stdev=0.05, seed=seed)
+    return atoms
+
+
+def time_steps(atoms, calc, repeats: int) -> float:
+    """Median wall time (ms) of one energy+forces+stress evaluation."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(1)
+    atoms.get_stress()  # warm-up (graph building, lazy init, allocator)
+    atoms.get_forces()
+    times = []
+    for _ in range(repeats):
+        atoms.positions += rng.normal(scale=1e-3, size=atoms.positions.shape)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        atoms.get_stress()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def sevenn_calculator(dtype: str, device: str):
+    if dtype == "float32":
+        from sevenn.calculator import SevenNetCalculator
+
+        return SevenNetCalculator("7net-0", device=device)
+    from facet_calc.convert.reference import SevenNetReference
+
+    return SevenNetReference("7net-0", "float64", device=device)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[216])
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    facet = FacetCalculator("7net-0-spline", device=args.device, dtype=args.dtype)
+    reference = sevenn_calculator(args.dtype, args.device)
+    print(f"# device={args.device} dtype={args.dtype} torch threads={torch.get_num_threads()}")
+    print(f"{'atoms':>7} {'facet ms/step':>14} {'sevenn ms/step':>15} {'speed-up':>9} {'facet us/atom':>14}")
+    for n in args.sizes:
+        atoms = silicon(n)
+        t_facet = time_steps(atoms, facet, args.repeats)
+        t_sevenn = time_steps(atoms, reference, args.repeats)
+        print(
+            f"{len(atoms):>7} {t_facet:>14.1f} {t_sevenn:>15.1f} {t_sevenn / t_facet:>8.2f}x "
+            f"{1e3 * t_facet / len(atoms):>14.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""FacetCalculator behaviour: properties, bad input, caching, and not touching the caller's Atoms."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+
+from facet_calc import FacetCalculator
+
+
+def test_properties_have_ase_shapes_and_units(calc64):
+    atoms = bulk("NaCl", "rocksalt", a=5.6)
+    atoms.rattle(0.05, seed=0)
+    atoms.calc = calc64
+    energy = atoms.get_potential_energy()
+    assert atoms.get_potential_energy(force_consistent=True) == energy  # free_energy
+    assert atoms.get_forces().shape == (2, 3)
+    assert atoms.get_stress().shape == (6,)
+    assert atoms.get_stress(voigt=False).shape == (3, 3)
+    assert atoms.get_potential_energies().shape == (2,)
+    assert np.abs(atoms.get_forces().sum(axis=0)).max() < 1e-10  # Newton's third law
+
+
+def test_float32_agrees_with_float64(calc32, calc64):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, seed=1)
+    results = {}
+    for name, calc in (("32", calc32), ("64", calc64)):
+        a = atoms.copy()
+        a.calc = calc
+        results[name] = (a.get_potential_energy(), a.get_forces(), a.get_stress())
+    assert results["32"][0] == pytest.approx(results["64"][0], abs=1e-4 * len(atoms))
+    assert np.abs(results["32"][1] - results["64"][1]).max() < 1e-3
+    assert np.abs(results["32"][2] - results["64"][2]).max() < 1e-5
+
+
+def test_unknown_element_is_rejected_on_attach_naming_it(calc64):
+    atoms = Atoms("SiPo", positions=[(0, 0, 0), (2, 0, 0)])
+    with pytest.raises(ValueError, match=r"element\(s\) Po.*supports: H He Li"):
+        atoms.calc = calc64
+    mixed = Atoms("Fm", positions=[(0, 0, 0)])
+    with pytest.raises(ValueError, match="Fm"):
+        calc64.get_potential_energy(mixed)
+
+
+def test_nan_positions_raise_and_do_not_poison_the_calculator(calc64):
+    good = bulk("Si", "diamond", a=5.43)
+    good.calc = calc64
+    e_good = good.get_potential_energy()
+    bad = good.copy()
+    bad.positions[1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite positions"):
+        calc64.get_potential_energy(bad)
+    assert calc64.get_potential_energy(good) == pytest.approx(e_good, abs=1e-12)
+
+
+def test_singular_periodic_cell_raises(calc64):
+    atoms = Atoms("Si", cell=[[3, 0, 0], [3, 0, 0], [0, 0, 3]], pbc=True)
+    with pytest.raises(ValueError, match="singular along periodic"):
+        calc64.get_potential_energy(atoms)
+
+
+def test_empty_atoms(calc64):
+    atoms = Atoms()
+    atoms.calc = calc64
+    assert atoms.get_potential_energy() == 0.0
+    assert atoms.get_forces().shape == (0, 3)
+
+
+def test_lone_atom_has_its_reference_energy_and_no_force(calc64, potential64):
+    atoms = Atoms("Fe", positions=[(3.0, -2.0, 7.0)])
+    atoms.calc = calc64
+    assert np.all(atoms.get_forces() == 0.0)
+    # reference: the model evaluated directly on a graph without edges
+    import torch
+
+    species = torch.tensor([potential64.atomic_numbers.index(26)])
+    no_edges = torch.zeros(0, dtype=torch.int64)
+    e_ref = potential64.model(species, torch.zeros(0, 3, dtype=torch.float64), no_edges, no_edges)
+    assert atoms.get_potential_energy() == pytest.approx(e_ref.item(), abs=1e-12)
+
+
+def test_stress_of_a_molecule_without_cell_is_not_implemented(calc64):
+    atoms = molecule("H2O")
+    atoms.calc = calc64
+    atoms.get_forces()
+    with pytest.raises(PropertyNotImplementedError, match="stress needs a cell"):
+        atoms.get_stress()
+
+
+def test_changes_between_calls_give_fresh_results(calc64, potential64):
+    """Changing atom count, species, cell or pbc gives the same as a brand-new calculator."""
+    base = bulk("Si", "diamond", a=5.43)
+    base.rattle(0.03, seed=2)
+    variants = [base, base.repeat((2, 1, 1)), base.copy(), base.copy(), base.copy()]
+    variants[2].numbers[0] = 32  # Ge for one Si
+    variants[3].set_cell(base.cell.array * 1.03, scale_atoms=True)
+    variants[4].pbc = (True, True, False)
+    for atoms in variants + [base]:
+        atoms = atoms.copy()
+        atoms.calc = calc64
+        got = (atoms.get_potential_energy(), atoms.get_forces())
+        fresh = atoms.copy()
+        fresh.calc = FacetCalculator(potential64)
+        expected = (fresh.get_potential_energy(), fresh.get_forces())
+        assert got[0] == expected[0]
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_callers_atoms_are_not_modified(calc64):
+    atoms = bulk("Al", "fcc", a=4.05) * (2, 1, 1)
+    atoms.positions[0] += [9.0, -7.0, 3.0]  # outside the cell; must not be wrapped
+    before = (atoms.positions.copy(), atoms.cell.array.copy(), atoms.numbers.copy(), atoms.pbc.copy())
+    atoms.calc = calc64
+    atoms.get_forces()
+    atoms.get_stress()
+    np.testing.assert_array_equal(atoms.positions, before[0])
+    np.testing.assert_array_equal(atoms.cell.array, before[1])
+    np.testing.assert_array_equal(atoms.numbers, before[2])
+    np.testing.assert_array_equal(atoms.pbc, before[3])
+
+
+def test_bad_options_are_explained(potential64):
+    with pytest.raises(ValueError, match="dtype must be"):
+        FacetCalculator("7net-0-spline", dtype="float16")
+    with pytest.raises(ValueError, match="unknown potential 'nope'.*7net-0-spline"):
+        FacetCalculator("nope")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            FacetCalculator(potential64, device="cuda")

@@ -1,0 +1,56 @@
+"""Converted potentials against their source model (sevenn), and the recipe's reproducibility."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facet_calc import FacetCalculator, load_potential
+from facet_calc.potential import CONFIG_FILE, WEIGHTS_FILE, potentials_dir
+from facet_calc.testing import (
+    TOL_FIDELITY_ENERGY_PER_ATOM,
+    TOL_FIDELITY_FORCE,
+    TOL_FIDELITY_STRESS_GPA,
+    compare_calculators,
+    fidelity_structures,
+)
+
+pytest.importorskip("sevenn", reason="fidelity checks need the test extra: pip install '.[test]'")
+
+STRUCTURES = fidelity_structures()
+
+
+@pytest.mark.parametrize("name, atoms", STRUCTURES, ids=[n for n, _ in STRUCTURES])
+def test_7net_0_spline_matches_sevennet_0_in_float64(calc64, sevenn_reference64, name, atoms):
+    err = compare_calculators(atoms, calc64, sevenn_reference64)
+    assert err["energy_per_atom"] < TOL_FIDELITY_ENERGY_PER_ATOM
+    assert err["force"] < TOL_FIDELITY_FORCE
+    assert err["stress_gpa"] < TOL_FIDELITY_STRESS_GPA
+
+
+@pytest.mark.slow
+def test_7net_l3i5_spline_matches_its_source_in_float64():
+    from facet_calc.convert.reference import SevenNetReference
+
+    calc = FacetCalculator(load_potential("7net-l3i5-spline", dtype="float64"))
+    reference = SevenNetReference("7net-l3i5", "float64")
+    for name, atoms in STRUCTURES[::4]:  # a spread subset: the model is ~3x costlier
+        err = compare_calculators(atoms, calc, reference)
+        assert err["energy_per_atom"] < TOL_FIDELITY_ENERGY_PER_ATOM, name
+        assert err["force"] < TOL_FIDELITY_FORCE, name
+        assert err["stress_gpa"] < TOL_FIDELITY_STRESS_GPA, name
+
+
+def test_conversion_reproduces_the_shipped_potential_exactly():
+    from facet_calc.convert import convert_sevennet
+
+    config, tensors = convert_sevennet("7net-0")
+    folder = potentials_dir() / "7net-0-spline"
+    shipped_config = json.loads((folder / CONFIG_FILE).read_text())
+    shipped = load_file(str(folder / WEIGHTS_FILE))
+    for key, value in config.items():
+        assert shipped_config[key] == value, key
+    assert set(shipped) == set(tensors)
+    for key, value in tensors.items():
+        assert torch.equal(shipped[key], value), key
