@@ -152,11 +152,13 @@ def load_potential(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     verify: bool = True,
+    fast_path: bool = True,
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
 
     Every file is checked against the sha256 in the index; ``verify=False`` skips that check
-    for a folder that no index lists (your own conversions).
+    for a folder that no index lists (your own conversions). ``fast_path=False`` keeps e3nn's
+    generic tensor products (the reference implementation; same results, slower).
     """
     torch_dtype = resolve_dtype(dtype)
     folder, digests = _locate(potential)
@@ -169,6 +171,8 @@ def load_potential(
     model = build_model(config, torch_dtype)
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
     model = model.to(device=device, dtype=torch_dtype).eval()
+    if fast_path:
+        model.use_fast_path()
     return Potential(name=folder.name, config=config, model=model, path=folder)
 
 

@@ -136,6 +136,8 @@ class InteractionBlock(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
         self.irreps_out = self.gate.irreps_out
+        # set by FacetModel.use_fast_path(); derived from `convolution`, which stays the reference
+        self.fast_convolution: Optional[nn.Module] = None
 
     def forward(
         self,
@@ -147,6 +149,7 @@ class InteractionBlock(nn.Module):
     ) -> torch.Tensor:
         sc = self.self_connection(x)
         h = self.linear_in(x)
-        h = self.convolution(h, sh, r, senders, receivers)
+        convolution = self.convolution if self.fast_convolution is None else self.fast_convolution
+        h = convolution(h, sh, r, senders, receivers)
         h = self.linear_out(h) + sc
         return self.gate(h)

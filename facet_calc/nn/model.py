@@ -24,6 +24,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .fast_convolution import FastSplineConvolution
 from .interaction import InteractionBlock
 from .radial import SplineRadial
 
@@ -66,6 +67,23 @@ class FacetModel(nn.Module):
         self.readout_out = o3.Linear(o3.Irreps(config["readout_hidden"]), o3.Irreps("1x0e"), biases=False)
         self.scale = nn.Parameter(torch.ones(n_species), requires_grad=False)
         self.shift = nn.Parameter(torch.zeros(n_species), requires_grad=False)
+
+    def use_fast_path(self, enabled: bool = True) -> "FacetModel":
+        """Switch every convolution to the specialised implementation (``enabled=True``) or back
+        to e3nn's generic tensor product, the reference. Call after the parameters are loaded:
+        the fast path derives its tables from them."""
+        for layer in self.layers:
+            if not enabled:
+                layer.fast_convolution = None
+                continue
+            ref = layer.convolution
+            fast = FastSplineConvolution(ref).to(device=ref.radial.values.device, dtype=ref.radial.values.dtype)
+            layer.fast_convolution = fast
+        return self
+
+    @property
+    def uses_fast_path(self) -> bool:
+        return all(layer.fast_convolution is not None for layer in self.layers)
 
     def forward(
         self,

@@ -58,26 +58,37 @@ class SplineRadial(nn.Module):
         return self.values.shape[1]
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        n = self.n_intervals
-        t = r / self.h
-        # clamp keeps r == r_max (and round-off beyond it) in the last interval, where u = 1
-        # selects the last knot, whose value is zero for a potential with a cutoff envelope.
-        k = torch.clamp(t.detach().floor().long(), 0, n - 1)
-        u = t - k.to(t.dtype)
-        u2 = u * u
-        u3 = u2 * u
-        basis = torch.stack(
-            (2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2, (u3 - 2 * u2 + u) * self.h, (u3 - u2) * self.h), dim=1
-        )
-        basis = basis * (r < self.r_max).unsqueeze(1).to(basis.dtype)
-        rows = torch.stack((k, k + 1, k + n + 1, k + n + 2), dim=1)
-        # w = sum_j basis_j(u) * table[rows_j]: one fused gather-and-weighted-sum (embedding_bag)
-        # that also gives d/d(basis) in its backward, instead of ~20 passes over (n_edges, n_out).
         table = torch.cat((self.values, self.slopes), dim=0)
-        return nn.functional.embedding_bag(rows, table, per_sample_weights=basis, mode="sum")
+        return hermite_spline(r, table, self.r_max)
 
     def extra_repr(self) -> str:
         return f"n_intervals={self.n_intervals}, r_max={self.r_max}, n_out={self.n_out}"
+
+
+def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
+    """Evaluate a cubic Hermite spline on uniform knots over ``[0, r_max]``.
+
+    Args:
+        r: ``(n_edges,)`` distances in Angstrom.
+        table: ``(2 * n_knots, n_out)``: the knot values stacked over the knot slopes (per A).
+
+    Returns ``(n_edges, n_out)``, zero for ``r >= r_max``.
+    """
+    n = table.shape[0] // 2 - 1
+    h = r_max / n
+    t = r / h
+    # clamp keeps r == r_max (and round-off beyond it) in the last interval, where u = 1
+    # selects the last knot, whose value is zero for a potential with a cutoff envelope.
+    k = torch.clamp(t.detach().floor().long(), 0, n - 1)
+    u = t - k.to(t.dtype)
+    u2 = u * u
+    u3 = u2 * u
+    basis = torch.stack((2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2, (u3 - 2 * u2 + u) * h, (u3 - u2) * h), dim=1)
+    basis = basis * (r < r_max).unsqueeze(1).to(basis.dtype)
+    rows = torch.stack((k, k + 1, k + n + 1, k + n + 2), dim=1)
+    # w = sum_j basis_j(u) * table[rows_j]: one fused gather-and-weighted-sum (embedding_bag)
+    # that also gives d/d(basis) in its backward, instead of ~20 passes over (n_edges, n_out).
+    return nn.functional.embedding_bag(rows, table, per_sample_weights=basis, mode="sum")
 
 
 def fit_clamped_cubic_spline(
