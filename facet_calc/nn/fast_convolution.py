@@ -17,13 +17,14 @@ per-edge gather, broadcast or zero-filled gradient remains.
 
 from __future__ import annotations
 
-from typing import Dict, List
+import ctypes
 
 import torch
 from e3nn import o3
 from torch import nn
 
-from .radial import SplineRadial, hermite_spline
+from ._kernels import spline_conv_library
+from .radial import SplineRadial, hermite_spline, spline_basis
 
 
 class FastSplineConvolution(nn.Module):
@@ -55,11 +56,12 @@ class FastSplineConvolution(nn.Module):
         in_slices = irreps_in.slices()
         out_slices = self.irreps_out.slices()
 
-        dtype = torch.get_default_dtype()
         radial: SplineRadial = reference.radial
-        self.blocks: List[Dict] = []
-        weight_columns: List[torch.Tensor] = []  # per block: (cols, mul) e3nn flat weight index
-        out_index: List[torch.Tensor] = []  # per block: (cols, mul) e3nn output index
+        dtype = radial.values.dtype  # derived tables in the precision of the source tables
+        self.blocks: list[dict] = []
+        weight_columns: list[torch.Tensor] = []  # per block: (cols, mul) e3nn flat weight index
+        out_index: list[torch.Tensor] = []  # per block: (cols, mul) e3nn output index
+        path_order: list[torch.Tensor] = []  # per block: (n_paths * mul) e3nn flat weight index
         for b, (mul, ir_in) in enumerate(irreps_in):
             paths = [(k, ins) for k, ins in enumerate(tp.instructions) if ins.i_in1 == b]
             if not paths:
@@ -70,28 +72,42 @@ class FastSplineConvolution(nn.Module):
             coupling = torch.zeros(irreps_sh.dim, cols, m1, dtype=torch.float64)
             w_index = torch.empty(cols, mul, dtype=torch.long)
             o_index = torch.empty(cols, mul, dtype=torch.long)
+            path_of_col = torch.empty(cols, dtype=torch.int32)
+            path_columns = []  # fused kernel: one table column per (path, u)
             col = 0
-            for k, ins in paths:
+            for p_idx, (k, ins) in enumerate(paths):
                 l2 = irreps_sh[ins.i_in2].ir.l
                 l3 = self.irreps_out[ins.i_out].ir.l
                 d3 = 2 * l3 + 1
                 w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * ins.path_weight  # (m1, m2, m3)
                 coupling[sh_slices[ins.i_in2], col : col + d3, :] = w3j.permute(1, 2, 0)
                 w_index[col : col + d3] = offsets[k] + torch.arange(mul)  # same weight for each m3
+                path_of_col[col : col + d3] = p_idx
+                path_columns.append(offsets[k] + torch.arange(mul))
                 start_out = out_slices[ins.i_out].start
-                o_index[col : col + d3] = start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
+                o_index[col : col + d3] = (
+                    start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
+                )
                 col += d3
             self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype))
-            self.blocks.append({"name": f"coupling_{b}", "in_slice": in_slices[b], "mul": mul, "m1": m1, "cols": cols})
+            self.register_buffer(f"path_of_col_{b}", path_of_col)
+            self.blocks.append(
+                {"id": b, "in_slice": in_slices[b], "mul": mul, "m1": m1, "cols": cols, "n_paths": len(paths)}
+            )
             weight_columns.append(w_index.reshape(-1))
             out_index.append(o_index.reshape(-1))
+            path_order.append(torch.cat(path_columns))
 
         # per block, the spline table with one column per message entry, so that msg = t * w
         # needs no broadcasting; derived data (buffers), not parameters
         table = torch.cat((radial.values.data, radial.slopes.data), dim=0)
-        for blk, order in zip(self.blocks, weight_columns):
-            self.register_buffer(f"table_{blk['name']}", table[:, order].to(dtype).contiguous())
+        for blk, order, porder in zip(self.blocks, weight_columns, path_order):
+            self.register_buffer(f"table_{blk['id']}", table[:, order].to(dtype).contiguous())
+            self.register_buffer(f"path_table_{blk['id']}", table[:, porder].to(dtype).contiguous())
         self.r_max = radial.r_max
+        self.n_intervals = radial.n_intervals
+        #: use the compiled CPU kernel when it is available (False: the pure-torch path)
+        self.use_kernels = True
         fast_index = torch.cat(out_index)
         if sorted(fast_index.tolist()) != list(range(self.irreps_out.dim)):
             raise ValueError("fast convolution layout does not cover the tensor-product output")
@@ -107,13 +123,22 @@ class FastSplineConvolution(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
+        library = spline_conv_library() if self.use_kernels and x.device.type == "cpu" else None
+        if library is not None and bool((receivers[1:] >= receivers[:-1]).all()):
+            outputs = self._fused(library, x, sh, r, senders, receivers)
+        else:
+            outputs = self._tensor_ops(x, sh, r, senders, receivers)
+        return torch.cat(outputs, dim=1)[:, self.to_e3nn] / self.denominator
+
+    def _tensor_ops(self, x, sh, r, senders, receivers) -> list[torch.Tensor]:
+        """Pure-torch path (any device): per-edge messages, then index_add."""
         n_edges, n_nodes = r.shape[0], x.shape[0]
         x_senders = x[senders]
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
-            w = hermite_spline(r, getattr(self, f"table_{block['name']}"), self.r_max)  # (E, cols * mul)
-            a = (sh @ getattr(self, block["name"])).view(n_edges, cols, m1)
+            w = hermite_spline(r, getattr(self, f"table_{block['id']}"), self.r_max)  # (E, cols * mul)
+            a = (sh @ getattr(self, f"coupling_{block['id']}")).view(n_edges, cols, m1)
             xj = x_senders[:, block["in_slice"]].view(n_edges, mul, m1)
             if m1 == 1:
                 t = a * xj.transpose(1, 2)  # (E, cols, 1) * (E, 1, mul): outer product
@@ -121,4 +146,80 @@ class FastSplineConvolution(nn.Module):
                 t = torch.bmm(a, xj.transpose(1, 2))  # (E, cols, mul)
             msg = t.reshape(n_edges, cols * mul) * w
             outputs.append(x.new_zeros((n_nodes, cols * mul)).index_add_(0, receivers, msg))
-        return torch.cat(outputs, dim=1)[:, self.to_e3nn] / self.denominator
+        return outputs
+
+    def _fused(self, library, x, sh, r, senders, receivers) -> list[torch.Tensor]:
+        """Compiled CPU kernel: per-edge messages are never materialised (edges sorted by receiver)."""
+        n_edges, n_nodes = r.shape[0], x.shape[0]
+        graph = _EdgeIndex(n_nodes, senders, receivers)
+        rows, beta = spline_basis(r, self.n_intervals, self.r_max)
+        outputs = []
+        for block in self.blocks:
+            mul, m1, cols = block["mul"], block["m1"], block["cols"]
+            a = (sh @ getattr(self, f"coupling_{block['id']}")).view(n_edges, cols, m1)
+            xt = x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2)  # (N, m1, mul)
+            static = (
+                library,
+                graph,
+                rows,
+                getattr(self, f"path_table_{block['id']}"),
+                getattr(self, f"path_of_col_{block['id']}"),
+                (mul, m1, cols, block["n_paths"]),
+            )
+            out = _FusedBlock.apply(a, xt, beta, static)
+            outputs.append(out.view(n_nodes, cols * mul))
+        return outputs
+
+
+class _EdgeIndex:
+    """CSR views of an edge list sorted by receiver: receiver offsets, and edges by sender."""
+
+    def __init__(self, n_nodes: int, senders: torch.Tensor, receivers: torch.Tensor) -> None:
+        counts = torch.bincount(receivers, minlength=n_nodes)
+        self.recv_ptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=self.recv_ptr[1:])
+        self.by_sender = torch.argsort(senders, stable=True)
+        counts = torch.bincount(senders, minlength=n_nodes)
+        self.send_ptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=self.send_ptr[1:])
+        self.n_nodes = n_nodes
+        self.senders = senders.contiguous()
+        self.receivers = receivers.contiguous()
+
+
+def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class _FusedBlock(torch.autograd.Function):
+    """out (N, cols, mul) from A (E, cols, m1), x^T (N, m1, mul) and spline coefficients beta."""
+
+    @staticmethod
+    def forward(ctx, a, xt, beta, static):
+        library, graph, rows, table, path_of_col, (mul, m1, cols, n_paths) = static
+        a, xt, beta = a.contiguous(), xt.contiguous(), beta.contiguous()
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
+        out = a.new_empty((graph.n_nodes, cols, mul))
+        getattr(library, f"spline_conv_forward_{suffix}")(
+            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+            _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
+            _ptr(table), _ptr(path_of_col), _ptr(out), torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.save_for_backward(a, xt, beta)
+        ctx.static = static
+        ctx.suffix = suffix
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        a, xt, beta = ctx.saved_tensors
+        library, graph, rows, table, path_of_col, (mul, m1, cols, n_paths) = ctx.static
+        grad_out = grad_out.contiguous()
+        grad_a, grad_xt, grad_beta = torch.empty_like(a), torch.empty_like(xt), torch.empty_like(beta)
+        getattr(library, f"spline_conv_backward_{ctx.suffix}")(
+            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+            _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
+            _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_out),
+            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), torch.get_num_threads(),
+        )  # fmt: skip
+        return grad_a, grad_xt, grad_beta, None

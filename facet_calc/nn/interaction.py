@@ -23,6 +23,8 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from .fast_convolution import FastSplineConvolution
+from .fast_linear import FastLinear
 from .radial import SplineRadial
 
 
@@ -136,8 +138,28 @@ class InteractionBlock(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
         self.irreps_out = self.gate.irreps_out
-        # set by FacetModel.use_fast_path(); derived from `convolution`, which stays the reference
-        self.fast_convolution: Optional[nn.Module] = None
+        # set by use_fast_path(): faster modules derived from the ones above, which stay the
+        # reference implementation
+        self.fast: nn.ModuleDict | None = None
+
+    def use_fast_path(self, enabled: bool = True) -> None:
+        """Derive the specialised convolution and linears from the current parameters (or drop
+        them with ``enabled=False``)."""
+        if not enabled:
+            self.fast = None
+            return
+        table = self.convolution.radial.values
+        self.fast = nn.ModuleDict(
+            {
+                "convolution": FastSplineConvolution(self.convolution),
+                "self_connection": FastLinear(self.self_connection),
+                "linear_in": FastLinear(self.linear_in),
+                "linear_out": FastLinear(self.linear_out),
+            }
+        ).to(table.device, table.dtype)
+
+    def _part(self, name: str) -> nn.Module:
+        return getattr(self, name) if self.fast is None else self.fast[name]
 
     def forward(
         self,
@@ -147,9 +169,8 @@ class InteractionBlock(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
-        sc = self.self_connection(x)
-        h = self.linear_in(x)
-        convolution = self.convolution if self.fast_convolution is None else self.fast_convolution
-        h = convolution(h, sh, r, senders, receivers)
-        h = self.linear_out(h) + sc
+        sc = self._part("self_connection")(x)
+        h = self._part("linear_in")(x)
+        h = self._part("convolution")(h, sh, r, senders, receivers)
+        h = self._part("linear_out")(h) + sc
         return self.gate(h)

@@ -24,7 +24,6 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .fast_convolution import FastSplineConvolution
 from .interaction import InteractionBlock
 from .radial import SplineRadial
 
@@ -68,22 +67,17 @@ class FacetModel(nn.Module):
         self.scale = nn.Parameter(torch.ones(n_species), requires_grad=False)
         self.shift = nn.Parameter(torch.zeros(n_species), requires_grad=False)
 
-    def use_fast_path(self, enabled: bool = True) -> "FacetModel":
-        """Switch every convolution to the specialised implementation (``enabled=True``) or back
-        to e3nn's generic tensor product, the reference. Call after the parameters are loaded:
-        the fast path derives its tables from them."""
+    def use_fast_path(self, enabled: bool = True) -> FacetModel:
+        """Switch every layer to the specialised convolution and linears (``enabled=True``) or
+        back to e3nn's generic modules, the reference. Call after the parameters are loaded:
+        the fast modules derive their tables from them."""
         for layer in self.layers:
-            if not enabled:
-                layer.fast_convolution = None
-                continue
-            ref = layer.convolution
-            fast = FastSplineConvolution(ref).to(device=ref.radial.values.device, dtype=ref.radial.values.dtype)
-            layer.fast_convolution = fast
+            layer.use_fast_path(enabled)
         return self
 
     @property
     def uses_fast_path(self) -> bool:
-        return all(layer.fast_convolution is not None for layer in self.layers)
+        return all(layer.fast is not None for layer in self.layers)
 
     def forward(
         self,

@@ -65,16 +65,16 @@ class SplineRadial(nn.Module):
         return f"n_intervals={self.n_intervals}, r_max={self.r_max}, n_out={self.n_out}"
 
 
-def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
-    """Evaluate a cubic Hermite spline on uniform knots over ``[0, r_max]``.
+def spline_basis(r: torch.Tensor, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and coefficients of the cubic Hermite spline on uniform knots over ``[0, r_max]``.
 
-    Args:
-        r: ``(n_edges,)`` distances in Angstrom.
-        table: ``(2 * n_knots, n_out)``: the knot values stacked over the knot slopes (per A).
+    For a table that stacks the ``n_intervals + 1`` knot values over the knot slopes (per A),
+    ``w(r) = sum_c beta[:, c] * table[rows[:, c]]``.
 
-    Returns ``(n_edges, n_out)``, zero for ``r >= r_max``.
+    Returns ``rows (n_edges, 4)`` int64 and ``beta (n_edges, 4)`` (zero for ``r >= r_max``),
+    differentiable with respect to ``r``.
     """
-    n = table.shape[0] // 2 - 1
+    n = n_intervals
     h = r_max / n
     t = r / h
     # clamp keeps r == r_max (and round-off beyond it) in the last interval, where u = 1
@@ -83,12 +83,19 @@ def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.
     u = t - k.to(t.dtype)
     u2 = u * u
     u3 = u2 * u
-    basis = torch.stack((2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2, (u3 - 2 * u2 + u) * h, (u3 - u2) * h), dim=1)
-    basis = basis * (r < r_max).unsqueeze(1).to(basis.dtype)
+    beta = torch.stack((2 * u3 - 3 * u2 + 1, -2 * u3 + 3 * u2, (u3 - 2 * u2 + u) * h, (u3 - u2) * h), dim=1)
+    beta = beta * (r < r_max).unsqueeze(1).to(beta.dtype)
     rows = torch.stack((k, k + 1, k + n + 1, k + n + 2), dim=1)
-    # w = sum_j basis_j(u) * table[rows_j]: one fused gather-and-weighted-sum (embedding_bag)
-    # that also gives d/d(basis) in its backward, instead of ~20 passes over (n_edges, n_out).
-    return nn.functional.embedding_bag(rows, table, per_sample_weights=basis, mode="sum")
+    return rows, beta
+
+
+def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
+    """Evaluate the spline whose ``(2 * n_knots, n_out)`` table stacks knot values over knot
+    slopes, at ``r (n_edges,)``. Returns ``(n_edges, n_out)``, zero for ``r >= r_max``."""
+    rows, beta = spline_basis(r, table.shape[0] // 2 - 1, r_max)
+    # one fused gather-and-weighted-sum (embedding_bag) that also gives d/d(beta) in its
+    # backward, instead of ~20 passes over (n_edges, n_out)
+    return nn.functional.embedding_bag(rows, table, per_sample_weights=beta, mode="sum")
 
 
 def fit_clamped_cubic_spline(

@@ -1,0 +1,71 @@
+"""Optional CPU kernels, compiled on first use with the system C++ compiler and loaded by ctypes.
+
+The kernels are plain C++ (no torch headers), so compiling takes about a second; the shared
+library is cached under ``$FACET_CALC_CACHE`` (default ``~/.cache/facet_calc``), keyed by the
+source, the compiler and the processor. Where no compiler is found, or ``FACET_CALC_KERNELS=0``
+is set, :func:`spline_conv_library` returns ``None`` and the pure-torch path is used: same
+results, slower.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("spline_conv.cpp")
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-shared", "-fPIC"]
+
+
+def _cpu_signature() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+        model = next((line for line in text.splitlines() if line.startswith("model name")), "")
+        return model + flags
+    except OSError:
+        return platform.processor()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FACET_CALC_CACHE", Path.home() / ".cache" / "facet_calc"))
+
+
+@cache
+def spline_conv_library() -> ctypes.CDLL | None:
+    """The compiled fused-convolution library, or ``None`` when it cannot be had here."""
+    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
+        return None
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        logger.info("no C++ compiler found: facet_calc uses its pure-torch convolution")
+        return None
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
+    target = _cache_dir() / f"spline_conv_{key.hexdigest()[:16]}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            tmp_lib = Path(tmp) / target.name
+            cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                logger.warning(
+                    "compiling the CPU kernels failed; using the pure-torch path:\n%s", result.stderr
+                )
+                return None
+            os.replace(tmp_lib, target)  # atomic: concurrent processes never load a partial file
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as err:
+        logger.warning("loading the CPU kernels failed (%s); using the pure-torch path", err)
+        return None
