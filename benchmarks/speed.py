@@ -62,9 +62,7 @@ def sevenn_calculator(dtype: str, device: str):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[216])
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", default="cpu")
@@ -79,15 +77,28 @@ def main(argv=None) -> None:
     reference = sevenn_calculator(args.dtype, args.device)
     print(f"# device={args.device} dtype={args.dtype} torch threads={torch.get_num_threads()}")
     print(f"{'atoms':>7} {'facet ms/step':>14} {'sevenn ms/step':>15} {'speed-up':>9} {'facet us/atom':>14}")
+    sevenn_failed = False
     for n in args.sizes:
         atoms = silicon(n)
-        t_facet = time_steps(atoms, facet, args.repeats)
-        t_sevenn = time_steps(atoms, reference, args.repeats)
-        print(
-            f"{len(atoms):>7} {t_facet:>14.1f} {t_sevenn:>15.1f} {t_sevenn / t_facet:>8.2f}x "
-            f"{1e3 * t_facet / len(atoms):>14.1f}",
-            flush=True,
-        )
+        t_facet = _attempt(time_steps, atoms, facet, args.repeats)
+        t_sevenn = None if sevenn_failed else _attempt(time_steps, atoms, reference, args.repeats)
+        sevenn_failed = t_sevenn is None  # larger cells would fail too
+        ratio = f"{t_sevenn / t_facet:>8.2f}x" if t_facet and t_sevenn else f"{'-':>9}"
+        per_atom = f"{1e3 * t_facet / len(atoms):>14.1f}" if t_facet else f"{'-':>14}"
+        print(f"{len(atoms):>7} {_fmt(t_facet):>14} {_fmt(t_sevenn):>15} {ratio} {per_atom}", flush=True)
+
+
+def _fmt(ms):
+    return "out of memory" if ms is None else f"{ms:.1f}"
+
+
+def _attempt(fn, *args):
+    """Run a timing; None when the device runs out of memory."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
 
 
 if __name__ == "__main__":

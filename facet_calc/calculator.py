@@ -28,7 +28,8 @@ class FacetCalculator(Calculator):
     Args:
         potential: a shipped potential name (see ``facet_calc.list_potentials()``), a potential
             folder, or a loaded :class:`~facet_calc.potential.Potential`.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        device: ``"cpu"`` (the default), ``"cuda"`` or ``"auto"`` (CUDA when available); for a
+            loaded ``Potential``, the default keeps the device it is on.
         dtype: ``"float32"`` (MD, relaxations) or ``"float64"`` (phonons, finite differences).
 
     Properties: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom, summing to the
@@ -48,18 +49,18 @@ class FacetCalculator(Calculator):
     def __init__(
         self,
         potential: str | Potential = DEFAULT_POTENTIAL,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         dtype: str = "float32",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        device = _resolve_device(device)
         if isinstance(potential, Potential):
             self.potential = potential
-            self.potential.model.to(device=device)
+            if device is not None:  # otherwise keep the device the potential was loaded on
+                self.potential.model.to(device=_resolve_device(device))
         else:
-            self.potential = load_potential(potential, dtype=dtype, device=device)
-        self.device = device
+            self.potential = load_potential(potential, dtype=dtype, device=_resolve_device(device or "cpu"))
+        self.device = self.potential.device
         numbers = self.potential.atomic_numbers
         lookup = np.full(max(numbers) + 1, -1, dtype=np.int64)
         lookup[numbers] = np.arange(len(numbers))

@@ -63,9 +63,7 @@ def measure_fidelity(config, tensors, source: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", type=Path, help="recipe folder, e.g. models/7net-0-spline")
     parser.add_argument("--out", type=Path, default=REPO / "potentials", help="potentials folder")
     args = parser.parse_args(argv)

@@ -85,9 +85,7 @@ class FastSplineConvolution(nn.Module):
                 path_of_col[col : col + d3] = p_idx
                 path_columns.append(offsets[k] + torch.arange(mul))
                 start_out = out_slices[ins.i_out].start
-                o_index[col : col + d3] = (
-                    start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
-                )
+                o_index[col : col + d3] = start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
                 col += d3
             self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype))
             self.register_buffer(f"path_of_col_{b}", path_of_col)
@@ -128,7 +126,7 @@ class FastSplineConvolution(nn.Module):
             outputs = self._fused(library, x, sh, r, senders, receivers)
         else:
             outputs = self._tensor_ops(x, sh, r, senders, receivers)
-        return torch.cat(outputs, dim=1)[:, self.to_e3nn] / self.denominator
+        return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
     def _tensor_ops(self, x, sh, r, senders, receivers) -> list[torch.Tensor]:
         """Pure-torch path (any device): per-edge messages, then index_add."""

@@ -66,9 +66,9 @@ class FastLinear(nn.Module):
             if weight is None:
                 parts.append(x.new_zeros((n, mul_out * d)))
                 continue
-            xl = x[:, getattr(self, f"gather_{l}")].view(n, -1, d)  # (N, mul_in, d)
+            xl = x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)  # (N, mul_in, d)
             out = torch.einsum("nid,io->nod", xl, weight)
             parts.append(out.reshape(n, -1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         # (outputs are assembled grouped by order; put them back in irreps_out's layout)
-        return out if self.identity_order else out[:, self.to_output]
+        return out if self.identity_order else out.index_select(1, self.to_output)

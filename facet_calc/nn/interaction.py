@@ -85,8 +85,7 @@ class SplineConvolution(nn.Module):
         )
         if radial.n_out != self.tp.weight_numel:
             raise ValueError(
-                f"spline table gives {radial.n_out} weights per edge, "
-                f"the tensor product needs {self.tp.weight_numel}"
+                f"spline table gives {radial.n_out} weights per edge, the tensor product needs {self.tp.weight_numel}"
             )
         self.radial = radial
         self.denominator = float(denominator)

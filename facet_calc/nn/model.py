@@ -51,9 +51,7 @@ class FacetModel(nn.Module):
             normalize=True,
             normalization=config.get("sh_normalization", "component"),
         )
-        self.embedding = o3.Linear(
-            o3.Irreps(f"{n_species}x0e"), o3.Irreps(config["irreps_embedding"]), biases=False
-        )
+        self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(config["irreps_embedding"]), biases=False)
         n_knots = int(config["radial"]["n_intervals"]) + 1
         layers = []
         for spec in config["layers"]:

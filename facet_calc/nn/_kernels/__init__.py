@@ -59,9 +59,7 @@ def spline_conv_library() -> ctypes.CDLL | None:
             cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
-                logger.warning(
-                    "compiling the CPU kernels failed; using the pure-torch path:\n%s", result.stderr
-                )
+                logger.warning("compiling the CPU kernels failed; using the pure-torch path:\n%s", result.stderr)
                 return None
             os.replace(tmp_lib, target)  # atomic: concurrent processes never load a partial file
     try:

@@ -1,0 +1,181 @@
+"""The ``facet-calc`` command: list and inspect potentials, run the common workflows on a file.
+
+    facet-calc list
+    facet-calc info 7net-0-spline
+    facet-calc single POSCAR
+    facet-calc relax structure.cif --fmax 0.01 --out results/
+    facet-calc md structure.xyz --ensemble nvt --temperature 300 --steps 1000 --plot
+    facet-calc phonons POSCAR --supercell 2 2 2 --plot
+    facet-calc eos POSCAR --plot
+    facet-calc elastic POSCAR
+
+Every run writes its structures (extxyz or ASE trajectory) and ``summary.json`` (units in the
+key names) into ``--out`` (default: the current folder), PNG plots with ``--plot``. Errors in
+files or options are reported in one sentence, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("structure", help="structure file ASE can read (CIF, POSCAR, extxyz, ...)")
+    p.add_argument("--potential", default=None, help="potential name or folder (default: 7net-0-spline)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default depends on the job")
+    p.add_argument("--out", default=".", help="output folder")
+    p.add_argument("--plot", action="store_true", help="also write PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facet-calc", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="names of the shipped potentials")
+    info = sub.add_parser("info", help="metadata and model card of a potential")
+    info.add_argument("name")
+    _add_common(sub.add_parser("single", help="energy, forces and stress"))
+    relax = sub.add_parser("relax", help="relax positions and cell")
+    _add_common(relax)
+    relax.add_argument("--fmax", type=float, default=0.01, help="eV/A")
+    relax.add_argument("--fixed-cell", action="store_true")
+    relax.add_argument("--steps", type=int, default=1000)
+    md = sub.add_parser("md", help="molecular dynamics")
+    _add_common(md)
+    md.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
+    md.add_argument("--temperature", type=float, default=300.0, help="K")
+    md.add_argument("--timestep", type=float, default=1.0, help="fs")
+    md.add_argument("--steps", type=int, default=1000)
+    md.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
+    ph = sub.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
+    _add_common(ph)
+    ph.add_argument("--supercell", type=int, nargs=3, default=[2, 2, 2])
+    eos = sub.add_parser("eos", help="equation of state and bulk modulus")
+    _add_common(eos)
+    eos.add_argument("--max-strain", type=float, default=0.05, help="relative volume change")
+    el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
+    _add_common(el)
+    el.add_argument("--max-strain", type=float, default=0.01)
+    return parser
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one sentence."""
+
+
+def _read(path: str):
+    from ase.io import read
+
+    if not Path(path).is_file():
+        raise UserError(f"structure file {path!r} does not exist")
+    try:
+        return read(path)
+    except Exception as err:  # ASE raises many types for unreadable files
+        raise UserError(f"could not read {path!r} as a structure ({type(err).__name__}: {err})") from err
+
+
+def _calculator(args, default_dtype: str):
+    from .calculator import FacetCalculator
+    from .potential import DEFAULT_POTENTIAL
+
+    return FacetCalculator(args.potential or DEFAULT_POTENTIAL, device=args.device, dtype=args.dtype or default_dtype)
+
+
+def _write_summary(out: Path, summary: dict) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+def run(args) -> None:
+    from ase.io import write
+
+    from . import workflows
+    from .potential import list_potentials, load_potential
+
+    if args.command == "list":
+        print("\n".join(list_potentials()))
+        return
+    if args.command == "info":
+        potential = load_potential(args.name, fast_path=False)
+        meta = {k: potential.config[k] for k in ("name", "description", "cutoff", "source") if k in potential.config}
+        meta["n_elements"] = len(potential.atomic_numbers)
+        print(json.dumps(meta, indent=1))
+        card = potential.path / "card.md"
+        if card.is_file():
+            print(card.read_text())
+        return
+
+    atoms = _read(args.structure)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.quiet
+    stem = Path(args.structure).stem or "structure"
+    if args.command == "single":
+        atoms.calc = _calculator(args, "float32")
+        summary = {"energy_eV": atoms.get_potential_energy(), "n_atoms": len(atoms)}
+        summary["max_force_eV_per_A"] = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
+        if atoms.cell.rank == 3:
+            summary["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() * 160.21766208).tolist()
+        write(out / f"{stem}_single.extxyz", atoms)
+    elif args.command == "relax":
+        result = workflows.relax(atoms, _calculator(args, "float32"), fmax=args.fmax,
+                                 relax_cell=not args.fixed_cell, max_steps=args.steps,
+                                 trajectory=str(out / f"{stem}_relax.traj"), progress=progress)  # fmt: skip
+        write(out / f"{stem}_relaxed.extxyz", result.atoms)
+        summary = {"energy_eV": result.energy_ev, "max_force_eV_per_A": result.max_force_ev_per_a,
+                   "max_stress_GPa": result.max_stress_gpa, "steps": result.n_steps,
+                   "converged": result.converged, "volume_A3": result.atoms.get_volume()}  # fmt: skip
+    elif args.command == "md":
+        result = workflows.run_md(atoms, _calculator(args, "float32"), ensemble=args.ensemble,
+                                  temperature_k=args.temperature, timestep_fs=args.timestep,
+                                  steps=args.steps, pressure_gpa=args.pressure,
+                                  trajectory=str(out / f"{stem}_md.traj"), progress=progress)  # fmt: skip
+        summary = {"ensemble": args.ensemble, "steps": args.steps, "timestep_fs": args.timestep,
+                   "mean_temperature_K": float(result.temperature_k.mean()),
+                   "final_total_energy_eV": float(result.total_energy_ev[-1])}  # fmt: skip
+        if args.plot:
+            result.plot(str(out / f"{stem}_md.png"))
+    elif args.command == "phonons":
+        result = workflows.phonons(atoms, _calculator(args, "float64"), supercell=tuple(args.supercell),
+                                   progress=progress)  # fmt: skip
+        summary = {"gamma_frequencies_THz": result.gamma_frequencies_thz.tolist(),
+                   "min_frequency_THz": result.min_frequency_thz,
+                   "imaginary_modes": result.has_imaginary_modes()}  # fmt: skip
+        result.phonopy.save(str(out / f"{stem}_phonopy_params.yaml"))
+        if args.plot:
+            result.plot(str(out / f"{stem}_phonons.png"))
+    elif args.command == "eos":
+        result = workflows.eos(atoms, _calculator(args, "float64"), max_strain=args.max_strain, progress=progress)
+        summary = {"V0_A3": result.v0_a3, "V0_per_atom_A3": result.v0_per_atom_a3, "E0_eV": result.e0_ev,
+                   "B0_GPa": result.b0_gpa, "eos": result.eos_name}  # fmt: skip
+        if args.plot:
+            result.plot(str(out / f"{stem}_eos.png"))
+    elif args.command == "elastic":
+        result = workflows.elastic_constants(atoms, _calculator(args, "float64"), max_strain=args.max_strain,
+                                             progress=progress)  # fmt: skip
+        summary = {"C_GPa_voigt": np.round(result.c_gpa, 3).tolist(), "bulk_modulus_GPa": result.bulk_modulus_gpa,
+                   "shear_modulus_GPa": result.shear_modulus_gpa}  # fmt: skip
+    else:  # pragma: no cover - argparse rejects unknown commands
+        raise UserError(f"unknown command {args.command!r}")
+    _write_summary(out, summary)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (UserError, ValueError, FileNotFoundError) as err:
+        print(f"facet-calc: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared plumbing of the workflows: input coercion, calculator choice, progress bars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+GPA_PER_EV_PER_A3 = 160.21766208
+
+
+def as_atoms(structure: Any) -> Atoms:
+    """A copy of ``structure`` as ASE Atoms (accepts ASE Atoms or a pymatgen Structure/Molecule).
+
+    The caller's object is never modified.
+    """
+    if isinstance(structure, Atoms):
+        atoms = structure.copy()
+        atoms.calc = None
+        return atoms
+    module = type(structure).__module__
+    if module.startswith("pymatgen"):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_atoms(structure)
+    raise TypeError(
+        f"expected ase.Atoms or a pymatgen Structure, got {type(structure).__name__}; "
+        "read files with ase.io.read() first"
+    )
+
+
+def resolve_calculator(calculator: Calculator | None, dtype: str = "float32") -> Calculator:
+    """The given calculator, or a FacetCalculator with the default potential in ``dtype``."""
+    if calculator is not None:
+        return calculator
+    from ..calculator import FacetCalculator
+
+    return FacetCalculator(dtype=dtype, device="auto")
+
+
+def progress_bar(total: int, description: str, enabled: bool):
+    """A tqdm bar (a no-op object when disabled)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False)

@@ -1,0 +1,85 @@
+"""Equation of state: energies of uniformly scaled cells fitted with ase.eos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from ase.eos import EquationOfState
+
+from ._common import GPA_PER_EV_PER_A3, as_atoms, progress_bar, resolve_calculator
+
+
+@dataclass
+class EOSResult:
+    """Outcome of :func:`eos`.
+
+    Attributes:
+        volumes_a3, energies_ev: (n,) the sampled cell volumes (A^3) and energies (eV).
+        v0_a3: equilibrium volume of the cell (A^3). v0_per_atom_a3: the same per atom.
+        e0_ev: energy at v0 (eV). b0_gpa: bulk modulus (GPa).
+        eos_name: the fitted form (ase.eos name).
+    """
+
+    volumes_a3: np.ndarray
+    energies_ev: np.ndarray
+    v0_a3: float
+    v0_per_atom_a3: float
+    e0_ev: float
+    b0_gpa: float
+    eos_name: str
+
+    def plot(self, filename: str) -> None:
+        """Write E(V) with the fit to a PNG file."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fit = EquationOfState(self.volumes_a3, self.energies_ev, eos=self.eos_name)
+        fit.fit()
+        fig, ax = plt.subplots(figsize=(5, 4))
+        fit.plot(ax=ax, show=False)
+        ax.set_title(f"V0 = {self.v0_a3:.3f} A^3, B0 = {self.b0_gpa:.1f} GPa")
+        fig.tight_layout()
+        fig.savefig(filename, dpi=120)
+        plt.close(fig)
+
+
+def eos(
+    structure: Any,
+    calculator: Calculator | None = None,
+    max_strain: float = 0.05,
+    n_points: int = 11,
+    eos_name: str = "birchmurnaghan",
+    progress: bool = True,
+) -> EOSResult:
+    """Scale the cell isotropically over volumes ``(1 +- max_strain)`` times the input volume
+    (positions scaled with it), and fit ``eos_name``. Relax the structure first for a minimum
+    inside the range."""
+    atoms = as_atoms(structure)
+    if atoms.cell.rank != 3:
+        raise ValueError("an equation of state needs a periodic cell with a volume")
+    atoms.calc = resolve_calculator(calculator)
+    cell0 = atoms.cell.array.copy()
+    scales = np.linspace(1 - max_strain, 1 + max_strain, n_points) ** (1.0 / 3.0)
+    volumes, energies = [], []
+    with progress_bar(n_points, "EOS", progress) as bar:
+        for s in scales:
+            atoms.set_cell(cell0 * s, scale_atoms=True)
+            volumes.append(atoms.get_volume())
+            energies.append(atoms.get_potential_energy())
+            bar.update(1)
+    fit = EquationOfState(volumes, energies, eos=eos_name)
+    v0, e0, b0 = fit.fit()
+    return EOSResult(
+        volumes_a3=np.array(volumes),
+        energies_ev=np.array(energies),
+        v0_a3=float(v0),
+        v0_per_atom_a3=float(v0) / len(atoms),
+        e0_ev=float(e0),
+        b0_gpa=float(b0) * GPA_PER_EV_PER_A3,
+        eos_name=eos_name,
+    )

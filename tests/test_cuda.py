@@ -1,0 +1,36 @@
+"""CUDA end to end (skipped without a GPU): same results as the CPU, both paths, both dtypes."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+
+from facet_calc import FacetCalculator, load_potential
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _structures():
+    si = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    si.rattle(0.05, seed=1)
+    return [si, bulk("NaCl", "rocksalt", a=5.6), molecule("CH3CH2OH")]
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-3)])
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_cuda_matches_cpu(dtype, tol, fast_path):
+    cpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, fast_path=fast_path))
+    gpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, device="cuda", fast_path=fast_path))
+    assert gpu.potential.device.type == "cuda"
+    for atoms in _structures():
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = cpu, gpu
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) < tol * len(atoms)
+        assert np.abs(a.get_forces() - b.get_forces()).max() < tol
+        if atoms.cell.rank == 3:
+            assert np.abs(a.get_stress() - b.get_stress()).max() < tol
+
+
+def test_auto_device_picks_cuda():
+    calc = FacetCalculator("7net-0-spline", device="auto")
+    assert calc.device.type == "cuda"
