@@ -97,3 +97,21 @@ def test_unsorted_edges_fall_back_to_tensor_ops(potential64):
     shuffled = evaluate(potential64.model, species, *(a[perm] for a in args))
     assert torch.allclose(sorted_out["forces"], shuffled["forces"], rtol=0, atol=1e-10)
     assert torch.allclose(sorted_out["virial"], shuffled["virial"], rtol=0, atol=1e-10)
+
+
+def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
+    """Large systems on GPUs go through edge chunks recomputed in the backward pass."""
+    atoms = STRUCTURES["Si rattled"]()
+    convolutions = [layer.fast["convolution"] for layer in potential64.model.layers]
+    _set_kernels(potential64, False)
+    try:
+        whole = _results(potential64, atoms)
+        for conv in convolutions:
+            conv.max_chunk_elements = 5000  # about 40 edges per chunk
+        chunked = _results(potential64, atoms)
+    finally:
+        for conv in convolutions:
+            conv.max_chunk_elements = 2**28
+        _set_kernels(potential64, True)
+    for key, value in whole.items():
+        assert np.abs(chunked[key] - value).max() < 1e-10, key

@@ -22,6 +22,7 @@ import ctypes
 import torch
 from e3nn import o3
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ._kernels import spline_conv_library
 from .radial import SplineRadial, hermite_spline, spline_basis
@@ -106,6 +107,8 @@ class FastSplineConvolution(nn.Module):
         self.n_intervals = radial.n_intervals
         #: use the compiled CPU kernel when it is available (False: the pure-torch path)
         self.use_kernels = True
+        #: pure-torch path: largest per-edge message tensor (entries) computed at once
+        self.max_chunk_elements = 2**28
         fast_index = torch.cat(out_index)
         if sorted(fast_index.tolist()) != list(range(self.irreps_out.dim)):
             raise ValueError("fast convolution layout does not cover the tensor-product output")
@@ -129,22 +132,44 @@ class FastSplineConvolution(nn.Module):
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
     def _tensor_ops(self, x, sh, r, senders, receivers) -> list[torch.Tensor]:
-        """Pure-torch path (any device): per-edge messages, then index_add."""
+        """Pure-torch path (any device): per-edge messages, then index_add.
+
+        Edges are processed in chunks of at most ``max_chunk_elements`` message entries; when
+        there is more than one chunk, each is recomputed in the backward pass instead of kept
+        (activation checkpointing), so memory stays bounded for large systems on GPUs.
+        """
         n_edges, n_nodes = r.shape[0], x.shape[0]
-        x_senders = x[senders]
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
-            w = hermite_spline(r, getattr(self, f"table_{block['id']}"), self.r_max)  # (E, cols * mul)
-            a = (sh @ getattr(self, f"coupling_{block['id']}")).view(n_edges, cols, m1)
-            xj = x_senders[:, block["in_slice"]].view(n_edges, mul, m1)
-            if m1 == 1:
-                t = a * xj.transpose(1, 2)  # (E, cols, 1) * (E, 1, mul): outer product
-            else:
-                t = torch.bmm(a, xj.transpose(1, 2))  # (E, cols, mul)
-            msg = t.reshape(n_edges, cols * mul) * w
-            outputs.append(x.new_zeros((n_nodes, cols * mul)).index_add_(0, receivers, msg))
+            table = getattr(self, f"table_{block['id']}")
+            coupling = getattr(self, f"coupling_{block['id']}")
+            xb = x[:, block["in_slice"]]
+            chunk = max(1, self.max_chunk_elements // (cols * mul))
+            out = x.new_zeros((n_nodes, cols * mul))
+            for start in range(0, n_edges, chunk):
+                part = slice(start, min(start + chunk, n_edges))
+                args = (xb, sh[part], r[part], senders[part], receivers[part], table, coupling, (mul, m1, cols))
+                if chunk < n_edges and torch.is_grad_enabled():
+                    out = out + checkpoint(self._block_messages, *args, use_reentrant=False)
+                else:
+                    out = out + self._block_messages(*args)
+            outputs.append(out)
         return outputs
+
+    def _block_messages(self, xb, sh, r, senders, receivers, table, coupling, dims) -> torch.Tensor:
+        """Sum over the given edges of one block's messages, ``(n_nodes, cols * mul)``."""
+        mul, m1, cols = dims
+        n_edges = r.shape[0]
+        w = hermite_spline(r, table, self.r_max)  # (E, cols * mul)
+        a = (sh @ coupling).view(n_edges, cols, m1)
+        xj = xb[senders].view(n_edges, mul, m1)
+        if m1 == 1:
+            t = a * xj.transpose(1, 2)  # (E, cols, 1) * (E, 1, mul): outer product
+        else:
+            t = torch.bmm(a, xj.transpose(1, 2))  # (E, cols, mul)
+        msg = t.reshape(n_edges, cols * mul) * w
+        return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
     def _fused(self, library, x, sh, r, senders, receivers) -> list[torch.Tensor]:
         """Compiled CPU kernel: per-edge messages are never materialised (edges sorted by receiver)."""
