@@ -90,6 +90,7 @@ class FastSplineConvolution(nn.Module):
                 col += d3
             self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype))
             self.register_buffer(f"path_of_col_{b}", path_of_col)
+            self.register_buffer(f"out_map_{b}", o_index.reshape(-1).to(torch.int32))
             self.blocks.append(
                 {"id": b, "in_slice": in_slices[b], "mul": mul, "m1": m1, "cols": cols, "n_paths": len(paths)}
             )
@@ -126,9 +127,8 @@ class FastSplineConvolution(nn.Module):
     ) -> torch.Tensor:
         library = spline_conv_library() if self.use_kernels and x.device.type == "cpu" else None
         if library is not None and bool((receivers[1:] >= receivers[:-1]).all()):
-            outputs = self._fused(library, x, sh, r, senders, receivers)
-        else:
-            outputs = self._tensor_ops(x, sh, r, senders, receivers)
+            return self._fused(library, x, sh, r, senders, receivers)
+        outputs = self._tensor_ops(x, sh, r, senders, receivers)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
     def _tensor_ops(self, x, sh, r, senders, receivers) -> list[torch.Tensor]:
@@ -171,27 +171,27 @@ class FastSplineConvolution(nn.Module):
         msg = t.reshape(n_edges, cols * mul) * w
         return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
-    def _fused(self, library, x, sh, r, senders, receivers) -> list[torch.Tensor]:
-        """Compiled CPU kernel: per-edge messages are never materialised (edges sorted by receiver)."""
+    def _fused(self, library, x, sh, r, senders, receivers) -> torch.Tensor:
+        """Compiled CPU kernel (edges sorted by receiver): per-edge messages are never
+        materialised, and each block is written straight into e3nn's output layout."""
         n_edges, n_nodes = r.shape[0], x.shape[0]
-        graph = _EdgeIndex(n_nodes, senders, receivers)
         rows, beta = spline_basis(r, self.n_intervals, self.r_max)
-        outputs = []
+        tensors, blocks = [], []
         for block in self.blocks:
-            mul, m1, cols = block["mul"], block["m1"], block["cols"]
-            a = (sh @ getattr(self, f"coupling_{block['id']}")).view(n_edges, cols, m1)
-            xt = x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2)  # (N, m1, mul)
-            static = (
-                library,
-                graph,
-                rows,
-                getattr(self, f"path_table_{block['id']}"),
-                getattr(self, f"path_of_col_{block['id']}"),
-                (mul, m1, cols, block["n_paths"]),
+            b, mul, m1, cols = block["id"], block["mul"], block["m1"], block["cols"]
+            tensors.append((sh @ getattr(self, f"coupling_{b}")).view(n_edges, cols, m1))
+            tensors.append(x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2))  # (N, m1, mul)
+            blocks.append(
+                (
+                    getattr(self, f"path_table_{b}"),
+                    getattr(self, f"path_of_col_{b}"),
+                    getattr(self, f"out_map_{b}"),
+                    (mul, m1, cols, block["n_paths"]),
+                )
             )
-            out = _FusedBlock.apply(a, xt, beta, static)
-            outputs.append(out.view(n_nodes, cols * mul))
-        return outputs
+        static = (library, _EdgeIndex(n_nodes, senders, receivers), rows, blocks, self.irreps_out.dim,
+                  1.0 / self.denominator)  # fmt: skip
+        return _FusedConvolution.apply(beta, static, *tensors)
 
 
 class _EdgeIndex:
@@ -214,35 +214,51 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-class _FusedBlock(torch.autograd.Function):
-    """out (N, cols, mul) from A (E, cols, m1), x^T (N, m1, mul) and spline coefficients beta."""
+class _FusedConvolution(torch.autograd.Function):
+    """out (N, dim_out) in e3nn layout from, per block, A (E, cols, m1) and x^T (N, m1, mul),
+    and the spline coefficients beta (E, 4)."""
 
     @staticmethod
-    def forward(ctx, a, xt, beta, static):
-        library, graph, rows, table, path_of_col, (mul, m1, cols, n_paths) = static
-        a, xt, beta = a.contiguous(), xt.contiguous(), beta.contiguous()
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
-        out = a.new_empty((graph.n_nodes, cols, mul))
-        getattr(library, f"spline_conv_forward_{suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-            _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
-            _ptr(table), _ptr(path_of_col), _ptr(out), torch.get_num_threads(),
-        )  # fmt: skip
-        ctx.save_for_backward(a, xt, beta)
+    def forward(ctx, beta, static, *tensors):
+        library, graph, rows, blocks, dim_out, scale = static
+        beta = beta.contiguous()
+        tensors = [t.contiguous() for t in tensors]
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[beta.dtype]
+        c_scale = ctypes.c_float(scale) if suffix == "f32" else ctypes.c_double(scale)
+        out = beta.new_empty((graph.n_nodes, dim_out))
+        for (a, xt), (table, path_of_col, out_map, (mul, m1, cols, n_paths)) in zip(_pairs(tensors), blocks):
+            getattr(library, f"spline_conv_forward_{suffix}")(
+                ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+                _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
+                _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(dim_out), _ptr(out_map), c_scale,
+                torch.get_num_threads(),
+            )  # fmt: skip
+        ctx.save_for_backward(beta, *tensors)
         ctx.static = static
         ctx.suffix = suffix
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        a, xt, beta = ctx.saved_tensors
-        library, graph, rows, table, path_of_col, (mul, m1, cols, n_paths) = ctx.static
+        beta, *tensors = ctx.saved_tensors
+        library, graph, rows, blocks, dim_out, scale = ctx.static
         grad_out = grad_out.contiguous()
-        grad_a, grad_xt, grad_beta = torch.empty_like(a), torch.empty_like(xt), torch.empty_like(beta)
-        getattr(library, f"spline_conv_backward_{ctx.suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-            _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
-            _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_out),
-            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), torch.get_num_threads(),
-        )  # fmt: skip
-        return grad_a, grad_xt, grad_beta, None
+        grad_beta = torch.zeros_like(beta)
+        grads = []
+        for (a, xt), (table, path_of_col, out_map, (mul, m1, cols, n_paths)) in zip(_pairs(tensors), blocks):
+            # this block's output gradient in block layout (N, cols, mul), scale included
+            grad_block = grad_out.index_select(1, out_map.long()).mul_(scale)
+            grad_a, grad_xt, grad_beta_b = torch.empty_like(a), torch.empty_like(xt), torch.empty_like(beta)
+            getattr(library, f"spline_conv_backward_{ctx.suffix}")(
+                ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+                _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
+                _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
+                _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta_b), torch.get_num_threads(),
+            )  # fmt: skip
+            grad_beta += grad_beta_b
+            grads += [grad_a, grad_xt]
+        return (grad_beta, None, *grads)
+
+
+def _pairs(items):
+    return zip(items[0::2], items[1::2])

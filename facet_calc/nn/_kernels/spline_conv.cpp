@@ -3,16 +3,21 @@
 // For every receiver i and its edges e (sender j), with the spline weights evaluated on the fly:
 //     w_e[p, u]    = sum_c beta[e, c] * table[rows[e, c], p * mul + u]
 //     t_e[col, u]  = sum_m A[e, col, m] * x[j, m, u]
-//     out[i, col, u] += t_e[col, u] * w_e[path_of_col[col], u]
-// No per-edge tensor of width cols * mul is ever written to memory: that is what makes this
+//     h_i[col, u]  += t_e[col, u] * w_e[path_of_col[col], u]
+//     out[i, out_map[col * mul + u]] = scale * h_i[col, u]
+// The column map writes each block straight into the caller's layout (e3nn's), so no
+// concatenation or permutation pass over the node features is needed. No per-edge tensor of width cols * mul is ever written to memory: that is what makes this
 // faster than the tensor-op path, which is bound by memory traffic.
 //
 // Layouts (row-major, contiguous): A (E, cols, m1); x (N, m1, mul); rows (E, 4) int64;
-// beta (E, 4); table (R, n_paths * mul); path_of_col (cols) int32; out (N, cols, mul).
+// beta (E, 4); table (R, n_paths * mul); path_of_col (cols) int32; out (N, out_stride) with
+// this block's columns given by out_map (cols * mul) int32; grad_out (N, cols, mul) in block
+// layout (the caller gathers it once: reading through the map per edge is slower).
 // Forward: edges sorted by receiver, recv_ptr (N + 1) delimits each receiver's edges.
 // Backward: by_sender (E) lists edge ids grouped by sender, send_ptr (N + 1) delimits them, so
 // that grad_x is accumulated without write conflicts; grad_A and grad_beta are per edge.
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 #include <omp.h>
@@ -33,15 +38,17 @@ inline void spline_weights(const int64_t* rows, const T* beta, const T* table, i
 template <typename T>
 void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,
              const int64_t* senders, const T* A, const T* x, const int64_t* rows, const T* beta,
-             const T* table, const int32_t* path_of_col, T* out, int n_threads) {
+             const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
+             const int32_t* out_map, T scale, int n_threads) {
   const int64_t width = (int64_t)n_paths * mul;
+  const int64_t n_out = (int64_t)cols * mul;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<T> w(width), t(mul);
+    std::vector<T> w(width), t(mul), acc(n_out);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t i = 0; i < n_nodes; ++i) {
-      T* h = out + i * (int64_t)cols * mul;
-      std::memset(h, 0, sizeof(T) * cols * mul);
+      T* h = acc.data();
+      std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t e = recv_ptr[i]; e < recv_ptr[i + 1]; ++e) {
         spline_weights(rows + 4 * e, beta + 4 * e, table, width, w.data());
         const T* xj = x + senders[e] * (int64_t)m1 * mul;
@@ -62,6 +69,8 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int6
           for (int u = 0; u < mul; ++u) hc[u] += t[u] * wp[u];
         }
       }
+      T* row = out + i * out_stride;
+      for (int64_t k = 0; k < n_out; ++k) row[out_map[k]] = scale * h[k];
     }
   }
 }
@@ -141,9 +150,10 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int
   extern "C" void spline_conv_forward_##SUFFIX(                                                    \
       int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,            \
       const int64_t* senders, const T* A, const T* x, const int64_t* rows, const T* beta,          \
-      const T* table, const int32_t* path_of_col, T* out, int n_threads) {                         \
+      const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,                       \
+      const int32_t* out_map, T scale, int n_threads) {                                            \
     forward<T>(n_nodes, mul, m1, cols, n_paths, recv_ptr, senders, A, x, rows, beta, table,        \
-               path_of_col, out, n_threads);                                                       \
+               path_of_col, out, out_stride, out_map, scale, n_threads);                           \
   }                                                                                                \
   extern "C" void spline_conv_backward_##SUFFIX(                                                   \
       int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* send_ptr,            \
