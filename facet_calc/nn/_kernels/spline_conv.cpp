@@ -35,6 +35,19 @@ inline void spline_weights(const int64_t* rows, const T* beta, const T* table, i
   for (int64_t k = 0; k < width; ++k) w[k] = b0 * r0[k] + b1 * r1[k] + b2 * r2[k] + b3 * r3[k];
 }
 
+// t[u] = sum_m a[m] * x[m, u]: one column of A_e applied to the sender's features (m1, mul)
+template <typename T>
+inline void contract(const T* a, const T* x, int m1, int mul, T* t) {
+#pragma omp simd
+  for (int u = 0; u < mul; ++u) t[u] = a[0] * x[u];
+  for (int m = 1; m < m1; ++m) {
+    const T am = a[m];
+    const T* xm = x + (int64_t)m * mul;
+#pragma omp simd
+    for (int u = 0; u < mul; ++u) t[u] += am * xm[u];
+  }
+}
+
 template <typename T>
 void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,
              const int64_t* senders, const T* A, const T* x, const int64_t* rows, const T* beta,
@@ -57,14 +70,7 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int6
           const T* wp = w.data() + (int64_t)path_of_col[col] * mul;
           T* hc = h + (int64_t)col * mul;
           const T* ac = a + (int64_t)col * m1;
-#pragma omp simd
-          for (int u = 0; u < mul; ++u) t[u] = ac[0] * xj[u];
-          for (int m = 1; m < m1; ++m) {
-            const T am = ac[m];
-            const T* xm = xj + (int64_t)m * mul;
-#pragma omp simd
-            for (int u = 0; u < mul; ++u) t[u] += am * xm[u];
-          }
+          contract(ac, xj, m1, mul, t.data());
 #pragma omp simd
           for (int u = 0; u < mul; ++u) hc[u] += t[u] * wp[u];
         }
@@ -104,14 +110,7 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int
           const T* gc = g + (int64_t)col * mul;
           const T* ac = a + (int64_t)col * m1;
           // t = A_col . x_j ;  s_p += t * g ;  gw = g * w
-#pragma omp simd
-          for (int u = 0; u < mul; ++u) t[u] = ac[0] * xj[u];
-          for (int m = 1; m < m1; ++m) {
-            const T am = ac[m];
-            const T* xm = xj + (int64_t)m * mul;
-#pragma omp simd
-            for (int u = 0; u < mul; ++u) t[u] += am * xm[u];
-          }
+          contract(ac, xj, m1, mul, t.data());
 #pragma omp simd
           for (int u = 0; u < mul; ++u) {
             sp[u] += t[u] * gc[u];
