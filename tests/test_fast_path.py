@@ -115,3 +115,28 @@ def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
         _set_kernels(potential64, True)
     for key, value in whole.items():
         assert np.abs(chunked[key] - value).max() < 1e-10, key
+
+
+@pytest.mark.parametrize("env", [{"FACET_CALC_KERNELS": "0"}, {"FACET_CALC_CACHE": "/proc/no-such-dir"}])
+def test_without_kernels_the_calculator_still_works(env, tmp_path):
+    """Disabled kernels, or a cache that cannot be written, fall back to the pure-torch path."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from ase.build import bulk\n"
+        "from facet_calc import FacetCalculator\n"
+        "from facet_calc.nn._kernels import spline_conv_library\n"
+        "a = bulk('Si', 'diamond', a=5.43); a.rattle(0.05, seed=0)\n"
+        "a.calc = FacetCalculator(dtype='float64')\n"
+        "print(spline_conv_library() is None, repr(a.get_potential_energy()))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    no_library, energy = run.stdout.split()
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.rattle(0.05, seed=0)
+    atoms.calc = FacetCalculator(load_potential("7net-0-spline", dtype="float64"))
+    assert no_library == "True"
+    assert float(energy) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)

@@ -40,6 +40,15 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("FACET_CALC_CACHE", Path.home() / ".cache" / "facet_calc"))
 
 
+def _compile(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp_lib = Path(tmp) / target.name
+        cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
+        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        os.replace(tmp_lib, target)  # atomic: concurrent processes never load a partial file
+
+
 @cache
 def spline_conv_library() -> ctypes.CDLL | None:
     """The compiled fused-convolution library, or ``None`` when it cannot be had here."""
@@ -53,15 +62,12 @@ def spline_conv_library() -> ctypes.CDLL | None:
     key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
     target = _cache_dir() / f"spline_conv_{key.hexdigest()[:16]}.so"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            tmp_lib = Path(tmp) / target.name
-            cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                logger.warning("compiling the CPU kernels failed; using the pure-torch path:\n%s", result.stderr)
-                return None
-            os.replace(tmp_lib, target)  # atomic: concurrent processes never load a partial file
+        try:
+            _compile(compiler, target)
+        except (OSError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or str(err)
+            logger.warning("compiling the CPU kernels failed, using the pure-torch path: %s", detail)
+            return None
     try:
         return ctypes.CDLL(str(target))
     except OSError as err:
