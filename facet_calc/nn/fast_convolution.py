@@ -5,14 +5,21 @@ Same inputs, parameters and outputs as :class:`~facet_calc.nn.interaction.Spline
 ones. For each input block ``b`` (multiplicity ``u``, order ``l1``) with its paths
 ``p = (l2 -> l3)``, and ``cols`` running over (path, m3)::
 
-    A_e (cols, m1)  = Y_e @ coupling_b         coupling = alpha_p * wigner_3j(l1, l2, l3)  (matmul)
-    t_e (cols, u)   = A_e @ x_j[b]^T                                                        (bmm)
-    msg_e           = t_e * w_e                w_e from the spline, one column per entry     (mul)
-    h_i             = sum_{e -> i} msg_e / denominator                                      (index_add)
+    A_e (cols, m1)  = Y_e @ coupling_b         coupling = alpha_p * wigner_3j(l1, l2, l3)
+    t_e (cols, u)   = A_e @ x_j[b]^T
+    msg_e           = t_e * w_e                w_e from the spline table of the block
+    h_i             = sum_{e -> i} msg_e / denominator
 
-and the node-level result is permuted into e3nn's output layout. Each block's spline table is
-the source table with its columns reordered (and repeated over m3) once at construction, so no
-per-edge gather, broadcast or zero-filled gradient remains.
+Two implementations of these four lines:
+
+* the compiled CPU kernel (``_kernels/spline_conv.cpp``) loops over receivers and evaluates
+  the spline, ``t_e`` and the sum on the fly, so no per-edge tensor is ever stored, and writes
+  each block straight into e3nn's output layout; its backward pass loops over senders.
+* the pure-torch path (any device, and the CPU without a compiler) materialises the messages
+  in edge chunks (recomputed in the backward pass when there are several) and uses index_add.
+
+Each block's spline table is the source table with its columns reordered (and, for the torch
+path, repeated over m3) once at construction.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from e3nn import o3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._kernels import spline_conv_library
+from ._kernels import spline_conv_library, triton_backend
 from .radial import SplineRadial, hermite_spline, spline_basis
 
 
@@ -125,9 +132,9 @@ class FastSplineConvolution(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
-        library = spline_conv_library() if self.use_kernels and x.device.type == "cpu" else None
-        if library is not None and bool((receivers[1:] >= receivers[:-1]).all()):
-            return self._fused(library, x, sh, r, senders, receivers)
+        backend = _backend(x.device) if self.use_kernels else None
+        if backend is not None and bool((receivers[1:] >= receivers[:-1]).all()):
+            return self._fused(backend, x, sh, r, senders, receivers)
         outputs = self._tensor_ops(x, sh, r, senders, receivers)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
@@ -171,7 +178,7 @@ class FastSplineConvolution(nn.Module):
         msg = t.reshape(n_edges, cols * mul) * w
         return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
-    def _fused(self, library, x, sh, r, senders, receivers) -> torch.Tensor:
+    def _fused(self, backend, x, sh, r, senders, receivers) -> torch.Tensor:
         """Compiled CPU kernel (edges sorted by receiver): per-edge messages are never
         materialised, and each block is written straight into e3nn's output layout."""
         n_edges, n_nodes = r.shape[0], x.shape[0]
@@ -189,72 +196,102 @@ class FastSplineConvolution(nn.Module):
                     (mul, m1, cols, block["n_paths"]),
                 )
             )
-        static = (library, _EdgeIndex(n_nodes, senders, receivers), rows, blocks, self.irreps_out.dim,
+        static = (backend, _EdgeIndex(n_nodes, senders, receivers), rows, blocks, self.irreps_out.dim,
                   1.0 / self.denominator)  # fmt: skip
         return _FusedConvolution.apply(beta, static, *tensors)
+
+
+def _backend(device: torch.device):
+    """The fused-kernel backend for ``device``, or None (then the pure-torch path runs)."""
+    if device.type == "cpu":
+        library = spline_conv_library()
+        return None if library is None else CpuBackend(library)
+    if device.type == "cuda":
+        return triton_backend()
+    return None
 
 
 class _EdgeIndex:
     """CSR views of an edge list sorted by receiver: receiver offsets, and edges by sender."""
 
     def __init__(self, n_nodes: int, senders: torch.Tensor, receivers: torch.Tensor) -> None:
-        counts = torch.bincount(receivers, minlength=n_nodes)
-        self.recv_ptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=self.recv_ptr[1:])
+        self.recv_ptr = _offsets(receivers, n_nodes)
         self.by_sender = torch.argsort(senders, stable=True)
-        counts = torch.bincount(senders, minlength=n_nodes)
-        self.send_ptr = torch.zeros(n_nodes + 1, dtype=torch.int64)
-        torch.cumsum(counts, 0, out=self.send_ptr[1:])
+        self.send_ptr = _offsets(senders, n_nodes)
         self.n_nodes = n_nodes
         self.senders = senders.contiguous()
         self.receivers = receivers.contiguous()
+
+
+def _offsets(index: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    ptr = torch.zeros(n_nodes + 1, dtype=torch.int64, device=index.device)
+    torch.cumsum(torch.bincount(index, minlength=n_nodes), 0, out=ptr[1:])
+    return ptr
 
 
 def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
+class CpuBackend:
+    """Launches of the compiled C++ kernel (``_kernels/spline_conv.cpp``) through ctypes."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self.library = library
+
+    def forward_block(self, graph, a, xt, rows, beta, table, path_of_col, out_map, dims, out, scale):
+        mul, m1, cols, n_paths = dims
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
+        c_scale = ctypes.c_float(scale) if suffix == "f32" else ctypes.c_double(scale)
+        getattr(self.library, f"spline_conv_forward_{suffix}")(
+            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+            _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
+            _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(out.shape[1]), _ptr(out_map), c_scale,
+            torch.get_num_threads(),
+        )  # fmt: skip
+
+    def backward_block(self, graph, a, xt, rows, beta, table, path_of_col, dims, grad_block, grad_a, grad_xt,
+                       grad_beta):  # fmt: skip
+        mul, m1, cols, n_paths = dims
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
+        getattr(self.library, f"spline_conv_backward_{suffix}")(
+            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
+            _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
+            _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
+            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), torch.get_num_threads(),
+        )  # fmt: skip
+
+
 class _FusedConvolution(torch.autograd.Function):
     """out (N, dim_out) in e3nn layout from, per block, A (E, cols, m1) and x^T (N, m1, mul),
-    and the spline coefficients beta (E, 4)."""
+    and the spline coefficients beta (E, 4); ``backend`` runs the kernels (CPU or Triton)."""
 
     @staticmethod
     def forward(ctx, beta, static, *tensors):
-        library, graph, rows, blocks, dim_out, scale = static
+        backend, graph, rows, blocks, dim_out, scale = static
         beta = beta.contiguous()
         tensors = [t.contiguous() for t in tensors]
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[beta.dtype]
-        c_scale = ctypes.c_float(scale) if suffix == "f32" else ctypes.c_double(scale)
         out = beta.new_empty((graph.n_nodes, dim_out))
-        for (a, xt), (table, path_of_col, out_map, (mul, m1, cols, n_paths)) in zip(_pairs(tensors), blocks):
-            getattr(library, f"spline_conv_forward_{suffix}")(
-                ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-                _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
-                _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(dim_out), _ptr(out_map), c_scale,
-                torch.get_num_threads(),
-            )  # fmt: skip
+        for (a, xt), (table, path_of_col, out_map, dims) in zip(_pairs(tensors), blocks):
+            backend.forward_block(graph, a, xt, rows, beta, table, path_of_col, out_map, dims, out, scale)
         ctx.save_for_backward(beta, *tensors)
         ctx.static = static
-        ctx.suffix = suffix
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         beta, *tensors = ctx.saved_tensors
-        library, graph, rows, blocks, dim_out, scale = ctx.static
+        backend, graph, rows, blocks, dim_out, scale = ctx.static
         grad_out = grad_out.contiguous()
         grad_beta = torch.zeros_like(beta)
         grads = []
-        for (a, xt), (table, path_of_col, out_map, (mul, m1, cols, n_paths)) in zip(_pairs(tensors), blocks):
-            # this block's output gradient in block layout (N, cols, mul), scale included
+        for (a, xt), (table, path_of_col, out_map, dims) in zip(_pairs(tensors), blocks):
+            # this block's output gradient in block layout (N, cols, mul), scale included: reading
+            # it through the column map for every edge would be slower than one gather here
             grad_block = grad_out.index_select(1, out_map.long()).mul_(scale)
             grad_a, grad_xt, grad_beta_b = torch.empty_like(a), torch.empty_like(xt), torch.empty_like(beta)
-            getattr(library, f"spline_conv_backward_{ctx.suffix}")(
-                ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-                _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
-                _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
-                _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta_b), torch.get_num_threads(),
-            )  # fmt: skip
+            backend.backward_block(graph, a, xt, rows, beta, table, path_of_col, dims, grad_block, grad_a, grad_xt,
+                                   grad_beta_b)  # fmt: skip
             grad_beta += grad_beta_b
             grads += [grad_a, grad_xt]
         return (grad_beta, None, *grads)

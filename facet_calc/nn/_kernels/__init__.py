@@ -1,4 +1,5 @@
-"""Optional CPU kernels, compiled on first use with the system C++ compiler and loaded by ctypes.
+"""Optional fused kernels: for the CPU, compiled on first use with the system C++ compiler and
+loaded by ctypes; for CUDA GPUs, in Triton (``triton_spline_conv.py``).
 
 The kernels are plain C++ (no torch headers), so compiling takes about a second; the shared
 library is cached under ``$FACET_CALC_CACHE`` (default ``~/.cache/facet_calc``), keyed by the
@@ -73,3 +74,17 @@ def spline_conv_library() -> ctypes.CDLL | None:
     except OSError as err:
         logger.warning("loading the CPU kernels failed (%s); using the pure-torch path", err)
         return None
+
+
+@cache
+def triton_backend():
+    """The Triton kernels for CUDA devices, or ``None`` without Triton (or with
+    ``FACET_CALC_KERNELS=0``)."""
+    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
+        return None
+    try:
+        from .triton_spline_conv import TritonBackend
+    except ImportError:
+        logger.info("Triton is not installed: facet_calc uses its pure-torch convolution on the GPU")
+        return None
+    return TritonBackend()
