@@ -59,6 +59,9 @@ def spline_conv_library() -> ctypes.CDLL | None:
     if compiler is None:
         logger.info("no C++ compiler found: facet_calc uses its pure-torch convolution")
         return None
+    if not _SOURCE.is_file():
+        logger.warning("the kernel source %s is missing; using the pure-torch path", _SOURCE)
+        return None
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
     target = _cache_dir() / f"spline_conv_{key.hexdigest()[:16]}.so"
