@@ -3,6 +3,7 @@
 Run:  python examples/01_single_point.py
 """
 
+from ase import units
 from ase.build import bulk
 
 from facet_calc import FacetCalculator
@@ -17,4 +18,4 @@ stress = atoms.get_stress()  # eV/A^3, Voigt order xx yy zz yz xz xy
 
 print(f"energy          {energy:.4f} eV ({energy / len(atoms):.4f} eV/atom)")
 print(f"max |force|     {abs(forces).max():.4f} eV/A")
-print(f"pressure        {-stress[:3].mean() * 160.21766:.3f} GPa")
+print(f"pressure        {-stress[:3].mean() / units.GPa:.3f} GPa")

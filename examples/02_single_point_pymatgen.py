@@ -3,6 +3,7 @@
 Run:  python examples/02_single_point_pymatgen.py
 """
 
+from ase import units
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -16,4 +17,4 @@ atoms.calc = FacetCalculator()  # the default potential, 7net-0-spline, float32 
 print(f"{structure.composition.reduced_formula}: {len(atoms)} atoms")
 print(f"energy      {atoms.get_potential_energy():.4f} eV")
 print(f"max |force| {abs(atoms.get_forces()).max():.2e} eV/A (zero by symmetry)")
-print(f"pressure    {-atoms.get_stress()[:3].mean() * 160.21766:.2f} GPa")
+print(f"pressure    {-atoms.get_stress()[:3].mean() / units.GPa:.2f} GPa")

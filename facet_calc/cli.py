@@ -93,6 +93,7 @@ def _write_summary(out: Path, summary: dict) -> None:
 
 
 def run(args) -> None:
+    from ase import units
     from ase.io import write
 
     from . import workflows
@@ -121,7 +122,7 @@ def run(args) -> None:
         summary = {"energy_eV": atoms.get_potential_energy(), "n_atoms": len(atoms)}
         summary["max_force_eV_per_A"] = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
         if atoms.cell.rank == 3:
-            summary["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() * 160.21766208).tolist()
+            summary["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() / units.GPa).tolist()
         write(out / f"{stem}_single.extxyz", atoms)
     elif args.command == "relax":
         result = workflows.relax(atoms, _calculator(args, "float32"), fmax=args.fmax,

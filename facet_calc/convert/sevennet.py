@@ -37,15 +37,6 @@ def _require_sevenn():
     return sevenn.util
 
 
-def sevennet_checkpoint_path(name: str) -> str:
-    """Path of a checkpoint that ships inside the installed ``sevenn`` package.
-
-    ``name`` is a sevenn model keyword such as ``"7net-0"`` or ``"7net-l3i5"``.
-    """
-    util = _require_sevenn()
-    return util.pretrained_name_to_path(name)
-
-
 def _check_supported(cfg: dict[str, Any]) -> None:
     problems = []
     if cfg.get("interaction_type", "nequip") != "nequip":

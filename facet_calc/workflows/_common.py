@@ -7,8 +7,6 @@ from typing import Any
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-GPA_PER_EV_PER_A3 = 160.21766208
-
 
 def as_atoms(structure: Any) -> Atoms:
     """A copy of ``structure`` as ASE Atoms (accepts ASE Atoms or a pymatgen Structure/Molecule).

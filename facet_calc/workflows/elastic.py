@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ase import units
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
-from ._common import GPA_PER_EV_PER_A3, as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, progress_bar, resolve_calculator
 
 _VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 
@@ -68,7 +69,7 @@ def elastic_constants(
                 stresses.append(atoms.get_stress())
                 bar.update(1)
             slopes[:, j] = np.polyfit(strains, np.array(stresses), 1)[0]
-    c_raw = slopes * GPA_PER_EV_PER_A3
+    c_raw = slopes / units.GPa
     c = 0.5 * (c_raw + c_raw.T)
     bulk = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[1, 2] + c[0, 2])) / 9
     shear = (c[0, 0] + c[1, 1] + c[2, 2] - (c[0, 1] + c[1, 2] + c[0, 2]) + 3 * (c[3, 3] + c[4, 4] + c[5, 5])) / 15

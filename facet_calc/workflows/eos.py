@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from ase import units
 from ase.calculators.calculator import Calculator
 from ase.eos import EquationOfState
 
-from ._common import GPA_PER_EV_PER_A3, as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, progress_bar, resolve_calculator
 
 
 @dataclass
@@ -80,6 +81,6 @@ def eos(
         v0_a3=float(v0),
         v0_per_atom_a3=float(v0) / len(atoms),
         e0_ev=float(e0),
-        b0_gpa=float(b0) * GPA_PER_EV_PER_A3,
+        b0_gpa=float(b0) / units.GPa,
         eos_name=eos_name,
     )

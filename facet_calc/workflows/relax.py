@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
-from ._common import GPA_PER_EV_PER_A3, as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, progress_bar, resolve_calculator
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 
@@ -65,7 +65,7 @@ def relax(
         atoms=atoms,
         energy_ev=float(atoms.get_potential_energy()),
         max_force_ev_per_a=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
-        max_stress_gpa=float(np.abs(stress).max() * GPA_PER_EV_PER_A3),
+        max_stress_gpa=float(np.abs(stress).max() / units.GPa),
         n_steps=int(opt.get_number_of_steps()),
         converged=converged,
     )
