@@ -134,7 +134,7 @@ class FacetCalculator(Calculator):
             receivers=tensor(graph.receivers, torch.int64),
             compute_virial=has_stress_cell,
         )
-        energy = float(out["energy"].double().item())
+        energy = float(out["energy"][0].double().item())
         self.results = {
             "energy": energy,
             "free_energy": energy,
@@ -142,5 +142,5 @@ class FacetCalculator(Calculator):
             "forces": out["forces"].double().cpu().numpy(),
         }
         if has_stress_cell:
-            sigma = out["virial"].double().cpu().numpy() / atoms.get_volume()
+            sigma = out["virial"][0].double().cpu().numpy() / atoms.get_volume()
             self.results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]

@@ -103,7 +103,7 @@ def run(args) -> None:
         print("\n".join(list_potentials()))
         return
     if args.command == "info":
-        potential = load_potential(args.name, fast_path=False)
+        potential = load_potential(args.name, backend="e3nn")
         meta = {k: potential.config[k] for k in ("name", "description", "cutoff", "source") if k in potential.config}
         meta["n_elements"] = len(potential.atomic_numbers)
         print(json.dumps(meta, indent=1))

@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .nn.model import FacetModel
+from .nn.registry import build_model
 
 #: The potential used when none is named.
 DEFAULT_POTENTIAL = "7net-0-spline"
@@ -83,13 +83,14 @@ class Potential:
     Attributes:
         name: potential name (folder name).
         config: the model config and metadata from ``config.json``.
-        model: the :class:`FacetModel`, in eval mode, on ``device`` with ``dtype``.
+        model: the model its ``architecture`` names (see ``facet_calc.nn.registry``), in eval
+            mode with frozen parameters, on ``device`` with ``dtype``.
         path: the folder it was loaded from.
     """
 
     name: str
     config: dict[str, Any]
-    model: FacetModel
+    model: torch.nn.Module
     path: Path
 
     @property
@@ -152,13 +153,15 @@ def load_potential(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     verify: bool = True,
-    fast_path: bool = True,
+    backend: str = "auto",
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
 
     Every file is checked against the sha256 in the index; ``verify=False`` skips that check
-    for a folder that no index lists (your own conversions). ``fast_path=False`` keeps e3nn's
-    generic tensor products (the reference implementation; same results, slower).
+    for a folder that no index lists (your own conversions). ``backend`` chooses the
+    implementation (``"auto"``, ``"kernel"``, ``"torch"``, or ``"e3nn"``, the reference; same
+    results), see :mod:`facet_calc.nn.backend`. The parameters are frozen
+    (``requires_grad=False``); ``facet_calc.train`` unfreezes the ones it trains.
     """
     torch_dtype = resolve_dtype(dtype)
     folder, digests = _locate(potential)
@@ -170,25 +173,12 @@ def load_potential(
         raise ValueError(f"{folder / WEIGHTS_FILE} is not a readable safetensors file: {err}") from err
     model = build_model(config, torch_dtype)
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
-    model = model.to(device=device, dtype=torch_dtype).eval()
-    if fast_path:
-        model.use_fast_path()
+    model = model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
+    model.set_backend(backend)
     return Potential(name=folder.name, config=config, model=model, path=folder)
 
 
-def build_model(config: dict[str, Any], dtype: torch.dtype) -> FacetModel:
-    """Build the model with ``dtype`` as torch's default dtype, so that e3nn computes its
-    constants (Clebsch-Gordan blocks, normalisations) in that precision rather than rounding
-    float32 constants up; in float64 that keeps rotation equivariance at 1e-12, not 1e-8."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        return FacetModel(config)
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def load_parameters(model: FacetModel, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
+def load_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
     """Copy named tensors into the model's parameters; the names must match exactly."""
     params = dict(model.named_parameters())
     missing = sorted(set(params) - set(tensors))

@@ -25,7 +25,8 @@ from ase.data import chemical_symbols
 from facet_calc.calculator import FacetCalculator
 from facet_calc.convert.reference import SevenNetReference
 from facet_calc.convert.sevennet import convert_sevennet
-from facet_calc.potential import Potential, build_model, load_parameters, save_potential
+from facet_calc.nn.registry import build_model
+from facet_calc.potential import Potential, load_parameters, save_potential
 from facet_calc.testing import compare_calculators, fidelity_structures
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ def measure_fidelity(config, tensors, source: str) -> dict:
     for dtype in ("float64", "float32"):
         model = build_model(config, getattr(torch, dtype))
         load_parameters(model, tensors)
-        model = model.to(getattr(torch, dtype)).eval()
+        model = model.to(getattr(torch, dtype)).eval().requires_grad_(False).set_backend("auto")
         calc = FacetCalculator(Potential(config["name"], config, model, Path(".")))
         if dtype == "float64":
             reference = SevenNetReference(source, "float64")

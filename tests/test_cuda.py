@@ -19,13 +19,10 @@ def _structures():
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-3)])
 @pytest.mark.parametrize("path", ["triton-kernel", "torch-ops", "e3nn-reference"])
 def test_cuda_matches_cpu(dtype, tol, path):
-    fast_path = path != "e3nn-reference"
-    cpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, fast_path=fast_path))
-    gpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, device="cuda", fast_path=fast_path))
+    backend = {"triton-kernel": "kernel", "torch-ops": "torch", "e3nn-reference": "e3nn"}[path]
+    cpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, backend=backend))
+    gpu = FacetCalculator(load_potential("7net-0-spline", dtype=dtype, device="cuda", backend=backend))
     assert gpu.potential.device.type == "cuda"
-    if fast_path:
-        for layer in gpu.potential.model.layers:
-            layer.fast["convolution"].use_kernels = path == "triton-kernel"
     for atoms in _structures():
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = cpu, gpu

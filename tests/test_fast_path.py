@@ -33,18 +33,17 @@ def _results(potential, atoms):
 
 
 def _set_kernels(potential, enabled):
-    for layer in potential.model.layers:
-        layer.fast["convolution"].use_kernels = enabled
+    potential.model.set_backend("kernel" if enabled else "torch")
 
 
 @pytest.fixture(scope="module")
 def reference64():
-    return load_potential("7net-0-spline", dtype="float64", fast_path=False)
+    return load_potential("7net-0-spline", dtype="float64", backend="e3nn")
 
 
 @pytest.fixture(scope="module")
 def reference32():
-    return load_potential("7net-0-spline", dtype="float32", fast_path=False)
+    return load_potential("7net-0-spline", dtype="float32", backend="e3nn")
 
 
 KERNEL_MODES = [pytest.param(False, id="torch-ops")]
@@ -55,7 +54,7 @@ if spline_conv_library() is not None:
 @pytest.mark.parametrize("kernels", KERNEL_MODES)
 @pytest.mark.parametrize("name", list(STRUCTURES))
 def test_fast_path_matches_e3nn_reference_float64(potential64, reference64, name, kernels):
-    assert potential64.model.uses_fast_path and not reference64.model.uses_fast_path
+    assert potential64.model.backend != "e3nn" and reference64.model.backend == "e3nn"
     atoms = STRUCTURES[name]()
     _set_kernels(potential64, kernels)
     try:
@@ -75,12 +74,17 @@ def test_fast_path_matches_e3nn_reference_float32(potential32, reference32, name
     assert np.abs(fast["forces"] - plain["forces"]).max() < 2e-4  # eV/A
 
 
-def test_model_switches_between_paths(potential64):
+def test_one_selector_sets_and_reports_the_backend(potential64):
     model = potential64.model
-    model.use_fast_path(False)
-    assert not model.uses_fast_path
-    model.use_fast_path(True)
-    assert model.uses_fast_path
+    try:
+        for name in ("e3nn", "torch"):
+            assert model.set_backend(name).backend == name
+        expected = "kernel" if spline_conv_library() is not None else "torch"
+        assert model.set_backend("auto").backend == expected
+        with pytest.raises(ValueError, match="unknown backend 'fast'"):
+            model.set_backend("fast")
+    finally:
+        model.set_backend("auto")
 
 
 def test_unsorted_edges_fall_back_to_tensor_ops(potential64):

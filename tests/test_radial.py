@@ -12,7 +12,7 @@ def _table(f, df, n=40, r_max=5.0, breaks=()):
     r = np.linspace(0, r_max, n + 1)
     y, dy = f(r)[:, None], df(r)[:, None]
     slopes = fit_clamped_cubic_spline(y, dy, r_max / n, breaks=breaks)
-    return SplineRadial(torch.tensor(y), torch.tensor(slopes), r_max).double()
+    return SplineRadial(torch.tensor(y), torch.tensor(slopes), r_max).double().requires_grad_(False)
 
 
 def test_cubic_polynomials_are_reproduced_exactly():
@@ -30,7 +30,7 @@ def test_matches_scipy_clamped_cubic_spline():
     dy = np.zeros_like(y)
     dy[0], dy[-1] = d0, d1
     slopes = fit_clamped_cubic_spline(y[:, None], dy[:, None], 0.1)
-    table = SplineRadial(torch.tensor(y[:, None]), torch.tensor(slopes), 5.0).double()
+    table = SplineRadial(torch.tensor(y[:, None]), torch.tensor(slopes), 5.0).double().requires_grad_(False)
     reference = CubicSpline(r_knots, y, bc_type=((1, d0), (1, d1)))
     r = np.linspace(0, 4.9999, 1001)
     np.testing.assert_allclose(table(torch.tensor(r))[:, 0].numpy(), reference(r), atol=1e-12)

@@ -95,9 +95,9 @@ class FastSplineConvolution(nn.Module):
                 start_out = out_slices[ins.i_out].start
                 o_index[col : col + d3] = start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
                 col += d3
-            self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype))
-            self.register_buffer(f"path_of_col_{b}", path_of_col)
-            self.register_buffer(f"out_map_{b}", o_index.reshape(-1).to(torch.int32))
+            self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype), False)
+            self.register_buffer(f"path_of_col_{b}", path_of_col, persistent=False)
+            self.register_buffer(f"out_map_{b}", o_index.reshape(-1).to(torch.int32), persistent=False)
             self.blocks.append(
                 {"id": b, "in_slice": in_slices[b], "mul": mul, "m1": m1, "cols": cols, "n_paths": len(paths)}
             )
@@ -105,16 +105,14 @@ class FastSplineConvolution(nn.Module):
             out_index.append(o_index.reshape(-1))
             path_order.append(torch.cat(path_columns))
 
-        # per block, the spline table with one column per message entry, so that msg = t * w
-        # needs no broadcasting; derived data (buffers), not parameters
-        table = torch.cat((radial.values.data, radial.slopes.data), dim=0)
+        # per block, the columns of the spline table to read: one per message entry (torch
+        # path, so that msg = t * w needs no broadcasting) or one per (path, u) (kernels). The
+        # tables themselves are gathered from the radial's current parameters at every call.
         for blk, order, porder in zip(self.blocks, weight_columns, path_order):
-            self.register_buffer(f"table_{blk['id']}", table[:, order].to(dtype).contiguous())
-            self.register_buffer(f"path_table_{blk['id']}", table[:, porder].to(dtype).contiguous())
+            self.register_buffer(f"table_columns_{blk['id']}", order, persistent=False)
+            self.register_buffer(f"path_table_columns_{blk['id']}", porder, persistent=False)
         self.r_max = radial.r_max
         self.n_intervals = radial.n_intervals
-        #: use the compiled CPU kernel when it is available (False: the pure-torch path)
-        self.use_kernels = True
         #: pure-torch path: largest per-edge message tensor (entries) computed at once
         self.max_chunk_elements = 2**28
         fast_index = torch.cat(out_index)
@@ -122,7 +120,7 @@ class FastSplineConvolution(nn.Module):
             raise ValueError("fast convolution layout does not cover the tensor-product output")
         to_e3nn = torch.empty_like(fast_index)
         to_e3nn[fast_index] = torch.arange(fast_index.numel())
-        self.register_buffer("to_e3nn", to_e3nn)
+        self.register_buffer("to_e3nn", to_e3nn, persistent=False)
 
     def forward(
         self,
@@ -131,14 +129,25 @@ class FastSplineConvolution(nn.Module):
         r: torch.Tensor,
         senders: torch.Tensor,
         receivers: torch.Tensor,
+        table: torch.Tensor,
+        use_kernel: bool = True,
     ) -> torch.Tensor:
-        backend = _backend(x.device) if self.use_kernels else None
-        if backend is not None and bool((receivers[1:] >= receivers[:-1]).all()):
-            return self._fused(backend, x, sh, r, senders, receivers)
-        outputs = self._tensor_ops(x, sh, r, senders, receivers)
+        """``table``: the radial's ``(2 * n_knots, n_out)`` table (``SplineRadial.table()``).
+        ``use_kernel``: run the fused kernel when one serves ``x.device`` (see ``nn.backend``);
+        it needs edges sorted by receiver, gives no gradient for ``table`` and is differentiable
+        once; the torch path is differentiable twice."""
+        kernel = kernel_backend(x.device) if use_kernel else None
+        if kernel is not None and bool((receivers[1:] >= receivers[:-1]).all()):
+            if table.requires_grad and torch.is_grad_enabled():
+                raise RuntimeError(
+                    "the fused convolution kernel gives no gradients for the spline tables; "
+                    "train with model.set_backend('torch') (facet_calc.train does this)"
+                )
+            return self._fused(kernel, x, sh, r, senders, receivers, table)
+        outputs = self._tensor_ops(x, sh, r, senders, receivers, table)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
-    def _tensor_ops(self, x, sh, r, senders, receivers) -> list[torch.Tensor]:
+    def _tensor_ops(self, x, sh, r, senders, receivers, table) -> list[torch.Tensor]:
         """Pure-torch path (any device): per-edge messages, then index_add.
 
         Edges are processed in chunks of at most ``max_chunk_elements`` message entries; when
@@ -149,14 +158,15 @@ class FastSplineConvolution(nn.Module):
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
-            table = getattr(self, f"table_{block['id']}")
+            block_table = table.index_select(1, getattr(self, f"table_columns_{block['id']}"))
             coupling = getattr(self, f"coupling_{block['id']}")
             xb = x[:, block["in_slice"]]
             chunk = max(1, self.max_chunk_elements // (cols * mul))
             out = x.new_zeros((n_nodes, cols * mul))
             for start in range(0, n_edges, chunk):
                 part = slice(start, min(start + chunk, n_edges))
-                args = (xb, sh[part], r[part], senders[part], receivers[part], table, coupling, (mul, m1, cols))
+                args = (xb, sh[part], r[part], senders[part], receivers[part], block_table, coupling,
+                        (mul, m1, cols))  # fmt: skip
                 if chunk < n_edges and torch.is_grad_enabled():
                     out = out + checkpoint(self._block_messages, *args, use_reentrant=False)
                 else:
@@ -178,7 +188,7 @@ class FastSplineConvolution(nn.Module):
         msg = t.reshape(n_edges, cols * mul) * w
         return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
-    def _fused(self, backend, x, sh, r, senders, receivers) -> torch.Tensor:
+    def _fused(self, backend, x, sh, r, senders, receivers, table) -> torch.Tensor:
         """Compiled CPU kernel (edges sorted by receiver): per-edge messages are never
         materialised, and each block is written straight into e3nn's output layout."""
         n_edges, n_nodes = r.shape[0], x.shape[0]
@@ -190,7 +200,7 @@ class FastSplineConvolution(nn.Module):
             tensors.append(x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2))  # (N, m1, mul)
             blocks.append(
                 (
-                    getattr(self, f"path_table_{b}"),
+                    table.index_select(1, getattr(self, f"path_table_columns_{b}")).contiguous(),
                     getattr(self, f"path_of_col_{b}"),
                     getattr(self, f"out_map_{b}"),
                     (mul, m1, cols, block["n_paths"]),
@@ -201,8 +211,9 @@ class FastSplineConvolution(nn.Module):
         return _FusedConvolution.apply(beta, static, *tensors)
 
 
-def _backend(device: torch.device):
-    """The fused-kernel backend for ``device``, or None (then the pure-torch path runs)."""
+def kernel_backend(device: torch.device):
+    """The fused-kernel launcher for ``device`` (CPU: compiled C++; CUDA: Triton), or None
+    when none can serve it here (then the pure-torch path runs)."""
     if device.type == "cpu":
         library = spline_conv_library()
         return None if library is None else CpuBackend(library)
@@ -280,6 +291,13 @@ class _FusedConvolution(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            # create_graph=True: the kernels' backward is not itself differentiable, and
+            # returning its result as if it were would give wrong second derivatives
+            raise RuntimeError(
+                "the fused convolution kernel is differentiable once: second derivatives (force "
+                "training, Hessians, create_graph=True) need model.set_backend('torch')"
+            )
         beta, *tensors = ctx.saved_tensors
         backend, graph, rows, blocks, dim_out, scale = ctx.static
         grad_out = grad_out.contiguous()

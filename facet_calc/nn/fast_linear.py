@@ -1,10 +1,13 @@
-"""A drop-in fast equivalent of an e3nn ``o3.Linear`` (without biases) for node features.
+"""A fast equivalent of an e3nn ``o3.Linear`` (without biases) for node features.
 
 e3nn applies one small matmul per (input block, output block) pair and, in the backward pass,
 zero-fills a full-size gradient for every input slice. An equivariant linear map is the same
 matrix for every component m of an order l, so here each order l is one gather and one matmul:
-``out_l (N, mul_out, 2l+1) = W_l^T @ x_l (N, mul_in, 2l+1)``. The per-l matrices are read off
-the e3nn module itself (its normalisation included) by applying it to unit vectors.
+``out_l (N, mul_out, 2l+1) = W_l^T @ x_l (N, mul_in, 2l+1)``.
+
+``W_l`` is assembled from the e3nn module's *current* flat weight at every call (a gather and a
+scale, differentiable), so the fast path follows the parameters during training and nothing
+derived is stored in a potential file.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from torch import nn
 
 
 class FastLinear(nn.Module):
-    """Same map as ``linear`` (an ``o3.Linear`` without biases), derived from its current weights.
+    """The same map as ``linear`` (an ``o3.Linear`` without biases), computed per order l.
 
-    Shapes: ``(n_nodes, irreps_in.dim) -> (n_nodes, irreps_out.dim)``.
+    ``forward(x, weight)``: ``x (n_nodes, irreps_in.dim)``, ``weight`` the linear's flat weight
+    (``linear.weight``) -> ``(n_nodes, irreps_out.dim)``. Holds index tables only (not saved).
     """
 
     def __init__(self, linear: o3.Linear) -> None:
@@ -25,10 +29,25 @@ class FastLinear(nn.Module):
         irreps_in, irreps_out = linear.irreps_in, linear.irreps_out
         if any(p.numel() for name, p in linear.named_parameters() if "bias" in name):
             raise ValueError("FastLinear handles linears without biases only")
-        weight = linear.weight
-        with torch.no_grad():
-            probe = torch.eye(irreps_in.dim, dtype=weight.dtype, device=weight.device)
-            dense = linear(probe)  # (dim_in, dim_out): row k is the image of unit vector k
+        # where each entry of the dense per-channel matrix comes from: flat weight index and
+        # e3nn's path normalisation; index n_weights (a zero pad) where no path connects
+        n_weights = linear.weight.numel()
+        source = torch.full((irreps_in.num_irreps, irreps_out.num_irreps), n_weights, dtype=torch.long)
+        coef = torch.zeros(irreps_in.num_irreps, irreps_out.num_irreps, dtype=torch.float64)
+        in_first = [sum(m for m, _ in irreps_in[:i]) for i in range(len(irreps_in))]
+        out_first = [sum(m for m, _ in irreps_out[:i]) for i in range(len(irreps_out))]
+        start = 0
+        for ins in linear.instructions:
+            mul_in, mul_out = ins.path_shape
+            block = start + torch.arange(mul_in * mul_out).view(mul_in, mul_out)
+            rows = slice(in_first[ins.i_in], in_first[ins.i_in] + mul_in)
+            cols = slice(out_first[ins.i_out], out_first[ins.i_out] + mul_out)
+            source[rows, cols] = block
+            coef[rows, cols] = ins.path_weight
+            start += mul_in * mul_out
+        if start != n_weights:
+            raise ValueError(f"o3.Linear weight has {n_weights} entries, its instructions use {start}")
+
         in_slices, out_slices = irreps_in.slices(), irreps_out.slices()
         self.orders: list[int] = []
         self.out_muls: list[int] = []
@@ -38,36 +57,48 @@ class FastLinear(nn.Module):
             outs = [(i, mul) for i, (mul, ir) in enumerate(irreps_out) if ir.l == l]
             d = 2 * l + 1
             out_idx = torch.cat([out_slices[i].start + torch.arange(mul) * d for i, mul in outs])
+            out_channels = torch.cat([out_first[i] + torch.arange(mul) for i, mul in outs])
             out_order.append((out_idx[:, None] + torch.arange(d)[None, :]).reshape(-1))
             self.orders.append(l)
             self.out_muls.append(len(out_idx))
             if not ins:  # no input of this order: e3nn gives zeros there
-                self.register_buffer(f"weight_{l}", None)
+                self.register_buffer(f"gather_{l}", None)
                 continue
             # rows of x for component m = 0 of every input channel of order l; the rest follow
             in_idx = torch.cat([in_slices[i].start + torch.arange(mul) * d for i, mul in ins])
+            in_channels = torch.cat([in_first[i] + torch.arange(mul) for i, mul in ins])
             gather = (in_idx[:, None] + torch.arange(d)[None, :]).reshape(-1)  # (mul_in * d)
-            self.register_buffer(f"gather_{l}", gather)
-            self.register_buffer(f"weight_{l}", dense[in_idx][:, out_idx].detach().clone())
+            self.register_buffer(f"gather_{l}", gather, persistent=False)
+            sub = (in_channels[:, None], out_channels[None, :])
+            self.register_buffer(f"source_{l}", source[sub].clone(), persistent=False)
+            self.register_buffer(f"coef_{l}", coef[sub].clone(), persistent=False)
         placed = torch.cat(out_order)
         if sorted(placed.tolist()) != list(range(irreps_out.dim)):
             raise ValueError(f"output irreps {irreps_out} have orders no input reaches")
         inverse = torch.empty_like(placed)
         inverse[placed] = torch.arange(placed.numel())
-        self.register_buffer("to_output", inverse)
+        self.register_buffer("to_output", inverse, persistent=False)
         self.identity_order = bool(torch.equal(inverse, torch.arange(placed.numel())))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weight_of_order(self, l: int, weight: torch.Tensor) -> torch.Tensor | None:
+        """``(mul_in_l, mul_out_l)`` matrix of order ``l`` from the flat e3nn ``weight``."""
+        source = getattr(self, f"source_{l}", None)
+        if source is None:
+            return None
+        padded = torch.cat((weight, weight.new_zeros(1)))
+        return padded[source] * getattr(self, f"coef_{l}").to(weight.dtype)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         parts = []
         for l, mul_out in zip(self.orders, self.out_muls):
             d = 2 * l + 1
-            weight = getattr(self, f"weight_{l}")
-            if weight is None:
+            w = self.weight_of_order(l, weight)
+            if w is None:
                 parts.append(x.new_zeros((n, mul_out * d)))
                 continue
             xl = x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)  # (N, mul_in, d)
-            out = torch.einsum("nid,io->nod", xl, weight)
+            out = torch.einsum("nid,io->nod", xl, w)
             parts.append(out.reshape(n, -1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         # (outputs are assembled grouped by order; put them back in irreps_out's layout)

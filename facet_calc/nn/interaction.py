@@ -137,17 +137,8 @@ class InteractionBlock(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
         self.irreps_out = self.gate.irreps_out
-        # set by use_fast_path(): faster modules derived from the ones above, which stay the
-        # reference implementation
-        self.fast: nn.ModuleDict | None = None
-
-    def use_fast_path(self, enabled: bool = True) -> None:
-        """Derive the specialised convolution and linears from the current parameters (or drop
-        them with ``enabled=False``)."""
-        if not enabled:
-            self.fast = None
-            return
-        table = self.convolution.radial.values
+        # The specialised implementations of the same maps: index tables and Clebsch-Gordan
+        # constants only (not saved); they read the parameters above at every call.
         self.fast = nn.ModuleDict(
             {
                 "convolution": FastSplineConvolution(self.convolution),
@@ -155,10 +146,13 @@ class InteractionBlock(nn.Module):
                 "linear_in": FastLinear(self.linear_in),
                 "linear_out": FastLinear(self.linear_out),
             }
-        ).to(table.device, table.dtype)
+        )
+        #: which implementation runs; set through ``FacetModel.set_backend`` (see ``nn.backend``)
+        self.backend = "kernel"
 
-    def _part(self, name: str) -> nn.Module:
-        return getattr(self, name) if self.fast is None else self.fast[name]
+    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        linear = getattr(self, name)
+        return linear(x) if self.backend == "e3nn" else self.fast[name](x, linear.weight)
 
     def forward(
         self,
@@ -168,8 +162,15 @@ class InteractionBlock(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
-        sc = self._part("self_connection")(x)
-        h = self._part("linear_in")(x)
-        h = self._part("convolution")(h, sh, r, senders, receivers)
-        h = self._part("linear_out")(h) + sc
+        sc = self._linear("self_connection", x)
+        h = self._linear("linear_in", x)
+        if self.backend == "e3nn":
+            h = self.convolution(h, sh, r, senders, receivers)
+        else:
+            radial = self.convolution.radial
+            h = self.fast["convolution"](
+                h, sh, r, senders, receivers, radial.table(),
+                use_kernel=self.backend == "kernel",
+            )  # fmt: skip
+        h = self._linear("linear_out", h) + sc
         return self.gate(h)

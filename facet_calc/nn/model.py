@@ -9,9 +9,11 @@
 Edges are directed, ``r_ij = pos[sender] - pos[receiver] + shift . cell``: the message of edge
 ``(receiver i, sender j)`` flows from ``j`` to ``i``.
 
-Two evaluators give energy, forces and virial:
+Two evaluators give energy, forces and virial, for training and inference alike:
 
-* :func:`evaluate` differentiates with respect to the edge vectors and scatters (fast path).
+* :func:`evaluate` differentiates with respect to the edge vectors and scatters; it takes a
+  batch index for many structures in one graph, and ``create_graph=True`` when the forces and
+  virials enter a training loss.
 * :func:`evaluate_by_strain` differentiates with respect to positions and a symmetric strain of
   the whole graph (plain reference path). Tests check that both agree.
 """
@@ -24,12 +26,16 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .backend import check_backend, effective_backend
 from .interaction import InteractionBlock
 from .radial import SplineRadial
+from .registry import register_architecture
 
 
+@register_architecture("facet-spline-nequip")
 class FacetModel(nn.Module):
-    """E(3)-equivariant message-passing energy model with spline radial weights.
+    """SE(3)-equivariant message-passing energy model with spline radial weights (the
+    SevenNet/NequIP layout; the converted SevenNet potentials use it).
 
     Args:
         config: the potential's model config (a plain dict, see ``facet_calc.potential``).
@@ -52,30 +58,41 @@ class FacetModel(nn.Module):
             normalization=config.get("sh_normalization", "component"),
         )
         self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(config["irreps_embedding"]), biases=False)
-        n_knots = int(config["radial"]["n_intervals"]) + 1
+        radial_cfg = config["radial"]
+        n_knots = int(radial_cfg["n_intervals"]) + 1
+        if radial_cfg.get("kind", "cubic_hermite_c2") not in ("cubic_hermite_c2", "cubic_hermite"):
+            raise ValueError(f"unknown radial table kind {radial_cfg.get('kind')!r}")
+        c2_breaks = radial_cfg.get("c1_only_at", []) if radial_cfg.get("kind") == "cubic_hermite_c2" else None
         layers = []
         for spec in config["layers"]:
             n_out = int(spec["weight_numel"])
-            radial = SplineRadial(torch.zeros(n_knots, n_out), torch.zeros(n_knots, n_out), self.cutoff)
+            zeros = torch.zeros(n_knots, n_out)
+            radial = SplineRadial(zeros, zeros, self.cutoff, c1_only_at=c2_breaks)
             layers.append(InteractionBlock(spec, self.irreps_sh, radial))
         self.layers = nn.ModuleList(layers)
         irreps_last = layers[-1].irreps_out
         self.readout_hidden = o3.Linear(irreps_last, o3.Irreps(config["readout_hidden"]), biases=False)
         self.readout_out = o3.Linear(o3.Irreps(config["readout_hidden"]), o3.Irreps("1x0e"), biases=False)
-        self.scale = nn.Parameter(torch.ones(n_species), requires_grad=False)
-        self.shift = nn.Parameter(torch.zeros(n_species), requires_grad=False)
+        self.scale = nn.Parameter(torch.ones(n_species))
+        self.shift = nn.Parameter(torch.zeros(n_species))
 
-    def use_fast_path(self, enabled: bool = True) -> FacetModel:
-        """Switch every layer to the specialised convolution and linears (``enabled=True``) or
-        back to e3nn's generic modules, the reference. Call after the parameters are loaded:
-        the fast modules derive their tables from them."""
+    def set_backend(self, name: str = "auto") -> FacetModel:
+        """Choose the implementation of every layer: ``"auto"``, ``"kernel"``, ``"torch"`` or
+        ``"e3nn"`` (the reference); see :mod:`facet_calc.nn.backend`."""
+        name = check_backend(name)
         for layer in self.layers:
-            layer.use_fast_path(enabled)
+            layer.backend = name
         return self
 
     @property
-    def uses_fast_path(self) -> bool:
-        return all(layer.fast is not None for layer in self.layers)
+    def backend(self) -> str:
+        """The implementation that runs on the model's device (a requested ``"kernel"``
+        reads ``"torch"`` where no kernel serves the device)."""
+        return effective_backend(self.layers[0].backend, self.scale.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scale.dtype
 
     def forward(
         self,
@@ -96,41 +113,63 @@ class FacetModel(nn.Module):
 
 
 def evaluate(
-    model: FacetModel,
+    model: nn.Module,
     species: torch.Tensor,
     edge_vec: torch.Tensor,
     senders: torch.Tensor,
     receivers: torch.Tensor,
+    batch: torch.Tensor | None = None,
+    n_structures: int = 1,
+    compute_forces: bool = True,
     compute_virial: bool = True,
+    create_graph: bool = False,
 ) -> dict[str, torch.Tensor | None]:
-    """Energy, per-atom energies, forces and virial from the gradient w.r.t. edge vectors.
+    """Energies, forces and virials from the gradient with respect to the edge vectors.
+
+    One code path for inference and training (as NequIP's ``ForceStressOutput``): many
+    structures form one disjoint graph, told apart by ``batch``.
 
     Args:
+        model: maps ``(species, edge_vec, senders, receivers)`` to per-atom energies.
+        species: ``(n_atoms,)`` int64 species indices.
         edge_vec: ``(n_edges, 3)`` Angstrom, ``pos[sender] - pos[receiver] + shift @ cell``.
             Compute it in float64 and cast afterwards: in float32, differences of positions far
             from the origin lose most of their digits.
+        senders, receivers: ``(n_edges,)`` int64 atom indices.
+        batch: ``(n_atoms,)`` int64 structure index of each atom (``None``: one structure).
+        n_structures: number of structures in the batch.
+        create_graph: keep the graph of forces and virials so that a loss on them can be
+            differentiated with respect to the parameters (training; needs the ``"torch"`` or
+            ``"e3nn"`` backend).
 
-    Returns a dict: ``energy ()`` eV, ``energies (n_atoms,)`` eV, ``forces (n_atoms, 3)`` eV/A,
-    ``virial (3, 3)`` eV = dE/d(strain) (``None`` unless ``compute_virial``).
+    Returns a dict: ``energy (n_structures,)`` eV, ``energies (n_atoms,)`` eV, ``forces
+    (n_atoms, 3)`` eV/A (``None`` unless ``compute_forces``), ``virial (n_structures, 3, 3)``
+    eV = dE/d(strain) (``None`` unless ``compute_virial``). Detached unless ``create_graph``.
     """
-    edge_vec = edge_vec.detach().requires_grad_(True)
-    energies = model(species, edge_vec, senders, receivers)
-    energy = energies.sum()
-    (grad,) = torch.autograd.grad(energy, [edge_vec], materialize_grads=True)
-    # E depends on positions through r_ij = pos[j] - pos[i] + ...: dE/dpos_j += g, dE/dpos_i -= g
-    forces = torch.zeros((species.shape[0], 3), dtype=grad.dtype, device=grad.device)
-    forces.index_add_(0, receivers, grad)
-    forces.index_add_(0, senders, -grad)
-    virial = None
+    n_atoms = species.shape[0]
+    if batch is None:
+        batch = torch.zeros(n_atoms, dtype=torch.long, device=species.device)
+    need_grad = compute_forces or compute_virial
+    edge_vec = edge_vec.detach().requires_grad_(need_grad)
+    with torch.enable_grad() if need_grad else torch.no_grad():
+        energies = model(species, edge_vec, senders, receivers)
+        energy = energies.new_zeros(n_structures).index_add(0, batch, energies)
+        grad = None
+        if need_grad:
+            (grad,) = torch.autograd.grad(energy.sum(), [edge_vec], create_graph=create_graph, materialize_grads=True)
+    forces = virial = None
+    if compute_forces:
+        # E depends on positions through r_ij = pos[j] - pos[i] + ...: dE/dpos_j += g, dE/dpos_i -= g
+        forces = grad.new_zeros((n_atoms, 3))
+        forces = forces.index_add(0, receivers, grad).index_add(0, senders, -grad)
     if compute_virial:
-        w = grad.transpose(0, 1) @ edge_vec.detach()
-        virial = 0.5 * (w + w.transpose(0, 1))
-    return {
-        "energy": energy.detach(),
-        "energies": energies.detach(),
-        "forces": forces.detach(),
-        "virial": virial,
-    }
+        per_edge = grad.unsqueeze(2) * edge_vec.detach().unsqueeze(1)  # (E, 3, 3) g_a r_b
+        w = grad.new_zeros((n_structures, 3, 3)).index_add(0, batch[receivers], per_edge)
+        virial = 0.5 * (w + w.transpose(1, 2))
+    out = {"energy": energy, "energies": energies, "forces": forces, "virial": virial}
+    if not create_graph:
+        out = {k: None if v is None else v.detach() for k, v in out.items()}
+    return out
 
 
 def evaluate_by_strain(
@@ -143,8 +182,8 @@ def evaluate_by_strain(
     shifts: torch.Tensor,
     compute_virial: bool = True,
 ) -> dict[str, torch.Tensor | None]:
-    """Reference path: forces = -dE/dpos, virial = dE/d(symmetric strain). Same outputs as
-    :func:`evaluate`."""
+    """Reference path for one structure: forces = -dE/dpos, virial = dE/d(symmetric strain).
+    Same outputs as :func:`evaluate` (``energy (1,)``, ``virial (1, 3, 3)``)."""
     pos = positions.detach().clone().requires_grad_(True)
     strain = torch.zeros(3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
     sym = 0.5 * (strain + strain.transpose(0, 1))
@@ -155,8 +194,8 @@ def evaluate_by_strain(
     energy = energies.sum()
     grad_pos, grad_strain = torch.autograd.grad(energy, [pos, strain], materialize_grads=True)
     return {
-        "energy": energy.detach(),
+        "energy": energy.detach().reshape(1),
         "energies": energies.detach(),
         "forces": -grad_pos.detach(),
-        "virial": grad_strain.detach() if compute_virial else None,
+        "virial": grad_strain.detach().unsqueeze(0) if compute_virial else None,
     }

@@ -34,11 +34,28 @@ class SplineRadial(nn.Module):
         values: ``(n_knots, n_out)`` function values at ``r_k = k * r_max / (n_knots - 1)``.
         slopes: ``(n_knots, n_out)`` derivatives dw/dr at the same knots (per Angstrom).
         r_max: the last knot in Angstrom; ``w(r) = 0`` for ``r >= r_max``.
+        c1_only_at: distances (A) of interior knots where the spline is only C1 (the source
+            function has a jump in its second derivative there); ``None``: the table is a plain
+            Hermite table, with values and slopes independent (C1).
 
     Input ``r``: ``(n_edges,)`` distances in Angstrom. Output: ``(n_edges, n_out)``.
+
+    Training. ``values`` and ``slopes`` are parameters. When the table is a C2 spline
+    (``c1_only_at`` given), only the values are trained: in training mode the slopes are the
+    C2 spline's, ``slopes = A @ values + c``, where ``A`` solves the clamped-spline system and
+    ``c`` carries the fixed slopes at the ends and breaks, so the trained function stays C2
+    (C1 at the breaks). The last knot's value and slope are held at exactly zero in training
+    mode, so the cutoff stays smooth. Leaving training mode (``.eval()``) writes the derived
+    slopes back into the ``slopes`` parameter, which inference then reads directly.
     """
 
-    def __init__(self, values: torch.Tensor, slopes: torch.Tensor, r_max: float) -> None:
+    def __init__(
+        self,
+        values: torch.Tensor,
+        slopes: torch.Tensor,
+        r_max: float,
+        c1_only_at: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         if values.shape != slopes.shape or values.dim() != 2 or values.shape[0] < 2:
             raise ValueError(
@@ -48,21 +65,68 @@ class SplineRadial(nn.Module):
         self.r_max = float(r_max)
         self.n_intervals = values.shape[0] - 1
         self.h = self.r_max / self.n_intervals
-        # Parameters (frozen) rather than buffers, so that a potential file holds exactly the
-        # model's parameters and nothing derived.
-        self.values = nn.Parameter(values.clone(), requires_grad=False)
-        self.slopes = nn.Parameter(slopes.clone(), requires_grad=False)
+        # Parameters rather than buffers, so that a potential file holds exactly the model's
+        # parameters and nothing derived.
+        self.values = nn.Parameter(values.clone())
+        self.slopes = nn.Parameter(slopes.clone())
+        self.c2 = c1_only_at is not None
+        self._trained = False  # set by train(True); eval() then writes the derived slopes back
+        if self.c2:
+            breaks = [int(round(b / self.h)) for b in c1_only_at]
+            eye = np.eye(self.n_intervals + 1)
+            # slopes of the C2 spline through unit values with zero prescribed slopes: A[:, k]
+            a = fit_clamped_cubic_spline(eye, np.zeros_like(eye), self.h, breaks)
+            self.register_buffer("c2_operator", torch.from_numpy(a).to(values.dtype), persistent=False)
+            fixed = np.zeros(self.n_intervals + 1, dtype=bool)
+            fixed[[0, *breaks, self.n_intervals]] = True
+            self.register_buffer("fixed_slope_knots", torch.from_numpy(fixed), persistent=False)
 
     @property
     def n_out(self) -> int:
         return self.values.shape[1]
 
+    def table(self) -> torch.Tensor:
+        """``(2 * n_knots, n_out)``: knot values stacked over knot slopes, as :func:`hermite_spline`
+        reads them; in training mode derived from the trainable values (see class docstring)."""
+        if not self._trained:
+            return torch.cat((self.values, self.slopes), dim=0)
+        values = torch.cat((self.values[:-1], torch.zeros_like(self.values[-1:])), dim=0)
+        if not self.c2:
+            slopes = torch.cat((self.slopes[:-1], torch.zeros_like(self.slopes[-1:])), dim=0)
+            return torch.cat((values, slopes), dim=0)
+        return torch.cat((values, self.c2_slopes(values)), dim=0)
+
+    def c2_slopes(self, values: torch.Tensor) -> torch.Tensor:
+        """Slopes of the C2 spline through ``values`` that keeps the slopes at the ends and
+        breaks fixed (the one at the cutoff zero); ``(n_knots, n_out)``."""
+        # the clamped spline is linear in (values, fixed slopes); the fixed slopes' part is
+        # computed once, when training mode is entered
+        return self.c2_operator.to(values.dtype) @ values + self.c2_offset
+
+    def train(self, mode: bool = True) -> SplineRadial:
+        if mode and self.c2:
+            fixed = self.fixed_slope_knots.unsqueeze(1)
+            end_slopes = torch.where(fixed, self.slopes.detach(), torch.zeros_like(self.slopes))
+            end_slopes[-1] = 0.0
+            breaks = torch.nonzero(self.fixed_slope_knots[1:-1]).flatten().add(1).tolist()
+            zeros = np.zeros(tuple(end_slopes.shape))
+            offset = fit_clamped_cubic_spline(zeros, end_slopes.cpu().double().numpy(), self.h, breaks)
+            self.register_buffer("c2_offset", torch.from_numpy(offset).to(end_slopes), persistent=False)
+        elif not mode and self._trained:
+            # leaving training: store the slopes the trained values imply, for inference
+            with torch.no_grad():
+                table = self.table()
+                n = self.n_intervals + 1
+                self.values.copy_(table[:n])
+                self.slopes.copy_(table[n:])
+        self._trained = mode
+        return super().train(mode)
+
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        table = torch.cat((self.values, self.slopes), dim=0)
-        return hermite_spline(r, table, self.r_max)
+        return hermite_spline(r, self.table(), self.r_max)
 
     def extra_repr(self) -> str:
-        return f"n_intervals={self.n_intervals}, r_max={self.r_max}, n_out={self.n_out}"
+        return f"n_intervals={self.n_intervals}, r_max={self.r_max}, n_out={self.n_out}, c2={self.c2}"
 
 
 def spline_basis(r: torch.Tensor, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,11 +155,43 @@ def spline_basis(r: torch.Tensor, n_intervals: int, r_max: float) -> tuple[torch
 
 def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
     """Evaluate the spline whose ``(2 * n_knots, n_out)`` table stacks knot values over knot
-    slopes, at ``r (n_edges,)``. Returns ``(n_edges, n_out)``, zero for ``r >= r_max``."""
+    slopes, at ``r (n_edges,)``. Returns ``(n_edges, n_out)``, zero for ``r >= r_max``.
+    Differentiable with respect to ``r`` and ``table``, twice (force training, Hessians)."""
     rows, beta = spline_basis(r, table.shape[0] // 2 - 1, r_max)
-    # one fused gather-and-weighted-sum (embedding_bag) that also gives d/d(beta) in its
-    # backward, instead of ~20 passes over (n_edges, n_out)
-    return nn.functional.embedding_bag(rows, table, per_sample_weights=beta, mode="sum")
+    return _WeightedRows.apply(beta, table, rows)
+
+
+class _WeightedRows(torch.autograd.Function):
+    """``out[e] = sum_c beta[e, c] * table[rows[e, c]]``.
+
+    Forward and first derivatives by ``embedding_bag`` (one fused gather-and-weighted-sum,
+    instead of ~20 passes over ``(n_edges, n_out)``); torch cannot differentiate its backward
+    again, so under ``create_graph`` the backward is written in plain, differentiable ops.
+    """
+
+    @staticmethod
+    def forward(ctx, beta, table, rows):
+        ctx.save_for_backward(beta, table, rows)
+        return nn.functional.embedding_bag(rows, table, per_sample_weights=beta, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        beta, table, rows = ctx.saved_tensors
+        need_beta, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():  # create_graph: a backward that is itself differentiable
+            grad_beta = torch.einsum("eo,eco->ec", grad_out, table[rows]) if need_beta else None
+            grad_table = None
+            if need_table:
+                contrib = beta.unsqueeze(2) * grad_out.unsqueeze(1)  # (E, 4, n_out)
+                grad_table = table.new_zeros(table.shape).index_add(0, rows.reshape(-1), contrib.flatten(0, 1))
+            return grad_beta, grad_table, None
+        with torch.enable_grad():
+            beta_ = beta.detach().requires_grad_(need_beta)
+            table_ = table.detach().requires_grad_(need_table)
+            out = nn.functional.embedding_bag(rows, table_, per_sample_weights=beta_, mode="sum")
+            inputs = [t for t, need in ((beta_, need_beta), (table_, need_table)) if need]
+            grads = iter(torch.autograd.grad(out, inputs, grad_out))
+        return (next(grads) if need_beta else None), (next(grads) if need_table else None), None
 
 
 def fit_clamped_cubic_spline(
