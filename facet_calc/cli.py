@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
     _add_common(el)
     el.add_argument("--max-strain", type=float, default=0.01)
+    from .cli_train import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -101,6 +104,11 @@ def run(args) -> None:
 
     if args.command == "list":
         print("\n".join(list_potentials()))
+        return
+    if args.command in ("finetune", "train"):
+        from . import cli_train
+
+        cli_train.run(args)
         return
     if args.command == "info":
         potential = load_potential(args.name, backend="e3nn")

@@ -35,3 +35,28 @@ def test_cuda_matches_cpu(dtype, tol, path):
 def test_auto_device_picks_cuda():
     calc = FacetCalculator("7net-0-spline", device="auto")
     assert calc.device.type == "cuda"
+
+
+def test_training_on_cuda_matches_the_cpu(tmp_path):
+    """Two epochs of fine-tuning in float64 give the same weights on the GPU as on the CPU."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from facet_calc.train import TrainSettings, finetune
+
+    frames = []
+    for i in range(6):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+        atoms.rattle(0.05, seed=i)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+        frames.append(atoms)
+    write(tmp_path / "cu.extxyz", frames)
+    weights = {}
+    for device in ("cpu", "cuda"):
+        settings = TrainSettings(epochs=2, batch_size=3, lr=1e-3, dtype="float64", device=device)
+        result = finetune("7net-0-spline", tmp_path / "cu.extxyz", tmp_path / device, settings, progress=False)
+        weights[device] = dict(load_potential(result.potential_dir, dtype="float64").model.named_parameters())
+    for name, value in weights["cpu"].items():
+        assert torch.allclose(value, weights["cuda"][name].cpu(), rtol=1e-8, atol=1e-10), name

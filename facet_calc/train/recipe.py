@@ -1,0 +1,99 @@
+"""``facet-calc train CONFIG.yaml``: a training run described by a YAML file (configuration
+is data). Two kinds of start:
+
+.. code-block:: yaml
+
+    out: runs/cu-small            # run folder: checkpoint, log.csv, plots, potential/
+    train: data/train.extxyz      # labelled structures (all frames)
+    valid: data/valid.extxyz      # optional; else valid_fraction of train (seeded)
+    valid_fraction: 0.1
+    keys: {energy: REF_energy, forces: REF_forces, stress: REF_stress}   # optional
+    model:
+      base: 7net-0-spline         # start from a potential (fine-tuning) ...
+      # ... or from scratch, any registered architecture, by hyperparameters or a full config:
+      # architecture: facet-spline-nequip
+      # hyperparameters: {atomic_numbers: [29], channels: 16, lmax: 1, n_layers: 2, cutoff: 4.5}
+      # config: {...}
+    freeze: []                    # parameter prefixes (fine-tuning)
+    settings: {epochs: 50, batch_size: 4, lr: 0.001, loss: {energy: 1, forces: 1, stress: 0.1}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..potential import Potential
+from .data import DataError, LabelKeys
+from .finetune import finetune
+from .trainer import TrainSettings
+
+_KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", "train_only", "settings", "name"}
+
+
+def model_from_spec(spec: dict[str, Any], dtype: str, seed: int) -> Potential:
+    """An untrained model from ``{"architecture": ..., "hyperparameters" | "config": ...}``,
+    initialised for training, wrapped as an in-memory :class:`Potential`."""
+    from ..nn import hyperparameters
+    from ..nn.registry import build_model
+
+    if "config" in spec:
+        config = dict(spec["config"])
+    elif "hyperparameters" in spec:
+        architecture = spec.get("architecture", "facet-spline-nequip")
+        builders = hyperparameters.CONFIG_BUILDERS
+        if architecture not in builders:
+            raise DataError(
+                f"no hyperparameter builder for architecture {architecture!r}; known: {', '.join(sorted(builders))}; "
+                "or give the full model config under model.config"
+            )
+        config = builders[architecture](**spec["hyperparameters"])
+    else:
+        raise DataError("model: give 'base' (a potential to start from), 'hyperparameters' or 'config'")
+    model = build_model(config, getattr(torch, dtype))
+    hyperparameters.initialise_for_training(model, seed)
+    return Potential(name=f"untrained {config['architecture']}", config=config, model=model, path=Path("."))
+
+
+def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Run the training that the YAML file at ``path`` describes; returns the potential folder."""
+    import yaml
+
+    if not path.is_file():
+        raise DataError(f"training config {str(path)!r} does not exist")
+    recipe = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(recipe) - _KNOWN)
+    if unknown:
+        raise DataError(f"{path}: unknown keys {unknown}; known keys: {sorted(_KNOWN)}")
+    for key in ("out", "train", "model"):
+        if key not in recipe:
+            raise DataError(f"{path}: the key {key!r} is required")
+    root = path.resolve().parent  # relative paths in the recipe are relative to the recipe
+
+    def where(p):
+        return None if p is None else (root / p if not Path(p).is_absolute() else Path(p))
+
+    try:
+        settings = TrainSettings(**recipe.get("settings", {}))
+    except TypeError as err:
+        raise DataError(f"{path}: settings: {err}") from err
+    spec = recipe["model"]
+    base = spec["base"] if "base" in spec else model_from_spec(spec, settings.dtype, settings.seed)
+    result = finetune(
+        base,
+        where(recipe["train"]),
+        where(recipe["out"]),
+        settings,
+        valid=where(recipe.get("valid")),
+        valid_fraction=float(recipe.get("valid_fraction", 0.1)),
+        keys=LabelKeys(**recipe.get("keys", {})),
+        freeze=tuple(recipe.get("freeze", ())),
+        train_only=recipe.get("train_only"),
+        name=recipe.get("name"),
+        resume=resume,
+        progress=progress,
+        plots=True,
+    )
+    return result.potential_dir

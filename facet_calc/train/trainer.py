@@ -1,0 +1,323 @@
+"""The training loop: batches, loss, AdamW, schedule, clipping, EMA, validation, early
+stopping, a CSV log and a checkpoint after every epoch, and exact resume.
+
+Reproducible on the CPU: the only randomness is the shuffle of each epoch, drawn from a
+generator seeded with ``(seed, epoch)``, so an epoch that is redone after a resume visits the
+batches in the same order, and a run killed mid-epoch and resumed ends with the same weights
+as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ase.units import GPa
+from tqdm.auto import tqdm
+
+from ..nn.model import evaluate
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .data import Batch, Configuration, collate
+from .ema import ExponentialMovingAverage
+from .loss import LossWeights, Metrics, loss_terms, predicted_stress
+
+
+@dataclass
+class TrainSettings:
+    """Everything that decides a training run (configuration is data: saved with checkpoints).
+
+    ``schedule``: ``"cosine"`` (linear warm-up over ``warmup_epochs``, then cosine decay to
+    ``lr * min_lr_factor`` at the last epoch), ``"plateau"`` (divide by ``1 / plateau_factor``
+    when the validation loss has not improved for ``plateau_patience`` epochs) or
+    ``"constant"``. ``ema_decay=None`` disables the EMA; ``early_stopping_patience=None``
+    disables early stopping.
+    """
+
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr_factor: float = 0.01
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    clip_grad_norm: float | None = 10.0
+    ema_decay: float | None = 0.99
+    early_stopping_patience: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = LossWeights(**self.loss)
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number (got {self.lr})")
+        if self.schedule not in ("cosine", "plateau", "constant"):
+            problems.append(f"schedule must be 'cosine', 'plateau' or 'constant' (got {self.schedule!r})")
+        if self.dtype not in ("float32", "float64"):
+            problems.append(f"dtype must be 'float32' or 'float64' (got {self.dtype!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict(model: torch.nn.Module, batch: Batch, create_graph: bool, with_stress: bool) -> dict[str, torch.Tensor]:
+    """Energies (n_structures,), forces and virials of a batch (the calculator's code path)."""
+    return evaluate(
+        model,
+        batch.species,
+        batch.edge_vec,
+        batch.senders,
+        batch.receivers,
+        batch=batch.batch,
+        n_structures=batch.n_structures,
+        compute_virial=with_stress,
+        create_graph=create_graph,
+    )
+
+
+class Trainer:
+    """Trains ``model`` (its trainable parameters: those with ``requires_grad``) on
+    configurations; writes ``log.csv`` and the checkpoint into ``out_dir``.
+
+    ``on_step(trainer, epoch, step_in_epoch)`` is called after each optimizer step (tests use it
+    to interrupt a run).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train: Sequence[Configuration],
+        valid: Sequence[Configuration],
+        settings: TrainSettings,
+        out_dir: str | Path,
+        progress: bool = True,
+        on_step: Callable[[Trainer, int, int], None] | None = None,
+    ) -> None:
+        if not train:
+            raise ValueError("no training configurations")
+        self.settings = settings
+        self.dtype = getattr(torch, settings.dtype)
+        self.device = torch.device(settings.device)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        # second derivatives (forces in the loss) and parameter gradients: the torch backend
+        self.model.set_backend("torch")
+        self.model.train()
+        self.train_set, self.valid_set = list(train), list(valid)
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.on_step = on_step
+        self.with_stress = settings.loss.stress > 0 and any(c.stress is not None for c in self.train_set)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (everything is frozen)")
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / settings.batch_size)
+        self.scheduler = self._make_scheduler()
+        self.ema = ExponentialMovingAverage(self.model, settings.ema_decay) if settings.ema_decay else None
+        self.epoch = 0  # epochs completed
+        self.best_valid_loss = math.inf
+        self.epochs_without_improvement = 0
+        self.history: list[dict[str, float]] = []
+
+    def _make_scheduler(self):
+        s = self.settings
+        if s.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=s.plateau_factor, patience=s.plateau_patience
+            )
+        total = s.epochs * self.steps_per_epoch
+        warmup = max(1, round(s.warmup_epochs * self.steps_per_epoch))
+
+        def factor(step: int) -> float:
+            if s.schedule == "constant":
+                return 1.0
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return s.min_lr_factor + (1 - s.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def save(self) -> None:
+        state = {
+            "epoch": self.epoch,
+            "best_valid_loss": self.best_valid_loss,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "ema_updates": self.ema.updates if self.ema else 0,
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "settings": self.settings.to_dict(),
+        }
+        save_checkpoint(self.checkpoint_dir, self.model, self.ema.shadow if self.ema else None, self.optimizer, state)
+
+    def resume(self) -> bool:
+        """Continue from the last checkpoint in ``out_dir``; False when there is none."""
+        if not has_checkpoint(self.checkpoint_dir):
+            return False
+        state = load_checkpoint(self.checkpoint_dir, self.model, self.ema.shadow if self.ema else None, self.optimizer)
+        saved = TrainSettings(**state["settings"]).to_dict()
+        changed = sorted(k for k in saved if k != "epochs" and saved[k] != self.settings.to_dict()[k])
+        if changed:
+            raise ValueError(
+                f"the checkpoint in {self.checkpoint_dir} was made with other settings ({', '.join(changed)}); "
+                "resume with the same settings or start in a new folder"
+            )
+        self.epoch = state["epoch"]
+        self.best_valid_loss = state["best_valid_loss"]
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+        if self.ema:
+            self.ema.updates = state["ema_updates"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.history = state["history"]
+        # the radial tables derive their C2 slopes from the restored values
+        self.model.train()
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _batches(self, configs: Sequence[Configuration], shuffle_epoch: int | None) -> list[list[Configuration]]:
+        order = list(range(len(configs)))
+        if shuffle_epoch is not None:
+            gen = torch.Generator().manual_seed(self.settings.seed * 100003 + shuffle_epoch)
+            order = torch.randperm(len(configs), generator=gen).tolist()
+        size = self.settings.batch_size
+        return [[configs[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        metrics = Metrics()
+        batches = self._batches(self.train_set, shuffle_epoch=epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not self.progress, leave=False)
+        for step, configs in enumerate(bar):
+            batch = collate(configs, self.dtype, self.device)
+            pred = predict(self.model, batch, create_graph=True, with_stress=self.with_stress)
+            terms = loss_terms(pred, batch, self.settings.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if self.settings.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.settings.clip_grad_norm
+                )
+            self.optimizer.step()
+            if self.settings.schedule != "plateau":
+                self.scheduler.step()
+            if self.ema:
+                self.ema.update()
+            metrics.update(pred, batch, float(terms["total"].detach()))
+            summary = metrics.summary()
+            bar.set_postfix(
+                loss=f"{summary['loss']:.3g}",
+                E=f"{summary.get('energy_mae_meV_per_atom', 0):.1f}",
+                F=f"{summary.get('forces_mae_meV_per_A', 0):.0f}",
+            )
+            if self.on_step is not None:
+                self.on_step(self, epoch, step)
+        return metrics.summary("train_")
+
+    def validate(self, configs: Sequence[Configuration] | None = None) -> dict[str, float]:
+        """Metrics of the EMA weights (the ones that are saved) on ``configs`` (default: valid)."""
+        configs = self.valid_set if configs is None else configs
+        metrics = Metrics()
+        context = self.ema.applied() if self.ema else contextlib.nullcontext()
+        with context:
+            for chunk in self._batches(configs, shuffle_epoch=None):
+                batch = collate(chunk, self.dtype, self.device)
+                pred = predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
+                metrics.update(pred, batch, float(loss_terms(pred, batch, self.settings.loss)["total"]))
+        return metrics.summary("valid_")
+
+    def predictions(self, configs: Sequence[Configuration]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(reference, predicted) of the EMA weights: energy per atom (eV), force components
+        (eV/A) and stress components (GPa), for parity plots."""
+        out: dict[str, tuple[list, list]] = {"energy": ([], []), "forces": ([], []), "stress": ([], [])}
+        context = self.ema.applied() if self.ema else contextlib.nullcontext()
+        with context:
+            for chunk in self._batches(configs, shuffle_epoch=None):
+                batch = collate(chunk, self.dtype, self.device)
+                pred = predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
+                out["energy"][0].append(batch.energy / batch.n_atoms)
+                out["energy"][1].append(pred["energy"] / batch.n_atoms)
+                out["forces"][0].append(batch.forces[batch.force_mask].reshape(-1))
+                out["forces"][1].append(pred["forces"][batch.force_mask].reshape(-1))
+                if pred["virial"] is not None and bool(batch.stress_mask.any()):
+                    stress = predicted_stress(pred["virial"], batch.volume)
+                    out["stress"][0].append(batch.stress[batch.stress_mask].reshape(-1) / GPa)
+                    out["stress"][1].append(stress[batch.stress_mask].reshape(-1) / GPa)
+        return {
+            k: (torch.cat(r).double().cpu().numpy(), torch.cat(p).double().cpu().numpy())
+            for k, (r, p) in out.items()
+            if r
+        }
+
+    def run(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train up to ``settings.epochs`` (or until early stopping); returns the history."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        while self.epoch < self.settings.epochs:
+            if self._should_stop():
+                break
+            start = time.perf_counter()
+            row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self.train_epoch(self.epoch))
+            if self.valid_set:
+                row.update(self.validate())
+            row["seconds"] = time.perf_counter() - start
+            valid_loss = row.get("valid_loss", row["train_loss"])
+            if self.settings.schedule == "plateau":
+                self.scheduler.step(valid_loss)
+            if valid_loss < self.best_valid_loss:
+                self.best_valid_loss, self.epochs_without_improvement = valid_loss, 0
+            else:
+                self.epochs_without_improvement += 1
+            self.epoch += 1
+            self.history.append(row)
+            self._log(row)
+            self.save()
+        return self.history
+
+    def _should_stop(self) -> bool:
+        patience = self.settings.early_stopping_patience
+        return patience is not None and self.epochs_without_improvement >= patience
+
+    def _log(self, row: dict[str, float]) -> None:
+        if self.progress:
+            shown = {k: row[k] for k in row if k.endswith("mae_meV_per_atom") or k.endswith("mae_meV_per_A")}
+            text = ", ".join(f"{k.replace('_mae', ' MAE').replace('_per_', '/')} {v:.2f}" for k, v in shown.items())
+            tqdm.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4g}; {text}")
+        path = self.out_dir / "log.csv"
+        rows = self.history
+        keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "epoch", k))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def finish(self) -> torch.nn.Module:
+        """Put the EMA weights into the model and leave training mode (the radial tables store
+        their derived slopes); returns the model, ready to save."""
+        if self.ema:
+            self.ema.copy_to_model()
+        return self.model.eval()
