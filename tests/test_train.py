@@ -122,7 +122,7 @@ def test_shift_refit_recovers_a_constant_offset(tmp_path):
     """Data from another code: energies offset by 1.7 eV/atom; the refit finds the offset."""
     base = FacetCalculator("7net-0-spline", dtype="float64")
     frames = []
-    for i, atoms in enumerate(_emt_cu(5, seed=6)):
+    for atoms in _emt_cu(5, seed=6):
         atoms = atoms.copy()
         atoms.calc = base
         energy = atoms.get_potential_energy() + 1.7 * len(atoms)

@@ -103,10 +103,11 @@ def configuration_from_atoms(
     name: str,
     species_of_z: dict[int, int],
     cutoff: float,
-    keys: LabelKeys = LabelKeys(),
+    keys: LabelKeys | None = None,
     use_stress: bool = True,
 ) -> Configuration:
     """Check one labelled structure and build its graph; :class:`DataError` if it is unusable."""
+    keys = keys or LabelKeys()
     numbers = atoms.numbers
     if len(atoms) == 0:
         raise DataError(f"{name}: the configuration has no atoms")
@@ -173,7 +174,7 @@ def read_configurations(
     source: str | Path | Sequence[Atoms],
     atomic_numbers: Sequence[int],
     cutoff: float,
-    keys: LabelKeys = LabelKeys(),
+    keys: LabelKeys | None = None,
     use_stress: bool = True,
 ) -> list[Configuration]:
     """All configurations of an ASE-readable file (every frame) or a list of Atoms."""

@@ -87,7 +87,7 @@ def finetune(
     settings: TrainSettings | None = None,
     valid: str | Path | None = None,
     valid_fraction: float = 0.1,
-    keys: LabelKeys = LabelKeys(),
+    keys: LabelKeys | None = None,
     freeze: tuple[str, ...] = (),
     train_only: str | None = None,
     shift_refit: bool = True,
@@ -101,6 +101,7 @@ def finetune(
     plus ``log.csv``, the checkpoint and, with ``plots=True``, ``learning_curves.png`` and
     ``parity_valid.png``."""
     settings = settings or TrainSettings()
+    keys = keys or LabelKeys()
     out_dir = Path(out_dir)
     potential = (
         base if isinstance(base, Potential) else load_potential(base, dtype=settings.dtype, device=settings.device)
