@@ -173,7 +173,9 @@ def nequip_spline_config(
         raise ValueError(f"cutoff must be a positive distance in Angstrom, got {cutoff!r}")
     avg = float(avg_num_neighbors)
     if not (math.isfinite(avg) and avg > 0):
-        raise ValueError(f"avg_num_neighbors must be positive (mean neighbours within the cutoff), got {avg_num_neighbors!r}")
+        raise ValueError(
+            f"avg_num_neighbors must be positive (mean neighbours within the cutoff), got {avg_num_neighbors!r}"
+        )
     _check_activation("activation_scalars", activation_scalars)
     _check_activation("activation_gates", activation_gates)
 
@@ -227,12 +229,7 @@ def nequip_spline_config(
 def _polynomial_envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
     """NequIP's cutoff polynomial of ``x = r / r_cut``: 1 at 0, and value, slope and curvature
     zero at ``x = 1``."""
-    return (
-        1.0
-        - (p + 1) * (p + 2) / 2 * x**p
-        + p * (p + 2) * x ** (p + 1)
-        - p * (p + 1) / 2 * x ** (p + 2)
-    )
+    return 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
 
 
 def random_radial_table(
@@ -303,9 +300,7 @@ def initialise_for_training(model: nn.Module, seed: int) -> nn.Module:
         elif isinstance(module, SplineRadial):
             fixed = getattr(module, "fixed_slope_knots", None)
             breaks = [] if fixed is None else torch.nonzero(fixed[1:-1]).flatten().add(1).tolist()
-            values, slopes = random_radial_table(
-                module.n_intervals + 1, module.n_out, module.r_max, generator, breaks
-            )
+            values, slopes = random_radial_table(module.n_intervals + 1, module.n_out, module.r_max, generator, breaks)
             assign(module.values, values)
             assign(module.slopes, slopes)
             # a table in training mode caches the part of its C2 slopes that the fixed end
