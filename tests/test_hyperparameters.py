@@ -247,3 +247,28 @@ def test_fast_paths_equal_the_e3nn_reference(backend):
     assert abs(fast[0] - ref[0]) / abs(ref[0]) < 1e-10
     assert relative_error(fast[1], ref[1]) < 1e-10
     assert relative_error(fast[2], ref[2]) < 1e-10
+
+
+def test_an_energy_and_force_loss_reaches_every_parameter():
+    """No parameter starts dead: in training mode a loss on energy and forces gives every
+    parameter a finite, nonzero gradient (the slopes of a C2 table are derived from its values
+    in training mode, so they get none by design)."""
+    from facet_calc.graph import build_graph
+    from facet_calc.nn.model import evaluate
+
+    config, model = _model(seed=0)
+    model.train().set_backend("torch")
+    atoms = _silicon_oxide()
+    graph = build_graph(atoms, config["cutoff"])
+    species = torch.tensor([config["atomic_numbers"].index(z) for z in atoms.numbers])
+    out = evaluate(
+        model, species, torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers),
+        create_graph=True,
+    )  # fmt: skip
+    (out["energy"].sum() ** 2 + out["forces"].square().sum()).backward()
+    for name, param in model.named_parameters():
+        if name.endswith("radial.slopes") or param.numel() == 0:
+            assert param.grad is None, name
+            continue
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().max() > 1e-3, name  # measured: 0.2 .. 4
