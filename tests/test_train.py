@@ -44,7 +44,7 @@ def _force_mae(calc, frames) -> float:
     return float(np.mean(errors))
 
 
-SETTINGS = dict(epochs=6, batch_size=4, lr=3e-4, dtype="float32", ema_decay=0.9, warmup_epochs=0.5, seed=1)
+SETTINGS = dict(epochs=10, batch_size=4, lr=3e-4, dtype="float32", ema_decay=0.9, warmup_epochs=0.5, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,33 @@ def test_early_stopping_stops_when_the_valid_loss_stalls(tmp_path):
     trainer.scheduler.base_lrs = [0.0]
     history = trainer.run()
     assert len(history) == 2 + 1 and trainer.epochs_without_improvement == 2
+
+
+def test_train_from_scratch_with_a_yaml_recipe(tmp_path, capsys):
+    """A small facet-spline-nequip model trained from scratch on EMT Cu: the loss falls and
+    the saved potential is a working calculator."""
+    from facet_calc.cli import main
+
+    write(tmp_path / "train.extxyz", _emt_cu(12, seed=11))
+    (tmp_path / "recipe.yaml").write_text(
+        "out: run\n"
+        "train: train.extxyz\n"
+        "valid_fraction: 0.25\n"
+        "name: cu-tiny\n"
+        "model:\n"
+        "  architecture: facet-spline-nequip\n"
+        "  hyperparameters: {atomic_numbers: [29], channels: 8, lmax: 1, n_layers: 2, cutoff: 4.0, n_intervals: 40}\n"
+        "settings: {epochs: 8, batch_size: 3, lr: 0.01, dtype: float64, ema_decay: 0.5, warmup_epochs: 0.5}\n"
+    )
+    assert main(["train", str(tmp_path / "recipe.yaml"), "--quiet"]) == 0
+    history = [line.split(",") for line in (tmp_path / "run" / "log.csv").read_text().splitlines()]
+    loss = history[0].index("train_loss")
+    assert float(history[-1][loss]) < 0.5 * float(history[1][loss])
+    potential = load_potential(tmp_path / "run" / "potential", dtype="float64")
+    assert potential.name == "potential" and potential.config["name"] == "cu-tiny"
+    atoms = _emt_cu(1, seed=12)[0]
+    atoms.calc = FacetCalculator(potential)
+    assert relative_error(atoms.get_forces(), finite_difference_forces(atoms, atoms.calc)) < 1e-6
+    (tmp_path / "bad.yaml").write_text("out: x\ntrain: train.extxyz\nmodel: {hyperparameters: {channels: 8}}\n")
+    assert main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "hyperparameters" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def refit_shifts(model: torch.nn.Module, configs: list[Configuration], dtype: to
     for k in range(0, len(configs), 16):
         chunk = configs[k : k + 16]
         batch = collate(chunk, dtype, model.shift.device)
-        pred = predict(model, batch, create_graph=False, with_stress=False)
+        pred = predict(model, batch, create_graph=False, with_stress=False, with_forces=False)
         residual.append((batch.energy - pred["energy"]).double().cpu())
         counts += [torch.bincount(c.species, minlength=n_species).double() for c in chunk]
     a, b = torch.stack(counts), torch.cat(residual)

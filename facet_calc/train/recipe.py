@@ -25,10 +25,15 @@ from typing import Any
 
 import torch
 
+from ..graph import build_graph
+from ..nn import hyperparameters
 from ..potential import Potential
 from .data import DataError, LabelKeys
 from .finetune import finetune
 from .trainer import TrainSettings
+
+#: hyperparameters -> full model config, per architecture (for training from scratch)
+CONFIG_BUILDERS = {"facet-spline-nequip": hyperparameters.nequip_spline_config}
 
 _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", "train_only", "settings", "name"}
 
@@ -36,20 +41,21 @@ _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", 
 def model_from_spec(spec: dict[str, Any], dtype: str, seed: int) -> Potential:
     """An untrained model from ``{"architecture": ..., "hyperparameters" | "config": ...}``,
     initialised for training, wrapped as an in-memory :class:`Potential`."""
-    from ..nn import hyperparameters
     from ..nn.registry import build_model
 
     if "config" in spec:
         config = dict(spec["config"])
     elif "hyperparameters" in spec:
         architecture = spec.get("architecture", "facet-spline-nequip")
-        builders = hyperparameters.CONFIG_BUILDERS
-        if architecture not in builders:
+        if architecture not in CONFIG_BUILDERS:
             raise DataError(
-                f"no hyperparameter builder for architecture {architecture!r}; known: {', '.join(sorted(builders))}; "
-                "or give the full model config under model.config"
+                f"no hyperparameter builder for architecture {architecture!r}; known: "
+                f"{', '.join(sorted(CONFIG_BUILDERS))}; or give the full model config under model.config"
             )
-        config = builders[architecture](**spec["hyperparameters"])
+        try:
+            config = CONFIG_BUILDERS[architecture](**spec["hyperparameters"])
+        except TypeError as err:
+            raise DataError(f"model.hyperparameters: {err}") from err
     else:
         raise DataError("model: give 'base' (a potential to start from), 'hyperparameters' or 'config'")
     model = build_model(config, getattr(torch, dtype))
@@ -79,7 +85,12 @@ def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> 
         settings = TrainSettings(**recipe.get("settings", {}))
     except TypeError as err:
         raise DataError(f"{path}: settings: {err}") from err
-    spec = recipe["model"]
+    spec = dict(recipe["model"])
+    if "hyperparameters" in spec and "avg_num_neighbors" not in spec["hyperparameters"]:
+        spec["hyperparameters"] = {
+            **spec["hyperparameters"],
+            "avg_num_neighbors": mean_neighbours(where(recipe["train"]), spec["hyperparameters"].get("cutoff", 5.0)),
+        }
     base = spec["base"] if "base" in spec else model_from_spec(spec, settings.dtype, settings.seed)
     result = finetune(
         base,
@@ -97,3 +108,13 @@ def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> 
         plots=True,
     )
     return result.potential_dir
+
+
+def mean_neighbours(path: Path, cutoff: float) -> float:
+    """Mean number of neighbours within ``cutoff`` per atom over the structures in ``path``
+    (the convolution's normalisation for a model trained from scratch)."""
+    from ase.io import read
+
+    frames = read(path, index=":")
+    edges = sum(len(build_graph(atoms, cutoff).senders) for atoms in frames)
+    return edges / max(1, sum(len(atoms) for atoms in frames))

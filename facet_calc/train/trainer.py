@@ -79,7 +79,9 @@ class TrainSettings:
         return asdict(self)
 
 
-def predict(model: torch.nn.Module, batch: Batch, create_graph: bool, with_stress: bool) -> dict[str, torch.Tensor]:
+def predict(
+    model: torch.nn.Module, batch: Batch, create_graph: bool, with_stress: bool, with_forces: bool = True
+) -> dict[str, torch.Tensor]:
     """Energies (n_structures,), forces and virials of a batch (the calculator's code path)."""
     return evaluate(
         model,
@@ -89,6 +91,7 @@ def predict(model: torch.nn.Module, batch: Batch, create_graph: bool, with_stres
         batch.receivers,
         batch=batch.batch,
         n_structures=batch.n_structures,
+        compute_forces=with_forces,
         compute_virial=with_stress,
         create_graph=create_graph,
     )
