@@ -115,8 +115,7 @@ def test_kernel_refuses_to_silently_drop_parameter_gradients(model64):
 
 
 def test_trained_spline_stays_c2_and_zero_at_the_cutoff(model64):
-    radial = copy.deepcopy(model64.layers[1].convolution.radial).train()
-    radial.requires_grad_(True)
+    radial = copy.deepcopy(model64.layers[1].convolution.radial).requires_grad_(True).train()
     r = torch.linspace(0.5, 5.0, 400, dtype=torch.float64)
     loss = (radial(r) ** 2).sum()
     loss.backward()

@@ -104,7 +104,9 @@ class SplineRadial(nn.Module):
         return self.c2_operator.to(values.dtype) @ values + self.c2_offset
 
     def train(self, mode: bool = True) -> SplineRadial:
-        if mode and self.c2:
+        # derived (C2) slopes only while the values train; a frozen table is left as stored
+        mode_derived = mode and self.values.requires_grad
+        if mode_derived and self.c2:
             fixed = self.fixed_slope_knots.unsqueeze(1)
             end_slopes = torch.where(fixed, self.slopes.detach(), torch.zeros_like(self.slopes))
             end_slopes[-1] = 0.0
@@ -119,7 +121,7 @@ class SplineRadial(nn.Module):
                 n = self.n_intervals + 1
                 self.values.copy_(table[:n])
                 self.slopes.copy_(table[n:])
-        self._trained = mode
+        self._trained = mode_derived
         return super().train(mode)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
@@ -179,7 +181,9 @@ class _WeightedRows(torch.autograd.Function):
         beta, table, rows = ctx.saved_tensors
         need_beta, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():  # create_graph: a backward that is itself differentiable
-            grad_beta = torch.einsum("eo,eco->ec", grad_out, table[rows]) if need_beta else None
+            # index_select, not table[rows]: its backward is an index_add, not a slow index_put
+            gathered = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+            grad_beta = torch.einsum("eo,eco->ec", grad_out, gathered) if need_beta else None
             grad_table = None
             if need_table:
                 contrib = beta.unsqueeze(2) * grad_out.unsqueeze(1)  # (E, 4, n_out)
