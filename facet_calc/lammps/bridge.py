@@ -143,7 +143,7 @@ class PairModel:
         w_edge = 0.5 * (w_edge + w_edge.transpose(1, 2))
         rows, cols = VOIGT_LAMMPS
         out = _view(out_ptr, np.float64, (7,))
-        out[0] = float(result["energy"].double())
+        out[0] = float(result["energies"].double().sum())  # float64 sum: equals the sum of pe/atom
         out[1:] = w_edge.sum(0)[rows, cols].cpu().numpy()
         if eatom_ptr:
             eatom = _view(eatom_ptr, np.float64, (n_local,))
