@@ -235,16 +235,19 @@ pair_coeff * * Si O
     _step0_checks(table[0], dump, atoms, FacetCalculator("7net-0-spline", dtype="float64"), TOL64)
 
 
-def test_nonperiodic_cluster_with_an_empty_rank(tmp_path, env, small):
+@pytest.mark.parametrize("x_offset", [18.0, 2.0], ids=["ghosts-only", "no-atoms-at-all"])
+def test_nonperiodic_cluster_with_an_empty_rank(tmp_path, env, small, x_offset):
     """boundary f f f, a cluster in the lower half of the box: rank 1 owns no atom at step 0
-    (it holds ghosts only) and the results still equal ASE's with pbc=False."""
+    (near the rank boundary it holds ghosts, far from it nothing at all), and the results still
+    equal ASE's with pbc=False."""
     cluster = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
     cluster.rattle(0.05, seed=11)
     cluster.symbols[::5] = "O"
-    cluster.positions += [18.0, 5.0, 5.0]  # x in [18, 28), the rank boundary at 30, cutoff 3 + skin 2
+    cluster.positions += [x_offset, 5.0, 5.0]  # the rank boundary is at x = 30; cutoff 3 + skin 2
     cluster.set_cell([[60.0, 0, 0], [0, 21.0, 0], [0, 0, 21.0]])
     cluster.pbc = False
-    assert 30 - 5 < cluster.positions[:, 0].max() < 30  # rank 1 holds ghosts of rank 0's atoms
+    reach = cluster.positions[:, 0].max() + 5.0
+    assert reach < 30 + 5 and (reach > 30) == (x_offset > 10)
     write_data(tmp_path / "data.sio", cluster, ["Si", "O"])
     script = f"""
 units metal

@@ -68,6 +68,8 @@ def evaluate_domain(
     feature gradients arriving by ``exchange.reverse`` carry the other domains' energies).
     """
     dtype = model.scale.dtype
+    if species.shape[0] == 0:
+        return _empty_domain(model, edge_vec, exchange)
     edge_vec = edge_vec.detach().requires_grad_(True)
     sh = model.spherical_harmonics(edge_vec)
     r = torch.linalg.norm(edge_vec, dim=-1)
@@ -104,3 +106,16 @@ def evaluate_domain(
         saved[t] = None  # free the layer's graph as soon as it is spent
     (edge_grad,) = torch.autograd.grad([sh, r], [edge_vec], grad_outputs=[grad_sh, grad_r], materialize_grads=True)
     return {"energy": energies.detach().sum(), "energies": energies.detach(), "edge_grad": edge_grad.detach()}
+
+
+def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, exchange: Exchange) -> dict[str, torch.Tensor]:
+    """A domain with no atoms at all (not even ghosts) still takes part in every exchange; the
+    model's layers are not called on zero rows (its fast linears cannot reshape them)."""
+    dtype, device = model.scale.dtype, model.scale.device
+    widths = [layer.irreps_out.dim for layer in model.layers]
+    for width in widths[:-1]:
+        exchange.forward(torch.zeros((0, width), dtype=dtype, device=device))
+    for width in reversed(widths[:-1]):
+        exchange.reverse(torch.zeros((0, width), dtype=dtype, device=device))
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return {"energy": zero, "energies": zero.new_zeros(0), "edge_grad": edge_vec.new_zeros((0, 3))}
