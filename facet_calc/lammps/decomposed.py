@@ -70,6 +70,15 @@ def evaluate_domain(
     dtype = model.scale.dtype
     if species.shape[0] == 0:
         return _empty_domain(model, edge_vec, exchange)
+    # Only the ghosts that send to an owned atom enter the layers: LAMMPS' ghost shell is one
+    # cutoff plus the skin, and the skin's ghosts would only add rows of node-wise work.
+    n_all = species.shape[0]
+    used = torch.unique(senders[senders >= n_local])
+    nodes = torch.cat([torch.arange(n_local, device=species.device), used])
+    compact = torch.full((n_all,), -1, dtype=torch.long, device=species.device)
+    compact[nodes] = torch.arange(nodes.shape[0], device=species.device)
+    senders = compact[senders]
+    species = species[nodes]
     edge_vec = edge_vec.detach().requires_grad_(True)
     sh = model.spherical_harmonics(edge_vec)
     r = torch.linalg.norm(edge_vec, dim=-1)
@@ -86,7 +95,7 @@ def evaluate_domain(
             y = layer(x_in, sh_leaf, r_leaf, senders, receivers)[:n_local]
         saved.append((x_in, y))
         if t < n_layers - 1:
-            x = exchange.forward(y.detach())
+            x = exchange.forward(y.detach())[nodes]
     x_last = saved[-1][1].detach().requires_grad_(True)
     owned_species = species[:n_local]
     with torch.enable_grad():
@@ -102,7 +111,9 @@ def evaluate_domain(
         grad_sh += grads[0]
         grad_r += grads[1]
         if t > 0:
-            grad_x = exchange.reverse(grads[2])
+            rows = grads[2].new_zeros((n_all, grads[2].shape[1]))
+            rows[nodes] = grads[2]
+            grad_x = exchange.reverse(rows)
         saved[t] = None  # free the layer's graph as soon as it is spent
     (edge_grad,) = torch.autograd.grad([sh, r], [edge_vec], grad_outputs=[grad_sh, grad_r], materialize_grads=True)
     return {"energy": energies.detach().sum(), "energies": energies.detach(), "edge_grad": edge_grad.detach()}
