@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from ase.build import bulk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,7 +63,20 @@ run {steps}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
     mpirun = Path(sys.executable).with_name("mpirun")
-    cmd = [str(mpirun), "-np", str(ranks), "/usr/bin/time", "-f", "MAXRSS_KB %M", "lmp", "-in", "in.lmp", "-log", "none", "-nocite"]
+    cmd = [
+        str(mpirun),
+        "-np",
+        str(ranks),
+        "/usr/bin/time",
+        "-f",
+        "MAXRSS_KB %M",
+        "lmp",
+        "-in",
+        "in.lmp",
+        "-log",
+        "none",
+        "-nocite",
+    ]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
@@ -124,7 +136,8 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     model = load_potential(args.potential).model
     rho = 8 / 5.43**3
-    print(f"{'atoms':>6} {'ranks':>5} {'ms/step':>9} {'speed-up':>8} {'pair %':>7} {'ghost/owned':>11} {'maxRSS/rank MiB':>15}")
+    header = ("atoms", 6), ("ranks", 5), ("ms/step", 9), ("speed-up", 8), ("pair %", 7), ("ghost/owned", 11)
+    print(" ".join(f"{name:>{width}}" for name, width in header), f"{'maxRSS/rank MiB':>15}")
     for n in args.sizes:
         atoms = structure(n)
         base = None
@@ -142,8 +155,10 @@ def main() -> None:
             ms = time_ase(atoms, args.potential, args.dtype, args.steps)
             print(f"{n:6d} FacetCalculator, 1 thread: {ms:.0f} ms/step (energy, forces, stress)", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    print(f"\nProjected ghost-to-owned ratio (rho = {rho:.4f} /A^3, cutoff {model.cutoff} A, "
-          f"{len(model.layers)} layers, skin {SKIN} A, cubic subdomains):")
+    print(
+        f"\nProjected ghost-to-owned ratio (rho = {rho:.4f} /A^3, cutoff {model.cutoff} A, "
+        f"{len(model.layers)} layers, skin {SKIN} A, cubic subdomains):"
+    )
     print(projection(model.cutoff, len(model.layers), rho))
 
 

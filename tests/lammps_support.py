@@ -53,7 +53,12 @@ def _layer_spec(irreps_in: o3.Irreps, channels: int, last: bool, denominator: fl
 
 
 def write_small_potential(
-    folder: Path, elements: tuple[str, ...] = ("Si", "O"), channels: int = 8, n_layers: int = 3, cutoff: float = 3.0, seed: int = 0
+    folder: Path,
+    elements: tuple[str, ...] = ("Si", "O"),
+    channels: int = 8,
+    n_layers: int = 3,
+    cutoff: float = 3.0,
+    seed: int = 0,
 ) -> Path:
     """A random potential of the 7net architecture with few channels, saved (with an index) to
     ``folder``. Radial tables are smooth random functions times ``(1 - r/cutoff)^3`` so that
@@ -126,7 +131,9 @@ def mpirun() -> str:
     return str(beside) if beside.exists() else (shutil.which("mpirun") or "mpirun")
 
 
-def run_lammps(workdir: Path, script: str, ranks: int, env: dict[str, str], timeout: float = 600, extra=()) -> subprocess.CompletedProcess:
+def run_lammps(
+    workdir: Path, script: str, ranks: int, env: dict[str, str], timeout: float = 600, extra=()
+) -> subprocess.CompletedProcess:
     """Run ``script`` (input text) with ``mpirun -np ranks lmp`` in ``workdir``; returns the process."""
     (workdir / "in.lmp").write_text(script)
     cmd = [mpirun(), "-np", str(ranks), *extra, "lmp", "-in", "in.lmp", "-log", "log.lammps", "-nocite"]

@@ -138,7 +138,7 @@ run 100
         out = _check_run(run_lammps(workdir, script, ranks, env))
         table = thermo_blocks((workdir / "log.lammps").read_text())
         runs[ranks] = (table, read_dump(workdir / "step0.dump")[0], read_dump(workdir / "final.dump"), out)
-    (b1, d1, f1, _), (b2, d2, f2, out2) = runs[1], runs[2]
+    (b1, d1, _, _), (b2, d2, f2, out2) = runs[1], runs[2]
     assert "2 by 1 by 1 MPI processor grid" in out2 or "1 by 2 by 1" in out2 or "1 by 1 by 2" in out2
     # step 0 (row 0) against FacetCalculator, on both rank counts
     calc = FacetCalculator(str(small), dtype="float64")
@@ -172,13 +172,17 @@ pair_coeff * * Si O
 """
     _check_run(run_lammps(tmp_path, script, 2, env))
     table = thermo_blocks((tmp_path / "log.lammps").read_text())[0]
-    _step0_checks(table[0], read_dump(tmp_path / "step0.dump")[0], atoms, FacetCalculator(str(small), dtype="float32"), TOL32)
+    _step0_checks(
+        table[0], read_dump(tmp_path / "step0.dump")[0], atoms, FacetCalculator(str(small), dtype="float32"), TOL32
+    )
 
 
 def _triclinic(repeat: int = 3, seed: int = 5) -> Atoms:
     atoms = _sio(repeat, seed=seed)
     length = atoms.cell[0, 0]
-    atoms.set_cell([[length, 0, 0], [0.12 * length, length, 0], [0.2 * length, -0.1 * length, 1.05 * length]], scale_atoms=True)
+    atoms.set_cell(
+        [[length, 0, 0], [0.12 * length, length, 0], [0.2 * length, -0.1 * length, 1.05 * length]], scale_atoms=True
+    )
     return atoms
 
 
@@ -315,7 +319,9 @@ lmp.close()
     cmd = [mpirun(), "-np", "2", sys.executable, "drive.py"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    lines = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.startswith(("ENERGY", "FORCES"))}
+    lines = {
+        line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.startswith(("ENERGY", "FORCES"))
+    }
     atoms.calc = FacetCalculator(str(small), dtype="float64")
     assert _relative(float(lines["ENERGY"][0]), atoms.get_potential_energy()) < TOL64
     forces = np.array([float(v) for v in lines["FORCES"]]).reshape(-1, 3)

@@ -36,7 +36,12 @@ class _Data:
         self.ntotal = dom.n_local + len(dom.ghost_atoms)
         self.npairs = len(dom.receivers)
         self.owner = np.concatenate([np.arange(dom.n_local), dom.ghost_atoms])
-        arrays = dict(elems=dom.species, rij=dom.edge_vec, pair_i=dom.receivers.astype(np.int32), pair_j=dom.senders.astype(np.int32))
+        arrays = dict(
+            elems=dom.species,
+            rij=dom.edge_vec,
+            pair_i=dom.receivers.astype(np.int32),
+            pair_j=dom.senders.astype(np.int32),
+        )
         self._with_exchange = True
         self.kokkos = kokkos
         for name, value in arrays.items():

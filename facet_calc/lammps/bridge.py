@@ -96,7 +96,9 @@ class PairModel:
         indices = []
         for name in elements:
             if name not in atomic_numbers or atomic_numbers[name] == 0:
-                raise ValueError(f"{name!r} is not a chemical element symbol (pair_coeff * * lists one element per type)")
+                raise ValueError(
+                    f"{name!r} is not a chemical element symbol (pair_coeff * * lists one element per type)"
+                )
             z = atomic_numbers[name]
             if z not in numbers:
                 supported = " ".join(chemical_symbols[n] for n in sorted(numbers))

@@ -35,7 +35,12 @@ def write_data(path: str | Path, atoms: Atoms, elements: list[str]) -> None:
     types = np.array([elements.index(s) + 1 for s in symbols])
     lx, ly, lz = (float(v) for v in (cell[0, 0], cell[1, 1], cell[2, 2]))
     xy, xz, yz = (float(v) for v in (cell[1, 0], cell[2, 0], cell[2, 1]))
-    lines = [f"{Path(path).name} written by facet_calc.lammps.inputs", "", f"{len(atoms)} atoms", f"{len(elements)} atom types"]
+    lines = [
+        f"{Path(path).name} written by facet_calc.lammps.inputs",
+        "",
+        f"{len(atoms)} atoms",
+        f"{len(elements)} atom types",
+    ]
     lines += [f"0.0 {lx!r} xlo xhi", f"0.0 {ly!r} ylo yhi", f"0.0 {lz!r} zlo zhi"]
     if xy or xz or yz:
         lines.append(f"{xy!r} {xz!r} {yz!r} xy xz yz")

@@ -134,8 +134,9 @@ class FacetMLIAP(MLIAPUnified):
             exchange = _CouplingExchange(data, n_local, n_total)
         elif n_total > n_local and len(model.layers) > 1:
             raise ValueError(
-                f"this LAMMPS ML-IAP coupling has no forward_exchange/reverse_exchange, so the {len(model.layers)}-layer "
-                f"model cannot update its {n_total - n_local} ghost atoms between layers; use a KOKKOS build of "
+                "this LAMMPS ML-IAP coupling has no forward_exchange/reverse_exchange, so the "
+                f"{len(model.layers)}-layer model cannot update its {n_total - n_local} ghost atoms between layers; "
+                "use a KOKKOS build of "
                 "LAMMPS, or pair_style facet (pip install 'facet_calc[lammps]')"
             )
         else:
