@@ -61,6 +61,7 @@ class _ThreadExchange:
         class One:
             def forward(self, owned):
                 d = exchange.domains[k]
+                assert owned.shape[0] == d.n_local
                 exchange.parts[k] = owned
                 exchange.barrier.wait()
                 if k == 0:
@@ -75,6 +76,7 @@ class _ThreadExchange:
 
             def reverse(self, rows):
                 d = exchange.domains[k]
+                assert rows.shape[0] == d.n_local + len(d.ghost_atoms)  # LAMMPS reads every ghost row
                 exchange.parts[k] = rows
                 exchange.barrier.wait()
                 if k == 0:

@@ -51,6 +51,8 @@ class LammpsExchange:
         self.n_all = n_all
 
     def forward(self, owned: torch.Tensor) -> torch.Tensor:
+        if owned.shape[0] != self.n_local:
+            raise ValueError(f"forward exchange needs {self.n_local} owned rows, got {owned.shape[0]}")
         width = owned.shape[1]
         buffer = np.zeros((self.n_all, width), dtype=np.float64)
         buffer[: self.n_local] = owned.detach().to("cpu", torch.float64).numpy()
@@ -58,6 +60,8 @@ class LammpsExchange:
         return torch.from_numpy(buffer).to(owned.device, owned.dtype)
 
     def reverse(self, rows: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] != self.n_all:  # LAMMPS reads every ghost row: a short buffer would be overrun
+            raise ValueError(f"reverse exchange needs {self.n_all} rows (owned + ghosts), got {rows.shape[0]}")
         width = rows.shape[1]
         buffer = np.ascontiguousarray(rows.detach().to("cpu", torch.float64).numpy(), dtype=np.float64)
         if buffer.base is not None or not buffer.flags.writeable:

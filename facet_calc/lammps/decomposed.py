@@ -68,8 +68,8 @@ def evaluate_domain(
     feature gradients arriving by ``exchange.reverse`` carry the other domains' energies).
     """
     dtype = model.scale.dtype
-    if species.shape[0] == 0:
-        return _empty_domain(model, edge_vec, exchange)
+    if n_local == 0:  # then there are no edges either: receivers are owned
+        return _empty_domain(model, edge_vec, species.shape[0], exchange)
     # Only the ghosts that send to an owned atom enter the layers: LAMMPS' ghost shell is one
     # cutoff plus the skin, and the skin's ghosts would only add rows of node-wise work.
     n_all = species.shape[0]
@@ -119,14 +119,15 @@ def evaluate_domain(
     return {"energy": energies.detach().sum(), "energies": energies.detach(), "edge_grad": edge_grad.detach()}
 
 
-def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, exchange: Exchange) -> dict[str, torch.Tensor]:
-    """A domain with no atoms at all (not even ghosts) still takes part in every exchange; the
-    model's layers are not called on zero rows (its fast linears cannot reshape them)."""
+def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange: Exchange) -> dict[str, torch.Tensor]:
+    """A domain that owns no atom still takes part in every exchange; the model's layers are not
+    called on zero rows (its fast linears cannot reshape them)."""
     dtype, device = model.scale.dtype, model.scale.device
     widths = [layer.irreps_out.dim for layer in model.layers]
     for width in widths[:-1]:
         exchange.forward(torch.zeros((0, width), dtype=dtype, device=device))
     for width in reversed(widths[:-1]):
-        exchange.reverse(torch.zeros((0, width), dtype=dtype, device=device))
+        # its ghosts (if any) contribute nothing, but their rows must be there to be sent
+        exchange.reverse(torch.zeros((n_all, width), dtype=dtype, device=device))
     zero = torch.zeros((), dtype=dtype, device=device)
     return {"energy": zero, "energies": zero.new_zeros(0), "edge_grad": edge_vec.new_zeros((0, 3))}
