@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_train import add_commands
 
     add_commands(sub)
+    mliap = sub.add_parser(
+        "export-lammps-mliap", help="ML-IAP unified model file for LAMMPS builds with the Python coupling"
+    )
+    mliap.add_argument("potential", help="potential name or folder")
+    mliap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    mliap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    mliap.add_argument("--out", required=True, help="output file (.pkl): pair_style mliap unified OUT 0")
     return parser
 
 
@@ -109,6 +116,12 @@ def run(args) -> None:
         from . import cli_train
 
         cli_train.run(args)
+        return
+    if args.command == "export-lammps-mliap":
+        from .lammps.mliap import export
+
+        path = export(args.potential, args.out, dtype=args.dtype, device=args.device)
+        print(f"wrote {path}; in LAMMPS: pair_style mliap unified {path} 0, then pair_coeff * * <elements>")
         return
     if args.command == "info":
         potential = load_potential(args.name, backend="e3nn")

@@ -1,0 +1,163 @@
+"""What ``pair_style facet`` (``pair_facet.cpp``) calls in the embedded interpreter.
+
+The C++ side passes raw addresses of its arrays (LAMMPS' own ``f``, ``eatom``, ``vatom`` and
+buffers it owns for the edges); :meth:`PairModel.compute` views them with numpy without copying
+the LAMMPS arrays, runs :func:`~facet_calc.lammps.decomposed.evaluate_domain` and adds forces,
+per-atom energies and per-atom virials in place. Ghost exchanges call back into the pair style
+through ``facet_pair_exchange(pair, data, width, reverse)``.
+
+LAMMPS conventions used here: ``f`` is ``(nall, 3)``, accumulated, ghost rows returned to their
+owners by LAMMPS' reverse communication (``newton on``); the virial is ``W = sum_i r_i (x) f_i``
+in eV, ordered ``xx yy zz xy xz yz``, so ``W = -dE/d(strain)`` (the negative of
+``facet_calc.nn.model.evaluate``'s ``virial``); ``vatom`` takes half of each edge's ``-v (x) g``
+at each end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+
+from ..potential import load_potential
+from .decomposed import evaluate_domain
+
+_EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+#: LAMMPS' virial order xx yy zz xy xz yz as (row, column) of a 3x3 tensor
+VOIGT_LAMMPS = ([0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2])
+
+
+def _view(address: int, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """A numpy array over memory the caller owns (no copy); empty without an address."""
+    count = int(np.prod(shape))
+    if count == 0 or address == 0:
+        return np.zeros(shape, dtype=dtype)
+    ctype = np.ctypeslib.as_ctypes_type(dtype)
+    return np.ctypeslib.as_array((ctype * count).from_address(address)).reshape(shape)
+
+
+class LammpsExchange:
+    """Ghost exchanges through the pair style's forward/reverse communication.
+
+    LAMMPS' buffers are float64, so features travel as float64 (exact for float32 models too).
+    """
+
+    def __init__(self, function: int, pair: int, n_local: int, n_all: int) -> None:
+        self._call = _EXCHANGE(function)
+        self._pair = pair
+        self.n_local = n_local
+        self.n_all = n_all
+
+    def forward(self, owned: torch.Tensor) -> torch.Tensor:
+        if owned.shape[0] != self.n_local:
+            raise ValueError(f"forward exchange needs {self.n_local} owned rows, got {owned.shape[0]}")
+        width = owned.shape[1]
+        buffer = np.zeros((self.n_all, width), dtype=np.float64)
+        buffer[: self.n_local] = owned.detach().to("cpu", torch.float64).numpy()
+        self._call(self._pair, buffer.ctypes.data, width, 0)
+        return torch.from_numpy(buffer).to(owned.device, owned.dtype)
+
+    def reverse(self, rows: torch.Tensor) -> torch.Tensor:
+        if rows.shape[0] != self.n_all:  # LAMMPS reads every ghost row: a short buffer would be overrun
+            raise ValueError(f"reverse exchange needs {self.n_all} rows (owned + ghosts), got {rows.shape[0]}")
+        width = rows.shape[1]
+        buffer = np.ascontiguousarray(rows.detach().to("cpu", torch.float64).numpy(), dtype=np.float64)
+        if buffer.base is not None or not buffer.flags.writeable:
+            buffer = buffer.copy()
+        self._call(self._pair, buffer.ctypes.data, width, 1)
+        return torch.from_numpy(buffer[: self.n_local].copy()).to(rows.device, rows.dtype)
+
+
+class PairModel:
+    """A loaded potential as ``pair_style facet`` uses it.
+
+    Args:
+        potential: shipped potential name or potential folder.
+        dtype: ``"float32"`` or ``"float64"``.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda"`` uses the rank's current CUDA device: with one
+            GPU per rank, set ``CUDA_VISIBLE_DEVICES`` per rank).
+    """
+
+    def __init__(self, potential: str, dtype: str = "float32", device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"pair_style facet: device must be cpu or cuda, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("pair_style facet: device cuda was requested but torch sees no CUDA device; use cpu")
+        self.potential = load_potential(potential, dtype=dtype, device=device)
+        self.model = self.potential.model
+        self.device = torch.device(device)
+        self.dtype = self.potential.dtype
+        self.cutoff = self.potential.cutoff
+        widths = [self.model.embedding.irreps_out.dim] + [layer.irreps_out.dim for layer in self.model.layers]
+        #: the widest node-feature row exchanged between layers (doubles per atom)
+        self.feature_width = int(max(widths))
+
+    def species_indices(self, elements: list[str]) -> list[int]:
+        """Model species index of each LAMMPS type's element; ``ValueError`` naming the unknown one."""
+        numbers = self.potential.atomic_numbers
+        indices = []
+        for name in elements:
+            if name not in atomic_numbers or atomic_numbers[name] == 0:
+                raise ValueError(
+                    f"{name!r} is not a chemical element symbol (pair_coeff * * lists one element per type)"
+                )
+            z = atomic_numbers[name]
+            if z not in numbers:
+                supported = " ".join(chemical_symbols[n] for n in sorted(numbers))
+                raise ValueError(
+                    f"potential {self.potential.name!r} has no parameters for element {name}; it supports: {supported}"
+                )
+            indices.append(numbers.index(z))
+        return indices
+
+    def compute(
+        self,
+        n_local: int,
+        n_all: int,
+        n_edges: int,
+        species_ptr: int,
+        receivers_ptr: int,
+        senders_ptr: int,
+        edge_vec_ptr: int,
+        f_ptr: int,
+        eatom_ptr: int,
+        vatom_ptr: int,
+        out_ptr: int,
+        pair_ptr: int,
+        exchange_ptr: int,
+    ) -> None:
+        """Add forces (and per-atom energies/virials where asked) into LAMMPS' arrays; write
+        ``[energy, Wxx, Wyy, Wzz, Wxy, Wxz, Wyz]`` of this domain to ``out``."""
+        device, dtype = self.device, self.dtype
+        species = torch.from_numpy(_view(species_ptr, np.int64, (n_all,)).copy()).to(device)
+        receivers = torch.from_numpy(_view(receivers_ptr, np.int64, (n_edges,)).copy()).to(device)
+        senders = torch.from_numpy(_view(senders_ptr, np.int64, (n_edges,)).copy()).to(device)
+        vec64 = torch.from_numpy(_view(edge_vec_ptr, np.float64, (n_edges, 3)).copy()).to(device)
+        exchange = LammpsExchange(exchange_ptr, pair_ptr, n_local, n_all)
+        result = evaluate_domain(self.model, species, vec64.to(dtype), senders, receivers, n_local, exchange)
+        grad = result["edge_grad"].to(torch.float64)
+        # F_receiver += g, F_sender -= g (E depends on r_ij = x_sender - x_receiver)
+        forces = torch.zeros((n_all, 3), dtype=torch.float64, device=device)
+        forces.index_add_(0, receivers, grad)
+        forces.index_add_(0, senders, -grad)
+        f = _view(f_ptr, np.float64, (n_all, 3))
+        f += forces.cpu().numpy()
+        # W = -sum_e v_e (x) g_e, symmetrised (the model's virial is symmetric up to rounding)
+        w_edge = -vec64.unsqueeze(2) * grad.unsqueeze(1)  # (n_edges, 3, 3)
+        w_edge = 0.5 * (w_edge + w_edge.transpose(1, 2))
+        rows, cols = VOIGT_LAMMPS
+        out = _view(out_ptr, np.float64, (7,))
+        out[0] = float(result["energies"].double().sum())  # float64 sum: equals the sum of pe/atom
+        out[1:] = w_edge.sum(0)[rows, cols].cpu().numpy()
+        if eatom_ptr:
+            eatom = _view(eatom_ptr, np.float64, (n_local,))
+            eatom += result["energies"].double().cpu().numpy()
+        if vatom_ptr:
+            per_edge = 0.5 * w_edge[:, rows, cols]
+            vatom_t = torch.zeros((n_all, 6), dtype=torch.float64, device=device)
+            vatom_t.index_add_(0, receivers, per_edge)
+            vatom_t.index_add_(0, senders, per_edge)
+            vatom = _view(vatom_ptr, np.float64, (n_all, 6))
+            vatom += vatom_t.cpu().numpy()

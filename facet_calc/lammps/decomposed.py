@@ -1,0 +1,133 @@
+"""Energy, forces and virial of one spatial domain, with ghost-feature exchanges between layers.
+
+The scheme of SevenNet's parallel pair style (Park et al., J. Chem. Theory Comput. 20, 4857
+(2024)). A domain holds ``n_local`` owned atoms (rows ``[0, n_local)``) and ghost atoms (the rest:
+periodic images and atoms of neighbouring domains within one cutoff plus skin). Edges have owned
+receivers only. Per message-passing layer ``t``:
+
+* forward: ``x_t = layer_t(x_{t-1}, ...)`` is valid for owned atoms; the owners' values are then
+  copied to the ghosts by ``exchange.forward`` (LAMMPS' forward communication), so layer ``t+1``
+  sees correct sender features;
+* backward, layer by layer from the last: the gradient of the domain's energy w.r.t. ``x_{t-1}``
+  lands on owned and ghost rows; ``exchange.reverse`` adds each ghost row into its owner
+  (LAMMPS' reverse communication), giving owners the full ``dE/dx_{t-1}`` summed over all
+  domains.
+
+Edge-vector gradients collected on the way give forces and virial exactly as
+:func:`facet_calc.nn.model.evaluate` does for the whole system; the ghost shell is one cutoff,
+not layers x cutoff. Only the model's public pieces are used: ``embedding``,
+``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers)``, ``readout_hidden``,
+``readout_out``, ``scale`` and ``shift``.
+
+Every domain calls ``exchange.forward`` and ``exchange.reverse`` the same number of times
+(``len(layers) - 1`` each), also with no owned atoms: the exchanges are collective.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+class Exchange(Protocol):
+    """Ghost communication of one domain (see the module docstring)."""
+
+    def forward(self, owned: torch.Tensor) -> torch.Tensor:
+        """``(n_local, d)`` owned rows -> ``(n_all, d)``: the same rows followed by the ghosts'
+        values, copied from their owners."""
+
+    def reverse(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(n_all, d)`` gradients -> ``(n_local, d)``: each owned row plus every ghost row that
+        is a copy of it, in this or any other domain."""
+
+
+def evaluate_domain(
+    model: nn.Module,
+    species: torch.Tensor,
+    edge_vec: torch.Tensor,
+    senders: torch.Tensor,
+    receivers: torch.Tensor,
+    n_local: int,
+    exchange: Exchange,
+) -> dict[str, torch.Tensor]:
+    """Per-layer evaluation of one domain.
+
+    Args:
+        model: a :class:`facet_calc.nn.model.FacetModel`.
+        species: ``(n_all,)`` int64 species indices of owned then ghost atoms.
+        edge_vec: ``(n_edges, 3)`` Angstrom, ``pos[sender] - pos[receiver]`` (ghost positions
+            are images, so no cell shift); cast to the model's dtype after differencing in float64.
+        senders, receivers: ``(n_edges,)`` int64; ``receivers < n_local``.
+        n_local: number of owned atoms.
+        exchange: the domain's ghost communication.
+
+    Returns a dict: ``energy ()`` eV (owned atoms only), ``energies (n_local,)`` eV,
+    ``edge_grad (n_edges, 3)`` eV/A = dE_total/d(edge_vec) (E_total of all domains, since the
+    feature gradients arriving by ``exchange.reverse`` carry the other domains' energies).
+    """
+    dtype = model.scale.dtype
+    if n_local == 0:  # then there are no edges either: receivers are owned
+        return _empty_domain(model, edge_vec, species.shape[0], exchange)
+    # Only the ghosts that send to an owned atom enter the layers: LAMMPS' ghost shell is one
+    # cutoff plus the skin, and the skin's ghosts would only add rows of node-wise work.
+    n_all = species.shape[0]
+    used = torch.unique(senders[senders >= n_local])
+    nodes = torch.cat([torch.arange(n_local, device=species.device), used])
+    compact = torch.full((n_all,), -1, dtype=torch.long, device=species.device)
+    compact[nodes] = torch.arange(nodes.shape[0], device=species.device)
+    senders = compact[senders]
+    species = species[nodes]
+    edge_vec = edge_vec.detach().requires_grad_(True)
+    sh = model.spherical_harmonics(edge_vec)
+    r = torch.linalg.norm(edge_vec, dim=-1)
+    # leaves: each layer's backward adds into them, the edge-vector chain runs once at the end
+    sh_leaf = sh.detach().requires_grad_(True)
+    r_leaf = r.detach().requires_grad_(True)
+    with torch.no_grad():
+        x = model.embedding(nn.functional.one_hot(species, model.n_species).to(dtype))
+    saved = []
+    n_layers = len(model.layers)
+    for t, layer in enumerate(model.layers):
+        x_in = x.detach().requires_grad_(t > 0)  # the embedding has nothing to differentiate
+        with torch.enable_grad():
+            y = layer(x_in, sh_leaf, r_leaf, senders, receivers)[:n_local]
+        saved.append((x_in, y))
+        if t < n_layers - 1:
+            x = exchange.forward(y.detach())[nodes]
+    x_last = saved[-1][1].detach().requires_grad_(True)
+    owned_species = species[:n_local]
+    with torch.enable_grad():
+        out = model.readout_out(model.readout_hidden(x_last)).squeeze(-1)
+        energies = out * model.scale[owned_species] + model.shift[owned_species]
+        (grad_x,) = torch.autograd.grad(energies.sum(), [x_last], materialize_grads=True)
+    grad_sh = torch.zeros_like(sh_leaf)
+    grad_r = torch.zeros_like(r_leaf)
+    for t in range(n_layers - 1, -1, -1):
+        x_in, y = saved[t]
+        inputs = [sh_leaf, r_leaf] + ([x_in] if t > 0 else [])
+        grads = torch.autograd.grad(y, inputs, grad_outputs=grad_x, materialize_grads=True)
+        grad_sh += grads[0]
+        grad_r += grads[1]
+        if t > 0:
+            rows = grads[2].new_zeros((n_all, grads[2].shape[1]))
+            rows[nodes] = grads[2]
+            grad_x = exchange.reverse(rows)
+        saved[t] = None  # free the layer's graph as soon as it is spent
+    (edge_grad,) = torch.autograd.grad([sh, r], [edge_vec], grad_outputs=[grad_sh, grad_r], materialize_grads=True)
+    return {"energy": energies.detach().sum(), "energies": energies.detach(), "edge_grad": edge_grad.detach()}
+
+
+def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange: Exchange) -> dict[str, torch.Tensor]:
+    """A domain that owns no atom still takes part in every exchange; the model's layers are not
+    called on zero rows (its fast linears cannot reshape them)."""
+    dtype, device = model.scale.dtype, model.scale.device
+    widths = [layer.irreps_out.dim for layer in model.layers]
+    for width in widths[:-1]:
+        exchange.forward(torch.zeros((0, width), dtype=dtype, device=device))
+    for width in reversed(widths[:-1]):
+        # its ghosts (if any) contribute nothing, but their rows must be there to be sent
+        exchange.reverse(torch.zeros((n_all, width), dtype=dtype, device=device))
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return {"energy": zero, "energies": zero.new_zeros(0), "edge_grad": edge_vec.new_zeros((0, 3))}
