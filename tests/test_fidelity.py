@@ -53,4 +53,7 @@ def test_conversion_reproduces_the_shipped_potential_exactly():
         assert shipped_config[key] == value, key
     assert set(shipped) == set(tensors)
     for key, value in tensors.items():
-        assert torch.equal(shipped[key], value), key
+        # bit for bit on the machine that made them; across processors BLAS kernels round
+        # differently in the sampled MLPs (measured 1.1e-14 relative on AVX-512 against AVX2)
+        scale = shipped[key].abs().max().clamp_min(1e-30)
+        assert ((shipped[key] - value).abs().max() / scale).item() < 1e-12, key
