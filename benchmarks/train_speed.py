@@ -173,13 +173,21 @@ class SevennRun:
     checkpoint load, s).
     """
 
-    def __init__(self, train_file: str | Path, batch_size: int, workdir: str | Path, dtype: str = "float32",
-                 lr: float = DEFAULT_LR, loss: str = "mse", seed: int = 0, quiet: bool = True):
-        import yaml
-
+    def __init__(
+        self,
+        train_file: str | Path,
+        batch_size: int,
+        workdir: str | Path,
+        dtype: str = "float32",
+        lr: float = DEFAULT_LR,
+        loss: str = "mse",
+        seed: int = 0,
+        quiet: bool = True,
+    ):
         import sevenn
         import sevenn._keys as KEY
         import sevenn.train.graph_dataset as graph_dataset
+        import yaml
         from sevenn.error_recorder import ErrorRecorder
         from sevenn.model_build import build_E3_equivariant_model
         from sevenn.parse_input import read_config_yaml
@@ -231,8 +239,9 @@ class SevennRun:
             config.update(model_config)
             config.update(train_config)
             config.update(data_config)
-            config.update({KEY.IS_DDP: False, KEY.DDP_BACKEND: "nccl", KEY.LOCAL_RANK: 0, KEY.RANK: 0,
-                           KEY.WORLD_SIZE: 1})
+            config.update(
+                {KEY.IS_DDP: False, KEY.DDP_BACKEND: "nccl", KEY.LOCAL_RANK: 0, KEY.RANK: 0, KEY.WORLD_SIZE: 1}
+            )
             torch.manual_seed(seed)
             state_dicts, _ = processing_continue_v2(config)
             graphs_start = time.perf_counter()
@@ -273,9 +282,17 @@ class SevennRun:
         return times, configs, atoms
 
 
-def sevenn_throughput(train_file: str | Path, batch_size: int, n_steps: int, dtype: str = "float32",
-                      threads: int | None = 1, warmup: int = 2, lr: float = DEFAULT_LR, loss: str = "mse",
-                      workdir: str | Path | None = None) -> dict:
+def sevenn_throughput(
+    train_file: str | Path,
+    batch_size: int,
+    n_steps: int,
+    dtype: str = "float32",
+    threads: int | None = 1,
+    warmup: int = 2,
+    lr: float = DEFAULT_LR,
+    loss: str = "mse",
+    workdir: str | Path | None = None,
+) -> dict:
     """Fine-tune SevenNet-0 with sevenn's own trainer on ``train_file`` for ``n_steps`` steps of
     ``batch_size`` configurations; configurations/s and atoms/s of the steps after ``warmup``.
 
@@ -287,8 +304,15 @@ def sevenn_throughput(train_file: str | Path, batch_size: int, n_steps: int, dty
         run = SevennRun(train_file, batch_size, Path(tmp) / "sevenn", dtype=dtype, lr=lr, loss=loss)
         times, configs, atoms = run.run_steps(n_steps)
     result = summarize(times, configs, atoms, warmup)
-    result.update(side="sevenn", graph_build_s=run.graph_build_s, setup_s=run.setup_s, batch_size=batch_size,
-                  n_train=run.n_configs, threads=torch.get_num_threads(), dtype=dtype)
+    result.update(
+        side="sevenn",
+        graph_build_s=run.graph_build_s,
+        setup_s=run.setup_s,
+        batch_size=batch_size,
+        n_train=run.n_configs,
+        threads=torch.get_num_threads(),
+        dtype=dtype,
+    )
     return result
 
 
@@ -306,10 +330,20 @@ class FacetRun:
     """facet_calc's fine-tuning set up up to the first epoch (mirrors ``finetune``, without the
     shift refit and the validation split: every configuration is a training one)."""
 
-    def __init__(self, train_file: str | Path, batch_size: int, workdir: str | Path, dtype: str = "float32",
-                 lr: float = DEFAULT_LR, loss: str = "mse", n_steps: int = 1, seed: int = 0):
-        from facet_calc import load_potential
+    def __init__(
+        self,
+        train_file: str | Path,
+        batch_size: int,
+        workdir: str | Path,
+        dtype: str = "float32",
+        lr: float = DEFAULT_LR,
+        loss: str = "mse",
+        n_steps: int = 1,
+        seed: int = 0,
+    ):
         from facet_calc.train import LossWeights, Trainer, TrainSettings, read_configurations
+
+        from facet_calc import load_potential
 
         start = time.perf_counter()
         potential = load_potential("7net-0-spline", dtype=dtype)
@@ -319,8 +353,9 @@ class FacetRun:
         self.graph_build_s = time.perf_counter() - graphs_start
         self.steps_per_epoch = math.ceil(len(configs) / batch_size)
         epochs = max(1, math.ceil(n_steps / self.steps_per_epoch))
-        settings = TrainSettings(epochs=epochs, batch_size=batch_size, dtype=dtype, lr=lr, seed=seed,
-                                 loss=LossWeights(kind=loss))
+        settings = TrainSettings(
+            epochs=epochs, batch_size=batch_size, dtype=dtype, lr=lr, seed=seed, loss=LossWeights(kind=loss)
+        )
         self.trainer = Trainer(model, configs, [], settings, workdir, progress=False, on_step=self._on_step)
         self.setup_s = time.perf_counter() - start
         self.n_configs = len(configs)
@@ -362,9 +397,17 @@ class _StopSteps(Exception):
     """Raised from the on_step callback to end a facet_calc epoch after the steps asked for."""
 
 
-def facet_throughput(train_file: str | Path, batch_size: int, n_steps: int, dtype: str = "float32",
-                     threads: int | None = 1, warmup: int = 2, lr: float = DEFAULT_LR, loss: str = "mse",
-                     workdir: str | Path | None = None) -> dict:
+def facet_throughput(
+    train_file: str | Path,
+    batch_size: int,
+    n_steps: int,
+    dtype: str = "float32",
+    threads: int | None = 1,
+    warmup: int = 2,
+    lr: float = DEFAULT_LR,
+    loss: str = "mse",
+    workdir: str | Path | None = None,
+) -> dict:
     """Fine-tune 7net-0-spline with ``facet_calc.train.Trainer`` on ``train_file``; same
     measurement as :func:`sevenn_throughput`."""
     if threads:
@@ -373,8 +416,15 @@ def facet_throughput(train_file: str | Path, batch_size: int, n_steps: int, dtyp
         run = FacetRun(train_file, batch_size, Path(tmp) / "facet", dtype=dtype, lr=lr, loss=loss, n_steps=n_steps)
         times, configs, atoms = run.run_steps(n_steps)
     result = summarize(times, configs, atoms, warmup)
-    result.update(side="facet", graph_build_s=run.graph_build_s, setup_s=run.setup_s, batch_size=batch_size,
-                  n_train=run.n_configs, threads=torch.get_num_threads(), dtype=dtype)
+    result.update(
+        side="facet",
+        graph_build_s=run.graph_build_s,
+        setup_s=run.setup_s,
+        batch_size=batch_size,
+        n_train=run.n_configs,
+        threads=torch.get_num_threads(),
+        dtype=dtype,
+    )
     return result
 
 
@@ -416,8 +466,9 @@ print(json.dumps({{"steps": len(times), "max_atoms_per_batch": max(atoms), "befo
 """
 
 
-def measure_memory(side: str, train_file: str | Path, batch_size: int, n_steps: int = 3, dtype: str = "float32",
-                   threads: int = 1) -> dict:
+def measure_memory(
+    side: str, train_file: str | Path, batch_size: int, n_steps: int = 3, dtype: str = "float32", threads: int = 1
+) -> dict:
     """Peak resident-set growth (MiB) of ``n_steps`` training steps of ``side`` ("sevenn" or
     "facet") over the resident set just before the first step, in a fresh process.
 
@@ -429,11 +480,23 @@ def measure_memory(side: str, train_file: str | Path, batch_size: int, n_steps: 
     # the caller's PYTHONPATH first (it may point at another checkout), this checkout as fallback
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
     out = subprocess.run(
-        [sys.executable, "-c", code, side, str(Path(train_file).resolve()), str(batch_size), str(n_steps), dtype,
-         str(threads)],
+        [
+            sys.executable,
+            "-c",
+            code,
+            side,
+            str(Path(train_file).resolve()),
+            str(batch_size),
+            str(n_steps),
+            dtype,
+            str(threads),
+        ],
         # cwd: "-c" puts the working directory first on sys.path, where a checkout's facet_calc
         # would shadow the one PYTHONPATH names
-        capture_output=True, text=True, env=env, cwd=bench,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=bench,
     )
     if out.returncode != 0:
         raise RuntimeError(f"memory run of {side} (batch {batch_size}) failed:\n{out.stderr[-3000:]}")
@@ -442,8 +505,14 @@ def measure_memory(side: str, train_file: str | Path, batch_size: int, n_steps: 
     return result
 
 
-def memory_per_atom(side: str, train_file: str | Path, batch_sizes: tuple[int, int], n_steps: int = 3,
-                    dtype: str = "float32", threads: int = 1) -> dict:
+def memory_per_atom(
+    side: str,
+    train_file: str | Path,
+    batch_sizes: tuple[int, int],
+    n_steps: int = 3,
+    dtype: str = "float32",
+    threads: int = 1,
+) -> dict:
     """Training memory per atom in a batch: step RSS growth at two batch sizes (fresh process
     each); ``marginal_kib_per_atom`` is the slope between them (fixed one-off costs cancel),
     ``kib_per_atom`` the growth at the first size divided by its atoms (includes them)."""
@@ -466,46 +535,68 @@ def _fmt(value, spec: str) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default=None, help="extxyz with energy/forces/stress (default: generate the "
-                        "standard set of 64 rattled, strained 8-atom Si cells into a temporary file)")
-    parser.add_argument("--labeller", choices=["sevenn", "facet"], default="sevenn",
-                        help="calculator that labels the generated set")
+    parser.add_argument(
+        "--train",
+        default=None,
+        help="extxyz with energy/forces/stress (default: generate the "
+        "standard set of 64 rattled, strained 8-atom Si cells into a temporary file)",
+    )
+    parser.add_argument(
+        "--labeller", choices=["sevenn", "facet"], default="sevenn", help="calculator that labels the generated set"
+    )
     parser.add_argument("--n-configs", type=int, default=64, help="size of the generated set")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=16, help="training steps per side (including warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
-    parser.add_argument("--dtype", choices=["float32"], default="float32",
-                        help="sevenn trains in float32 only")
+    parser.add_argument("--dtype", choices=["float32"], default="float32", help="sevenn trains in float32 only")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--loss", choices=["mse", "huber"], default="mse")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on both sides")
     parser.add_argument("--only", choices=["both", "sevenn", "facet"], default="both")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--memory-steps", type=int, default=3, help="training steps per memory run")
-    parser.add_argument("--memory-large-batch", type=int, default=None,
-                        help="second batch size of the memory runs (default 4x --batch-size)")
+    parser.add_argument(
+        "--memory-large-batch",
+        type=int,
+        default=None,
+        help="second batch size of the memory runs (default 4x --batch-size)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
     with tempfile.TemporaryDirectory() as tmp:
-        train_file = Path(args.train) if args.train else generate_si_set(
-            Path(tmp) / "si_bench.extxyz", args.n_configs, labeller=args.labeller)
+        train_file = (
+            Path(args.train)
+            if args.train
+            else generate_si_set(Path(tmp) / "si_bench.extxyz", args.n_configs, labeller=args.labeller)
+        )
         if not train_file.is_file():
             parser.error(f"training file {str(train_file)!r} does not exist")
         sizes = count_atoms(train_file)
         load = os.getloadavg()
-        print(f"# data: {train_file if args.train else 'generated Si set'} ({len(sizes)} configurations, "
-              f"{min(sizes)}-{max(sizes)} atoms each)")
-        print(f"# batch {args.batch_size}, {args.dtype}, CPU, torch threads {args.threads}, lr {args.lr}, "
-              f"{args.loss} loss on energy + forces + stress, {args.steps} steps of which {args.warmup} warm-up")
+        print(
+            f"# data: {train_file if args.train else 'generated Si set'} ({len(sizes)} configurations, "
+            f"{min(sizes)}-{max(sizes)} atoms each)"
+        )
+        print(
+            f"# batch {args.batch_size}, {args.dtype}, CPU, torch threads {args.threads}, lr {args.lr}, "
+            f"{args.loss} loss on energy + forces + stress, {args.steps} steps of which {args.warmup} warm-up"
+        )
         print(f"# load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
 
         sides = ["sevenn", "facet"] if args.only == "both" else [args.only]
         missing = facet_available() if "facet" in sides else None
         results: dict[str, dict] = {}
-        common = dict(batch_size=args.batch_size, n_steps=args.steps, dtype=args.dtype, threads=args.threads,
-                      warmup=args.warmup, lr=args.lr, loss=args.loss)
+        common = dict(
+            batch_size=args.batch_size,
+            n_steps=args.steps,
+            dtype=args.dtype,
+            threads=args.threads,
+            warmup=args.warmup,
+            lr=args.lr,
+            loss=args.loss,
+        )
         for side in sides:
             if side == "facet" and missing:
                 results[side] = {"missing": missing}
@@ -515,8 +606,9 @@ def main(argv=None) -> None:
                 results[side] = fn(train_file, **common)
                 if not args.no_memory:
                     sizes = (args.batch_size, args.memory_large_batch or 4 * args.batch_size)
-                    results[side]["memory"] = memory_per_atom(side, train_file, sizes, args.memory_steps,
-                                                              args.dtype, args.threads)
+                    results[side]["memory"] = memory_per_atom(
+                        side, train_file, sizes, args.memory_steps, args.dtype, args.threads
+                    )
             except Exception as err:
                 if side == "sevenn" or args.only == "facet":
                     raise
@@ -524,16 +616,21 @@ def main(argv=None) -> None:
                 traceback.print_exc()
                 results[side] = {"missing": f"failed: {type(err).__name__}: {err}"}
 
-    print(f"{'side':>7} {'configs/s':>10} {'atoms/s':>9} {'ms/step':>8} {'graphs s':>9} {'warm-up s':>9} "
-          f"{'mem MiB':>8} {'KiB/atom':>9} {'marginal KiB/atom':>18}")
+    print(
+        f"{'side':>7} {'configs/s':>10} {'atoms/s':>9} {'ms/step':>8} {'graphs s':>9} {'warm-up s':>9} "
+        f"{'mem MiB':>8} {'KiB/atom':>9} {'marginal KiB/atom':>18}"
+    )
     for side, r in results.items():
         if "missing" in r:
             print(f"{side:>7}  not run: {r['missing']}")
             continue
         mem = r.get("memory", {})
-        print(f"{side:>7} {r['configs_per_s']:10.2f} {r['atoms_per_s']:9.1f} {r['ms_per_step_median']:8.0f} "
-              f"{r['graph_build_s']:9.2f} {r['warmup_s']:9.2f} {_fmt(mem.get('growth_mib', '-'), '8.0f'):>8} "
-              f"{_fmt(mem.get('kib_per_atom', '-'), '9.0f'):>9} {_fmt(mem.get('marginal_kib_per_atom', '-'), '18.0f'):>18}")
+        print(
+            f"{side:>7} {r['configs_per_s']:10.2f} {r['atoms_per_s']:9.1f} {r['ms_per_step_median']:8.0f} "
+            f"{r['graph_build_s']:9.2f} {r['warmup_s']:9.2f} {_fmt(mem.get('growth_mib', '-'), '8.0f'):>8} "
+            f"{_fmt(mem.get('kib_per_atom', '-'), '9.0f'):>9} "
+            f"{_fmt(mem.get('marginal_kib_per_atom', '-'), '18.0f'):>18}"
+        )
     both = [results.get(s, {}) for s in ("sevenn", "facet")]
     if all("configs_per_s" in r for r in both):
         ratio = both[1]["configs_per_s"] / both[0]["configs_per_s"]
