@@ -114,6 +114,36 @@ def generate_si_set(path: str | Path, n_configs: int = 64, seed: int = 0, labell
     return path
 
 
+def labelled_file(path: str | Path, workdir: str | Path, prefix: str = "REF_") -> Path:
+    """``path`` if its labels are in the attached results (as both trainers read them by
+    default), else a copy in ``workdir`` with ``{prefix}energy``, ``{prefix}forces`` and
+    ``{prefix}stress`` (Voigt, eV/A^3, ASE sign; the MACE / janus-core convention) moved into
+    attached results. The copy is made before anything is timed."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import read, write
+
+    frames = read(path, index=":")
+    if all(a.calc is not None and {"energy", "forces", "stress"} <= set(a.calc.results) for a in frames):
+        return Path(path)
+    keys = (f"{prefix}energy", f"{prefix}forces", f"{prefix}stress")
+    converted = []
+    for i, atoms in enumerate(frames):
+        missing = [k for k in keys if k not in atoms.info and k not in atoms.arrays]
+        if missing:
+            raise ValueError(
+                f"{path}[{i}] has neither attached energy/forces/stress results nor {', '.join(missing)}; "
+                "label it, or pass --label-prefix for keys named otherwise"
+            )
+        labelled = atoms.copy()
+        labelled.calc = SinglePointCalculator(
+            labelled, energy=float(atoms.info[keys[0]]), forces=atoms.arrays[keys[1]], stress=atoms.info[keys[2]]
+        )
+        converted.append(labelled)
+    out = Path(workdir) / (Path(path).stem + "_results.extxyz")
+    write(out, converted, format="extxyz")
+    return out
+
+
 def count_atoms(path: str | Path) -> list[int]:
     from ase.io import read
 
@@ -544,6 +574,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--labeller", choices=["sevenn", "facet"], default="sevenn", help="calculator that labels the generated set"
     )
+    parser.add_argument(
+        "--label-prefix", default="REF_", help="label keys of a --train file without attached results: PREFIXenergy..."
+    )
     parser.add_argument("--n-configs", type=int, default=64, help="size of the generated set")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=16, help="training steps per side (including warm-up)")
@@ -573,10 +606,14 @@ def main(argv=None) -> None:
         )
         if not train_file.is_file():
             parser.error(f"training file {str(train_file)!r} does not exist")
+        given = train_file
+        train_file = labelled_file(train_file, tmp, args.label_prefix)
+        if train_file != given:
+            print(f"# labels {args.label_prefix}energy/forces/stress of {given} copied into attached results")
         sizes = count_atoms(train_file)
         load = os.getloadavg()
         print(
-            f"# data: {train_file if args.train else 'generated Si set'} ({len(sizes)} configurations, "
+            f"# data: {args.train or 'generated Si set'} ({len(sizes)} configurations, "
             f"{min(sizes)}-{max(sizes)} atoms each)"
         )
         print(
