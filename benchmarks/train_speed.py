@@ -22,12 +22,18 @@ step, driven through its own trainer:
 * facet_calc: ``facet_calc.train.Trainer.train_epoch`` (AdamW, gradient clipping, EMA, the
   schedule, training metrics: its defaults) on configurations from ``read_configurations``.
 
+When both sides run, they are set up in one process, warmed up, and then timed in turns of
+``--block`` steps (order swapped each round), so that both see the same load on a shared
+machine; each turn is an epoch of the trainer cut after ``--block`` steps (per-step work does
+not depend on where in an epoch a step falls).
+
 What is timed: training steps only. One-off work is excluded and reported separately: graph
 building, model loading, and the first ``--warmup`` steps (lazy initialisation, allocator
 growth). A step is everything between two optimizer steps in the trainer's own loop: batching
 (collation), forward, loss, backward (with the second derivatives that force and stress terms
 need), optimizer step and the per-step metric bookkeeping of each trainer. Throughput =
-configurations (atoms) in the timed steps / their summed wall time.
+configurations (atoms) in the timed steps / their summed wall time; also per CPU second of the
+process (``time.process_time``), the figure that waiting for a busy core does not inflate.
 
 Memory: each side runs again in a fresh subprocess per batch size (``--batch-size`` and
 ``--memory-large-batch``, default 4x); the resident set size is sampled every millisecond from
@@ -151,22 +157,37 @@ def count_atoms(path: str | Path) -> list[int]:
 
 
 # -- timing helpers ---------------------------------------------------------------------------
-def summarize(step_times: list[float], step_configs: list[int], step_atoms: list[int], warmup: int) -> dict:
-    """Throughput of the steps after the first ``warmup`` (wall times in s)."""
+def clock() -> tuple[float, float]:
+    """(wall, CPU) seconds: the CPU time of this process is the robust figure on a loaded
+    machine (time spent waiting for a core does not count), the wall time what a user waits."""
+    return time.perf_counter(), time.process_time()
+
+
+def durations(stamps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(wall, CPU) duration of each step from consecutive clock stamps."""
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps[:-1], stamps[1:])]
+
+
+def summarize(
+    step_times: list[tuple[float, float]], step_configs: list[int], step_atoms: list[int], warmup: int
+) -> dict:
+    """Throughput of the steps after the first ``warmup``; ``step_times`` are (wall, CPU) s."""
     if len(step_times) <= warmup:
         raise ValueError(f"need more than {warmup} steps to time (got {len(step_times)}); raise --steps")
-    t = step_times[warmup:]
+    wall = [t[0] for t in step_times[warmup:]]
+    cpu = [t[1] for t in step_times[warmup:]]
     c = step_configs[warmup:]
     a = step_atoms[warmup:]
-    total = float(sum(t))
     return {
-        "timed_steps": len(t),
+        "timed_steps": len(wall),
         "warmup_steps": warmup,
-        "configs_per_s": sum(c) / total,
-        "atoms_per_s": sum(a) / total,
-        "ms_per_step_median": 1e3 * float(np.median(t)),
-        "ms_per_step_mean": 1e3 * total / len(t),
-        "warmup_s": float(sum(step_times[:warmup])),
+        "configs_per_s": sum(c) / sum(wall),
+        "atoms_per_s": sum(a) / sum(wall),
+        "configs_per_cpu_s": sum(c) / sum(cpu),
+        "atoms_per_cpu_s": sum(a) / sum(cpu),
+        "ms_per_step_median": 1e3 * float(np.median(wall)),
+        "cpu_ms_per_step_median": 1e3 * float(np.median(cpu)),
+        "warmup_s": float(sum(t[0] for t in step_times[:warmup])),
     }
 
 
@@ -175,14 +196,14 @@ class _TimedLoader:
     ``limit`` batches and stamps the clock just before each batch is fetched (so collation
     counts as part of the step it feeds, as it does in the trainer's own loop)."""
 
-    def __init__(self, loader, limit: int, stamps: list[float], configs: list[int], atoms: list[int]):
+    def __init__(self, loader, limit: int, stamps: list, configs: list[int], atoms: list[int]):
         self.loader, self.limit = loader, limit
         self.stamps, self.configs, self.atoms = stamps, configs, atoms
 
     def __iter__(self):
         iterator = iter(self.loader)
         for _ in range(self.limit):
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(clock())
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -289,11 +310,12 @@ class SevennRun:
 
     def run_steps(self, n_steps: int) -> tuple[list[float], list[int], list[int]]:
         """Run ``n_steps`` training steps (across epochs as needed) through
-        ``Trainer.run_one_epoch``; returns per-step wall times (s), configurations, atoms."""
-        stamps: list[float] = []
+        ``Trainer.run_one_epoch``; returns per-step (wall, CPU) times (s), configurations, atoms.
+        Each call starts a fresh pass of the loader (an epoch cut after the steps asked for)."""
+        stamps: list[tuple[float, float]] = []
         configs: list[int] = []
         atoms: list[int] = []
-        times: list[float] = []
+        times: list[tuple[float, float]] = []
         done = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -302,9 +324,8 @@ class SevennRun:
                 first = len(stamps)
                 loader = _TimedLoader(self.loader, limit, stamps, configs, atoms)
                 self.trainer.run_one_epoch(loader, is_train=True, error_recorder=self.recorder)
-                end = time.perf_counter()
-                epoch_stamps = stamps[first:] + [end]
-                times.extend(b - a for a, b in zip(epoch_stamps[:-1], epoch_stamps[1:]))
+                end = clock()
+                times.extend(durations(stamps[first:] + [end]))
                 done = len(stamps)
                 if limit == self.steps_per_epoch:  # a whole epoch: the workflow's epoch end
                     self.recorder.epoch_forward()
@@ -371,9 +392,8 @@ class FacetRun:
         n_steps: int = 1,
         seed: int = 0,
     ):
-        from facet_calc.train import LossWeights, Trainer, TrainSettings, read_configurations
-
         from facet_calc import load_potential
+        from facet_calc.train import LossWeights, Trainer, TrainSettings, read_configurations
 
         start = time.perf_counter()
         potential = load_potential("7net-0-spline", dtype=dtype)
@@ -389,26 +409,28 @@ class FacetRun:
         self.trainer = Trainer(model, configs, [], settings, workdir, progress=False, on_step=self._on_step)
         self.setup_s = time.perf_counter() - start
         self.n_configs = len(configs)
-        self._stamps: list[float] = []
+        self._stamps: list[tuple[float, float]] = []
         self._limit = 0
+        self._epoch = 0
 
     def _on_step(self, trainer, epoch: int, step: int) -> None:
-        self._stamps.append(time.perf_counter())
+        self._stamps.append(clock())
         if len(self._stamps) - 1 >= self._limit:
             raise _StopSteps  # leaves train_epoch after the step (the lead's tests interrupt so)
 
     def run_steps(self, n_steps: int) -> tuple[list[float], list[int], list[int]]:
         """``n_steps`` steps of ``Trainer.train_epoch`` (across epochs as needed); per-step
-        wall times (s), configurations and atoms."""
-        times: list[float] = []
+        (wall, CPU) times (s), configurations and atoms. Each epoch is cut after the steps asked
+        for; the next call goes on with the next epoch (its own seeded shuffle)."""
+        times: list[tuple[float, float]] = []
         configs: list[int] = []
         atoms: list[int] = []
-        epoch = 0
         while len(times) < n_steps:
+            epoch = self._epoch
             # the batches train_epoch will draw (same seeded shuffle), for the counts only
             batches = self.trainer._batches(self.trainer.train_set, shuffle_epoch=epoch)
             self._limit = min(n_steps - len(times), len(batches))
-            self._stamps = [time.perf_counter()]
+            self._stamps = [clock()]
             try:
                 self.trainer.train_epoch(epoch)
             except _StopSteps:
@@ -416,10 +438,10 @@ class FacetRun:
             done = len(self._stamps) - 1
             if done != self._limit:
                 raise RuntimeError(f"expected {self._limit} steps in epoch {epoch}, saw {done}")
-            times.extend(b - a for a, b in zip(self._stamps[:-1], self._stamps[1:]))
+            times.extend(durations(self._stamps))
             configs.extend(len(b) for b in batches[:done])
             atoms.extend(sum(c.n_atoms for c in b) for b in batches[:done])
-            epoch += 1
+            self._epoch += 1
         return times, configs, atoms
 
 
@@ -456,6 +478,70 @@ def facet_throughput(
         dtype=dtype,
     )
     return result
+
+
+# -- both sides in turns ----------------------------------------------------------------------
+def interleaved_throughput(
+    train_file: str | Path,
+    sides: list[str],
+    batch_size: int,
+    n_steps: int,
+    warmup: int = 2,
+    block: int = 4,
+    dtype: str = "float32",
+    threads: int | None = 1,
+    lr: float = DEFAULT_LR,
+    loss: str = "mse",
+) -> dict[str, dict]:
+    """Both trainers set up in this process, warmed up (``warmup`` steps each), then timed in
+    turns of ``block`` steps (the order swapped every round) until each has run ``n_steps``
+    steps: on a shared machine both see the same load. A side whose setup fails is reported
+    as ``{"missing": reason}`` (the other still runs)."""
+    if threads:
+        torch.set_num_threads(threads)
+    results: dict[str, dict] = {}
+    runs: dict[str, SevennRun | FacetRun] = {}
+    record: dict[str, tuple[list, list, list]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in sides:
+            try:
+                if side == "sevenn":
+                    runs[side] = SevennRun(train_file, batch_size, Path(tmp) / side, dtype=dtype, lr=lr, loss=loss)
+                else:
+                    runs[side] = FacetRun(
+                        train_file, batch_size, Path(tmp) / side, dtype=dtype, lr=lr, loss=loss, n_steps=n_steps
+                    )
+                record[side] = runs[side].run_steps(warmup)
+            except Exception as err:
+                if side == "sevenn" or len(sides) == 1:
+                    raise
+                traceback.print_exc()  # the facet side is still moving: keep the peer's figures
+                runs.pop(side, None)
+                results[side] = {"missing": f"failed: {type(err).__name__}: {err}"}
+        order = list(runs)
+        done = warmup
+        while done < n_steps:
+            k = min(block, n_steps - done)
+            for side in order:
+                times, configs, atoms = runs[side].run_steps(k)
+                record[side][0].extend(times)
+                record[side][1].extend(configs)
+                record[side][2].extend(atoms)
+            order.reverse()
+            done += k
+    for side, run in runs.items():
+        results[side] = summarize(*record[side], warmup)
+        results[side].update(
+            side=side,
+            graph_build_s=run.graph_build_s,
+            setup_s=run.setup_s,
+            batch_size=batch_size,
+            n_train=run.n_configs,
+            threads=torch.get_num_threads(),
+            dtype=dtype,
+            block=block,
+        )
+    return results
 
 
 # -- memory (fresh subprocess per side) -------------------------------------------------------
@@ -581,6 +667,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=16, help="training steps per side (including warm-up)")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
+    parser.add_argument("--block", type=int, default=4, help="steps per turn when both sides run in turns")
     parser.add_argument("--dtype", choices=["float32"], default="float32", help="sevenn trains in float32 only")
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--loss", choices=["mse", "huber"], default="mse")
@@ -634,27 +721,27 @@ def main(argv=None) -> None:
             lr=args.lr,
             loss=args.loss,
         )
-        for side in sides:
-            if side == "facet" and missing:
-                results[side] = {"missing": missing}
-                continue
-            fn = sevenn_throughput if side == "sevenn" else facet_throughput
-            try:
-                results[side] = fn(train_file, **common)
-                if not args.no_memory:
-                    sizes = (args.batch_size, args.memory_large_batch or 4 * args.batch_size)
+        runnable = [side for side in sides if not (side == "facet" and missing)]
+        if missing:
+            results["facet"] = {"missing": missing}
+        results.update(interleaved_throughput(train_file, runnable, block=args.block, **common))
+        if not args.no_memory:
+            sizes = (args.batch_size, args.memory_large_batch or 4 * args.batch_size)
+            for side in runnable:
+                if "missing" in results[side]:
+                    continue
+                try:
                     results[side]["memory"] = memory_per_atom(
                         side, train_file, sizes, args.memory_steps, args.dtype, args.threads
                     )
-            except Exception as err:
-                if side == "sevenn" or args.only == "facet":
-                    raise
-                # the facet side is still moving: keep the peer's figures and say what broke
-                traceback.print_exc()
-                results[side] = {"missing": f"failed: {type(err).__name__}: {err}"}
+                except Exception:
+                    if side == "sevenn" or args.only == "facet":
+                        raise
+                    traceback.print_exc()
 
     print(
-        f"{'side':>7} {'configs/s':>10} {'atoms/s':>9} {'ms/step':>8} {'graphs s':>9} {'warm-up s':>9} "
+        f"{'side':>7} {'configs/s':>10} {'atoms/s':>9} {'configs/CPU-s':>14} {'ms/step':>8} {'graphs s':>9} "
+        f"{'warm-up s':>9} "
         f"{'mem MiB':>8} {'KiB/atom':>9} {'marginal KiB/atom':>18}"
     )
     for side, r in results.items():
@@ -663,15 +750,17 @@ def main(argv=None) -> None:
             continue
         mem = r.get("memory", {})
         print(
-            f"{side:>7} {r['configs_per_s']:10.2f} {r['atoms_per_s']:9.1f} {r['ms_per_step_median']:8.0f} "
-            f"{r['graph_build_s']:9.2f} {r['warmup_s']:9.2f} {_fmt(mem.get('growth_mib', '-'), '8.0f'):>8} "
+            f"{side:>7} {r['configs_per_s']:10.2f} {r['atoms_per_s']:9.1f} {r['configs_per_cpu_s']:14.2f} "
+            f"{r['ms_per_step_median']:8.0f} {r['graph_build_s']:9.2f} {r['warmup_s']:9.2f} "
+            f"{_fmt(mem.get('growth_mib', '-'), '8.0f'):>8} "
             f"{_fmt(mem.get('kib_per_atom', '-'), '9.0f'):>9} "
             f"{_fmt(mem.get('marginal_kib_per_atom', '-'), '18.0f'):>18}"
         )
     both = [results.get(s, {}) for s in ("sevenn", "facet")]
     if all("configs_per_s" in r for r in both):
         ratio = both[1]["configs_per_s"] / both[0]["configs_per_s"]
-        print(f"speed-up facet/sevenn (configs/s): {ratio:.2f}x  (> 1: facet_calc trains faster)")
+        cpu_ratio = both[1]["configs_per_cpu_s"] / both[0]["configs_per_cpu_s"]
+        print(f"speed-up facet/sevenn: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time  (> 1: facet_calc trains faster)")
         if all("memory" in r for r in both):
             mem_ratio = both[1]["memory"]["marginal_kib_per_atom"] / both[0]["memory"]["marginal_kib_per_atom"]
             print(f"memory facet/sevenn (marginal KiB/atom): {mem_ratio:.2f}x  (< 1: facet_calc uses less)")
