@@ -10,7 +10,7 @@ from ase import units
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
-from ._common import as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
 
 _VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 
@@ -52,23 +52,30 @@ def elastic_constants(
     strains = np.linspace(-max_strain, max_strain, n_strains + 1)
     strains = strains[np.abs(strains) > 1e-12]
     slopes = np.zeros((6, 6))
-    with progress_bar(6 * len(strains), "elastic", progress) as bar:
-        for j, (a, b) in enumerate(_VOIGT):
-            stresses = []
-            for e in strains:
-                eps = np.zeros((3, 3))
-                if a == b:
-                    eps[a, a] = e
-                else:  # engineering shear strain e: tensor components e/2
-                    eps[a, b] = eps[b, a] = e / 2
-                atoms = atoms0.copy()
-                atoms.set_cell(atoms0.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    strained = []  # (Voigt component j, strained cell), in the order of the fit
+    for j, (a, b) in enumerate(_VOIGT):
+        for e in strains:
+            eps = np.zeros((3, 3))
+            if a == b:
+                eps[a, a] = e
+            else:  # engineering shear strain e: tensor components e/2
+                eps[a, b] = eps[b, a] = e / 2
+            atoms = atoms0.copy()
+            atoms.set_cell(atoms0.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+            strained.append(atoms)
+    with progress_bar(len(strained), "elastic", progress) as bar:
+        if relax_internal and len(atoms0) > 1:
+            for atoms in strained:
                 atoms.calc = calc
-                if relax_internal and len(atoms) > 1:
-                    BFGS(atoms, logfile=None).run(fmax=fmax, steps=200)
-                stresses.append(atoms.get_stress())
+                BFGS(atoms, logfile=None).run(fmax=fmax, steps=200)
                 bar.update(1)
-            slopes[:, j] = np.polyfit(strains, np.array(stresses), 1)[0]
+            stresses = np.array([atoms.get_stress() for atoms in strained])
+        else:  # clamped ions: every strained cell in one batched call
+            stresses = np.array([r["stress"] for r in calculate_many(calc, strained, ["stress"])])
+            bar.update(len(strained))
+    for j in range(6):
+        rows = slice(j * len(strains), (j + 1) * len(strains))
+        slopes[:, j] = np.polyfit(strains, stresses[rows], 1)[0]
     c_raw = slopes / units.GPa
     c = 0.5 * (c_raw + c_raw.T)
     bulk = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[1, 2] + c[0, 2])) / 9
