@@ -11,8 +11,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.data import chemical_symbols
 
-from .graph import Graph, build_graph, join_graphs
-from .inference import DEFAULT_MAX_EDGES, evaluate_batch
+from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs
+from .graph import Graph, build_graph
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential
 
 

@@ -52,8 +52,8 @@ def elastic_constants(
     strains = np.linspace(-max_strain, max_strain, n_strains + 1)
     strains = strains[np.abs(strains) > 1e-12]
     slopes = np.zeros((6, 6))
-    strained = []  # (Voigt component j, strained cell), in the order of the fit
-    for j, (a, b) in enumerate(_VOIGT):
+    strained = []  # strained cells, component by component, in the order of the fit
+    for a, b in _VOIGT:
         for e in strains:
             eps = np.zeros((3, 3))
             if a == b:
