@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from .graph import Graph
 from .nn.model import evaluate
@@ -75,6 +76,32 @@ def group_by_edge_budget(edge_counts: list[int], max_edges: int) -> list[range]:
     if start < len(edge_counts):
         groups.append(range(start, len(edge_counts)))
     return groups
+
+
+def species_lookup(potential: Potential) -> np.ndarray:
+    """Table from atomic number to the model's species index (-1: not supported)."""
+    numbers = potential.atomic_numbers
+    lookup = np.full(max(numbers) + 1, -1, dtype=np.int64)
+    lookup[numbers] = np.arange(len(numbers))
+    return lookup
+
+
+def species_indices(potential: Potential, lookup: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """The model's species indices of atomic ``numbers``; ``ValueError`` naming the elements
+    the potential does not know and those it does."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    known = (numbers >= 0) & (numbers < len(lookup))
+    species = np.full(numbers.shape, -1, dtype=np.int64)
+    species[known] = lookup[numbers[known]]
+    if np.any(species < 0):
+        unknown = sorted({int(z) for z in numbers[species < 0]})
+        names = [chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z) for z in unknown]
+        supported = " ".join(chemical_symbols[z] for z in sorted(potential.atomic_numbers))
+        raise ValueError(
+            f"potential {potential.name!r} has no parameters for element(s) "
+            f"{', '.join(names)}; it supports: {supported}"
+        )
+    return species
 
 
 #: Default edge budget of one batched call. Memory of a call grows with its edges: about

@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
-from ase.data import chemical_symbols
 
-from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs
+from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs, species_indices, species_lookup
 from .graph import Graph, build_graph
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential
 
@@ -64,10 +63,7 @@ class FacetCalculator(Calculator):
         else:
             self.potential = load_potential(potential, dtype=dtype, device=_resolve_device(device or "cpu"))
         self.device = self.potential.device
-        numbers = self.potential.atomic_numbers
-        lookup = np.full(max(numbers) + 1, -1, dtype=np.int64)
-        lookup[numbers] = np.arange(len(numbers))
-        self._species_of_z = lookup
+        self._species_of_z = species_lookup(self.potential)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -75,19 +71,7 @@ class FacetCalculator(Calculator):
 
     def species_indices(self, numbers: np.ndarray) -> np.ndarray:
         """Map atomic numbers to the model's species indices; ``ValueError`` for unknown ones."""
-        lookup = self._species_of_z
-        known = (numbers >= 0) & (numbers < len(lookup))
-        species = np.full(numbers.shape, -1, dtype=np.int64)
-        species[known] = lookup[numbers[known]]
-        if np.any(species < 0):
-            unknown = sorted({int(z) for z in numbers[species < 0]})
-            names = [chemical_symbols[z] if 0 <= z < len(chemical_symbols) else str(z) for z in unknown]
-            supported = " ".join(chemical_symbols[z] for z in sorted(self.potential.atomic_numbers))
-            raise ValueError(
-                f"potential {self.potential.name!r} has no parameters for element(s) "
-                f"{', '.join(names)}; it supports: {supported}"
-            )
-        return species
+        return species_indices(self.potential, self._species_of_z, numbers)
 
     def set_atoms(self, atoms: Atoms) -> None:
         """Called by ASE on ``atoms.calc = calc``: reject unsupported elements at once."""
