@@ -143,7 +143,7 @@ def part2(dtype: str, sizes: list[int], repeats: int) -> None:
         atoms = base.repeat(reps)
         atoms.rattle(0.05, seed=0)
         calc.calculate(atoms, ["energy", "forces", "stress"])
-        t = timed(lambda: calc.calculate(atoms, ["energy", "forces", "stress"]), repeats)
+        t = timed(lambda atoms=atoms: calc.calculate(atoms, ["energy", "forces", "stress"]), repeats)
         per_atom[len(atoms)] = t / len(atoms) * 1e6
     best = min(per_atom.values())
     for n, us in per_atom.items():
