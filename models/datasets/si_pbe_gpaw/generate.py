@@ -21,7 +21,7 @@ Stages, in the order they are meant to run (later ones need the EOS):
 Every frame carries ``REF_energy`` (eV, the force-consistent free energy), ``REF_forces`` (eV/A,
 per atom) and ``REF_stress`` (eV/A^3, Voigt order xx yy zz yz xz xy, ASE sign: tensile positive),
 plus ``config_type``, ``config_id``, the seed and the generation parameters, and
-``settings_sha256``: the hash of the settings block recorded in ``reference.json``.
+``settings_sha256``: the hash of the ``dft`` part of the settings recorded in ``reference.json``.
 
 Deterministic: every configuration is built from its own seed ``(stage seed, index)``, so it does
 not depend on which configurations ran before. Resumable: frames are appended one at a time as
@@ -111,12 +111,15 @@ CONVERGENCE_ECUT_FOR_KGRIDS = ECUT_EV
 
 
 def settings_block() -> dict:
-    """Every setting that determines the numbers, with versions; hashed into settings_sha256."""
+    """Every setting behind the numbers, with versions. Only the "dft" part is hashed into
+    settings_sha256 (the structures are checked by regenerating them from their seeds instead)."""
     return {
-        "code": "GPAW",
-        "gpaw_parameters": GPAW_PARAMETERS,
-        "energy_reported": "free energy (force consistent, atoms.get_potential_energy(force_consistent=True))",
-        "stress_convention": "eV/A^3, Voigt xx yy zz yz xz xy, ASE sign (tensile positive)",
+        "dft": {
+            "code": "GPAW",
+            "gpaw_parameters": GPAW_PARAMETERS,
+            "energy_reported": "free energy (force consistent): atoms.get_potential_energy(force_consistent=True)",
+            "stress_convention": "eV/A^3, Voigt xx yy zz yz xz xy, ASE sign (tensile positive)",
+        },
         "structure": {
             "a_guess": A_GUESS,
             "eos_strains": EOS_STRAINS.tolist(),
@@ -127,6 +130,7 @@ def settings_block() -> dict:
             "rng": "numpy.random.default_rng([stage_seed, index])",
         },
         "versions": versions(),
+        "threads": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
     }
 
 
@@ -174,9 +178,8 @@ def setup_provenance() -> dict:
 
 
 def settings_hash(settings: dict) -> str:
-    """sha256 of the settings that determine the numbers (versions excluded: recorded, not hashed)."""
-    s = {k: v for k, v in settings.items() if k != "versions"}
-    return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16]
+    """First 16 hex digits of the sha256 of the DFT settings (canonical JSON)."""
+    return hashlib.sha256(json.dumps(settings["dft"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def calc_summary() -> str:
@@ -279,7 +282,8 @@ def gamma_phonons(a0: float, forces: list[np.ndarray]) -> dict:
         ph = phonopy_object(a0, primitive)
         ph.forces = np.array(forces)
         ph.produce_force_constants()
-        f = np.sort(ph.get_frequencies([0.0, 0.0, 0.0]))
+        ph.run_qpoints([[0.0, 0.0, 0.0]])
+        f = np.sort(ph.qpoints.frequencies[0])
         res["primitive" if primitive else "cubic8"] = f
     prim = res["primitive"]
     return {
@@ -341,7 +345,8 @@ def read_done(path: Path, sha: str) -> dict[str, Atoms]:
     for fr in frames:
         if fr.info.get("settings_sha256") != sha:
             raise RuntimeError(
-                f"{path}: frame {fr.info.get('config_id')} was computed with settings {fr.info.get('settings_sha256')}, "
+                f"{path}: frame {fr.info.get('config_id')} was computed with settings "
+                f"{fr.info.get('settings_sha256')}, "
                 f"these settings hash to {sha}; write to another --out folder instead of mixing them"
             )
         done[fr.info["config_id"]] = fr
@@ -510,7 +515,8 @@ def main(argv=None) -> int:
             ph = gamma_phonons(a0, [fr.arrays["REF_forces"] for fr in frames])
             ph["a0_angstrom"] = a0
             update_reference(out, settings, phonon=ph)
-            log(f"Gamma optical at a0={a0}: {ph['gamma_optical_thz']:.4f} THz; cubic8 Gamma {np.round(ph['cubic8_gamma_thz'], 3)}")
+            log(f"Gamma optical at a0={a0}: {ph['gamma_optical_thz']:.4f} THz; "
+                f"8-atom-cell Gamma {np.round(ph['cubic8_gamma_thz'], 3)}")
         else:
             a0 = load_a0(out, settings)
             frames = run_stage(stage, stage_configs(stage, a0), out, settings, log)
