@@ -82,22 +82,22 @@ STAGE_SEEDS = {"train": 1001, "valid": 2002, "test": 3003, "convergence": 0}
 PLANS = {
     "train": [
         ("rattle", 12, {"rattle_range": (0.02, 0.10), "max_strain": 0.0}),
-        ("strain", 8, {"rattle_range": (0.0, 0.0), "max_strain": 0.03}),
-        ("strain_rattle", 16, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
-        ("vacancy", 4, {"rattle_range": (0.02, 0.08), "max_strain": 0.0}),
+        ("strain", 6, {"rattle_range": (0.0, 0.0), "max_strain": 0.03}),
+        ("strain_rattle", 14, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
+        ("vacancy", 2, {"rattle_range": (0.02, 0.08), "max_strain": 0.0}),
     ],
     "valid": [
-        ("rattle", 3, {"rattle_range": (0.02, 0.10), "max_strain": 0.0}),
+        ("rattle", 2, {"rattle_range": (0.02, 0.10), "max_strain": 0.0}),
         ("strain", 2, {"rattle_range": (0.0, 0.0), "max_strain": 0.03}),
-        ("strain_rattle", 4, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
+        ("strain_rattle", 3, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
         ("vacancy", 1, {"rattle_range": (0.02, 0.08), "max_strain": 0.0}),
     ],
     "test": [
-        ("rattle", 3, {"rattle_range": (0.02, 0.10), "max_strain": 0.0}),
+        ("rattle", 2, {"rattle_range": (0.02, 0.10), "max_strain": 0.0}),
         ("rattle_wide", 2, {"rattle_range": (0.10, 0.15), "max_strain": 0.0}),
         ("strain", 2, {"rattle_range": (0.0, 0.0), "max_strain": 0.03}),
-        ("strain_wide", 2, {"rattle_range": (0.0, 0.0), "max_strain": 0.045}),
-        ("strain_rattle", 4, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
+        ("strain_wide", 1, {"rattle_range": (0.0, 0.0), "max_strain": 0.045}),
+        ("strain_rattle", 3, {"rattle_range": (0.02, 0.10), "max_strain": 0.03}),
         ("strain_rattle_wide", 1, {"rattle_range": (0.10, 0.15), "max_strain": 0.045}),
         ("vacancy", 1, {"rattle_range": (0.02, 0.08), "max_strain": 0.0}),
     ],
@@ -106,7 +106,7 @@ PLANS = {
 # Convergence check: (ecut, k) pairs; the reference is the last cutoff / largest grid.
 CONVERGENCE_CUTOFFS = [300.0, 350.0, 400.0, 450.0, 500.0, 600.0]
 CONVERGENCE_K_FOR_CUTOFFS = 3
-CONVERGENCE_KGRIDS = [2, 3, 4, 5, 6]
+CONVERGENCE_KGRIDS = [2, 3, 4, 5]
 CONVERGENCE_ECUT_FOR_KGRIDS = ECUT_EV
 
 
@@ -125,8 +125,10 @@ def settings_block() -> dict:
             "eos_strains": EOS_STRAINS.tolist(),
             "phonon_distance": PHONON_DISTANCE,
             "stage_seeds": STAGE_SEEDS,
-            "plans": {k: [[t, n, {kk: list(v) if isinstance(v, tuple) else v for kk, v in p.items()}]
-                          for t, n, p in plan] for k, plan in PLANS.items()},
+            "plans": {
+                k: [[t, n, {kk: list(v) if isinstance(v, tuple) else v for kk, v in p.items()}] for t, n, p in plan]
+                for k, plan in PLANS.items()
+            },
             "rng": "numpy.random.default_rng([stage_seed, index])",
         },
         "versions": versions(),
@@ -206,8 +208,12 @@ def make_config(stage: str, index: int, config_type: str, params: dict, a0: floa
     """Configuration `index` of `stage`, from its own seed; depends on nothing else."""
     rng = np.random.default_rng([STAGE_SEEDS[stage], index])
     atoms = ideal_cell(a0)
-    info = {"config_type": config_type, "config_id": f"{stage}_{index:03d}", "seed": f"{STAGE_SEEDS[stage]},{index}",
-            "a_ideal": a0}
+    info = {
+        "config_type": config_type,
+        "config_id": f"{stage}_{index:03d}",
+        "seed": f"{STAGE_SEEDS[stage]},{index}",
+        "a_ideal": a0,
+    }
     if config_type == "vacancy":
         removed = int(rng.integers(len(atoms)))
         del atoms[removed]
@@ -238,8 +244,15 @@ def eos_configs() -> list[Atoms]:
     out = []
     for i, s in enumerate(EOS_STRAINS):
         atoms = ideal_cell(A_GUESS * (1.0 + s))
-        atoms.info.update({"config_type": "eos", "config_id": f"eos_{i:03d}", "seed": "none",
-                           "a_ideal": A_GUESS * (1.0 + s), "rattle_sigma": 0.0})
+        atoms.info.update(
+            {
+                "config_type": "eos",
+                "config_id": f"eos_{i:03d}",
+                "seed": "none",
+                "a_ideal": A_GUESS * (1.0 + s),
+                "rattle_sigma": 0.0,
+            }
+        )
         out.append(atoms)
     return out
 
@@ -254,8 +267,9 @@ def phonopy_object(a0: float, primitive: bool):
     from phonopy.structure.atoms import PhonopyAtoms
 
     unit = ideal_cell(a0)
-    cell = PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell.array,
-                        scaled_positions=unit.get_scaled_positions())
+    cell = PhonopyAtoms(
+        symbols=unit.get_chemical_symbols(), cell=unit.cell.array, scaled_positions=unit.get_scaled_positions()
+    )
     pm = [[0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]] if primitive else "P"
     ph = Phonopy(cell, supercell_matrix=np.eye(3, dtype=int), primitive_matrix=pm)
     ph.generate_displacements(distance=PHONON_DISTANCE, is_plusminus=True)
@@ -268,9 +282,17 @@ def phonon_configs(a0: float) -> list[Atoms]:
     for i, sc in enumerate(ph.supercells_with_displacements):
         atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
         d = ph.dataset["first_atoms"][i]
-        atoms.info.update({"config_type": "phonon", "config_id": f"phonon_{i:03d}", "seed": "none", "a_ideal": a0,
-                           "rattle_sigma": 0.0, "displaced_atom": int(d["number"]),
-                           "displacement": np.asarray(d["displacement"], dtype=float)})
+        atoms.info.update(
+            {
+                "config_type": "phonon",
+                "config_id": f"phonon_{i:03d}",
+                "seed": "none",
+                "a_ideal": a0,
+                "rattle_sigma": 0.0,
+                "displaced_atom": int(d["number"]),
+                "displacement": np.asarray(d["displacement"], dtype=float),
+            }
+        )
         out.append(atoms)
     return out
 
@@ -291,10 +313,12 @@ def gamma_phonons(a0: float, forces: list[np.ndarray]) -> dict:
         "gamma_optical_spread_thz": float(prim[3:].max() - prim[3:].min()),
         "gamma_acoustic_thz": prim[:3].tolist(),
         "cubic8_gamma_thz": res["cubic8"].tolist(),
-        "procedure": ("phonopy: unit cell = 8-atom cubic diamond cell at a0, supercell_matrix = identity, "
-                      f"generate_displacements(distance={PHONON_DISTANCE}, is_plusminus=True), "
-                      "produce_force_constants() (no extra symmetrisation); Gamma optical = mean of the three "
-                      "optical frequencies of the fcc primitive cell (primitive_matrix = FCC) at q = 0"),
+        "procedure": (
+            "phonopy: unit cell = 8-atom cubic diamond cell at a0, supercell_matrix = identity, "
+            f"generate_displacements(distance={PHONON_DISTANCE}, is_plusminus=True), "
+            "produce_force_constants() (no extra symmetrisation); Gamma optical = mean of the three "
+            "optical frequencies of the fcc primitive cell (primitive_matrix = FCC) at q = 0"
+        ),
     }
 
 
@@ -365,8 +389,10 @@ def run_stage(stage: str, configs: list[Atoms], out: Path, settings: dict, log) 
         if cid in done:
             stored = done[cid]
             if len(stored) != len(atoms) or not np.allclose(stored.positions, atoms.positions, atol=1e-6):
-                raise RuntimeError(f"{path}: stored {cid} is not the structure its seed regenerates; "
-                                   "the generator changed - write to a new --out folder")
+                raise RuntimeError(
+                    f"{path}: stored {cid} is not the structure its seed regenerates; "
+                    "the generator changed - write to a new --out folder"
+                )
             results.append(stored)
             log(f"{stage} {cid}: already computed, skipped")
             continue
@@ -378,11 +404,15 @@ def run_stage(stage: str, configs: list[Atoms], out: Path, settings: dict, log) 
             fh.flush()
             os.fsync(fh.fileno())
         with open(out / "timings.jsonl", "a") as fh:
-            fh.write(json.dumps({"config_id": cid, "natoms": len(frame), **timing,
-                                 "loadavg_1min": os.getloadavg()[0]}) + "\n")
+            fh.write(
+                json.dumps({"config_id": cid, "natoms": len(frame), **timing, "loadavg_1min": os.getloadavg()[0]})
+                + "\n"
+            )
         fmax = np.abs(frame.arrays["REF_forces"]).max()
-        log(f"{stage} {cid} ({frame.info['config_type']}): E={frame.info['REF_energy']:.6f} eV "
-            f"max|F|={fmax:.3f} eV/A  {timing['wall_s']:.1f} s, {timing['scf_iterations']} SCF iterations")
+        log(
+            f"{stage} {cid} ({frame.info['config_type']}): E={frame.info['REF_energy']:.6f} eV "
+            f"max|F|={fmax:.3f} eV/A  {timing['wall_s']:.1f} s, {timing['scf_iterations']} SCF iterations"
+        )
         results.append(frame)
     return results
 
@@ -400,8 +430,9 @@ def fit_eos(frames: list[Atoms]) -> dict:
     v0, e0, b = eos.fit()
     # Cross-check of the stress: pressure from the fitted E(V) against GPAW's stress at each volume.
     dv = 1e-4 * v0
-    p_fit = np.array([-(eos.func(v + dv, *eos.eos_parameters) - eos.func(v - dv, *eos.eos_parameters)) / (2 * dv)
-                      for v in vols])
+    p_fit = np.array(
+        [-(eos.func(v + dv, *eos.eos_parameters) - eos.func(v - dv, *eos.eos_parameters)) / (2 * dv) for v in vols]
+    )
     a0 = float(v0 ** (1.0 / 3.0))
     return {
         "a0_angstrom": a0,
@@ -410,8 +441,15 @@ def fit_eos(frames: list[Atoms]) -> dict:
         "e0_eV_per_atom": float(e0 / 8),
         "v0_angstrom3_per_atom": float(v0 / 8),
         "fit": "ase.eos.EquationOfState(eos='birchmurnaghan') on the 8-atom cell, 7 points",
-        "points": [{"a": float(v ** (1 / 3)), "E_eV": float(e), "p_stress_GPa": float(p / GPa),
-                    "p_from_EOS_GPa": float(q / GPa)} for v, e, p, q in zip(vols, energies, pressures, p_fit)],
+        "points": [
+            {
+                "a": float(v ** (1 / 3)),
+                "E_eV": float(e),
+                "p_stress_GPa": float(p / GPa),
+                "p_from_EOS_GPa": float(q / GPa),
+            }
+            for v, e, p, q in zip(vols, energies, pressures, p_fit)
+        ],
         "max_abs_p_stress_minus_p_EOS_GPa": float(np.max(np.abs(pressures - p_fit)) / GPa),
     }
 
@@ -484,8 +522,11 @@ def run_convergence(out: Path, log) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=HERE, help="output folder (default: this script's folder)")
-    ap.add_argument("--stages", default="eos,phonon,train,valid,test",
-                    help="comma-separated: convergence, eos, phonon, train, valid, test")
+    ap.add_argument(
+        "--stages",
+        default="eos,phonon,train,valid,test",
+        help="comma-separated: convergence, eos, phonon, train, valid, test",
+    )
     args = ap.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -515,8 +556,10 @@ def main(argv=None) -> int:
             ph = gamma_phonons(a0, [fr.arrays["REF_forces"] for fr in frames])
             ph["a0_angstrom"] = a0
             update_reference(out, settings, phonon=ph)
-            log(f"Gamma optical at a0={a0}: {ph['gamma_optical_thz']:.4f} THz; "
-                f"8-atom-cell Gamma {np.round(ph['cubic8_gamma_thz'], 3)}")
+            log(
+                f"Gamma optical at a0={a0}: {ph['gamma_optical_thz']:.4f} THz; "
+                f"8-atom-cell Gamma {np.round(ph['cubic8_gamma_thz'], 3)}"
+            )
         else:
             a0 = load_a0(out, settings)
             frames = run_stage(stage, stage_configs(stage, a0), out, settings, log)
