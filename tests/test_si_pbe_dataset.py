@@ -36,8 +36,9 @@ def test_frames_have_reference_labels_with_units_and_shapes(stage):
         assert fr.arrays["REF_forces"].shape == (len(fr), 3), cid
         assert np.asarray(fr.info["REF_stress"]).shape == (6,), cid
         assert all(fr.pbc), cid
-        # Cohesive-scale check of the units: PBE Si is about -5.4 eV/atom in GPAW's reference.
-        assert -5.5 < fr.info["REF_energy"] / len(fr) < -5.0, cid
+        # Scale check of the units: GPAW's PBE Si is -5.40 eV/atom at a0 (energies are relative to
+        # its isolated-atom reference); distorted and vacancy cells lie up to about 0.5 eV/atom above.
+        assert -5.41 < fr.info["REF_energy"] / len(fr) < -4.7, cid
     ids = [fr.info["config_id"] for fr in frames]
     assert len(set(ids)) == len(ids)
 
