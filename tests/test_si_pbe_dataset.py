@@ -37,8 +37,8 @@ def test_frames_have_reference_labels_with_units_and_shapes(stage):
         assert np.asarray(fr.info["REF_stress"]).shape == (6,), cid
         assert all(fr.pbc), cid
         # Scale check of the units: GPAW's PBE Si is -5.40 eV/atom at a0 (energies are relative to
-        # its isolated-atom reference); distorted and vacancy cells lie up to about 0.5 eV/atom above.
-        assert -5.41 < fr.info["REF_energy"] / len(fr) < -4.7, cid
+        # its isolated-atom reference); distorted and vacancy cells lie up to 0.8 eV/atom above (test_002).
+        assert -5.41 < fr.info["REF_energy"] / len(fr) < -4.5, cid
     ids = [fr.info["config_id"] for fr in frames]
     assert len(set(ids)) == len(ids)
 
