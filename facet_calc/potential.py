@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.md"
 INDEX_FILE = "index.json"
+#: files every potential folder has; all of them are checked against the index
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -52,7 +57,13 @@ def _read_index(folder: Path) -> dict[str, Any]:
     index = folder / INDEX_FILE
     if not index.is_file():
         return {}
-    return json.loads(index.read_text())
+    try:
+        data = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{index} is not valid JSON ({err}); rewrite it or remove it") from err
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{index} must map potential names to {{'sha256': {{file: digest}}}} entries")
+    return data
 
 
 def list_potentials() -> list[str]:
@@ -110,40 +121,80 @@ class Potential:
         return self.model.scale.device
 
 
+def _is_path(potential: str | Path) -> bool:
+    """A ``Path``, or a string that looks like one (has a separator, or starts with ``.`` or
+    ``~``), names a folder; any other string is the name of a shipped potential. A folder that
+    merely has a shipped name in the working directory is never picked up instead of it."""
+    if isinstance(potential, Path):
+        return True
+    text = str(potential)
+    separators = [s for s in (os.sep, os.altsep, "/") if s]
+    return any(s in text for s in separators) or text.startswith((".", "~"))
+
+
 def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
-    """Folder of a potential and the sha256 digests its index lists (None if it has none)."""
-    path = Path(potential)
-    if path.is_dir():
+    """Folder of a potential and the sha256 digests its index lists (None if it has none).
+
+    A bare name resolves to the shipped potentials only; a path to that folder, whose digests
+    come from the ``index.json`` in the folder's parent (an index the user controls)."""
+    if _is_path(potential):
+        path = Path(potential).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"potential folder {str(path)!r} does not exist or is not a folder")
         entry = _read_index(path.resolve().parent).get(path.resolve().name)
+        if entry is not None and not isinstance(entry.get("sha256"), dict):
+            raise ValueError(f"{path.resolve().parent / INDEX_FILE} has no sha256 table for {path.name!r}")
         return path, None if entry is None else entry["sha256"]
     shipped = potentials_dir()
     index = _read_index(shipped)
-    if str(potential) not in index:
+    name = str(potential)
+    if name not in index:
         known = ", ".join(sorted(index)) or "(none installed)"
+        hint = ""
+        if Path(name).is_dir():
+            hint = f" (to load the folder {name!r} in the working directory, pass it as a path: './{name}')"
         raise ValueError(
-            f"unknown potential {str(potential)!r}: known potentials are {known}; "
-            "or pass the path of a potential folder"
+            f"unknown potential {name!r}: known potentials are {known}; "
+            f"or pass the path of a potential folder{hint}"
         )
-    return shipped / str(potential), index[str(potential)]["sha256"]
+    return shipped / name, index[name]["sha256"]
 
 
-def _verify(folder: Path, digests: dict[str, str] | None, require_digest: bool) -> None:
-    for fname in (CONFIG_FILE, WEIGHTS_FILE):
+def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
+    """Check every file of the potential against its sha256 in the index.
+
+    Without an index entry the folder loads only with ``verify=False``, with a warning."""
+    for fname in REQUIRED_FILES:
+        if not (folder / fname).is_file():
+            raise FileNotFoundError(f"potential folder {folder} has no {fname}")
+    if digests is None:
+        if verify:
+            raise ValueError(
+                f"potential folder {folder} is not listed in an {INDEX_FILE} beside it, so "
+                "its files cannot be checked; write one with facet_calc.potential.save_potential "
+                "(or write_index), or pass verify=False (--no-verify) to load it unchecked"
+            )
+        warnings.warn(
+            f"loading the potential folder {folder} without checking its files (verify=False): "
+            "nothing guarantees they are the ones you converted",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    for fname in CHECKED_FILES:
         fpath = folder / fname
+        if fname not in digests:
+            raise ValueError(
+                f"{folder.resolve().parent / INDEX_FILE} lists no sha256 for {folder.name}/{fname}; "
+                "every file of a potential (config.json, weights.safetensors, card.md) must be listed"
+            )
         if not fpath.is_file():
             raise FileNotFoundError(f"potential folder {folder} has no {fname}")
-        if digests is None:
-            if require_digest:
-                raise ValueError(
-                    f"potential folder {folder} is not listed in an {INDEX_FILE} beside it, so "
-                    "its files cannot be checked; pass verify=False to load it unchecked"
-                )
-            continue
         actual = sha256_of(fpath)
-        if actual != digests.get(fname):
+        if actual != digests[fname]:
             raise ValueError(
                 f"{fpath} is corrupted or was modified: its sha256 is {actual}, the index "
-                f"expects {digests.get(fname)}; reinstall facet_calc or regenerate the "
+                f"expects {digests[fname]}; reinstall facet_calc or regenerate the "
                 "potential with its recipe in models/"
             )
 
@@ -157,15 +208,18 @@ def load_potential(
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
 
-    Every file is checked against the sha256 in the index; ``verify=False`` skips that check
-    for a folder that no index lists (your own conversions). ``backend`` chooses the
-    implementation (``"auto"``, ``"kernel"``, ``"torch"``, or ``"e3nn"``, the reference; same
-    results), see :mod:`facet_calc.nn.backend`. The parameters are frozen
+    A name (a string without a path separator) means a shipped potential, never a folder of
+    that name in the working directory; pass ``Path(...)`` or ``"./name"`` for a folder. Every
+    file (config, weights, card) is checked against the sha256 in the index: the shipped one,
+    or the ``index.json`` beside a folder (``save_potential`` writes it). ``verify=False``
+    loads a folder that no index lists (your own conversions), with a warning. ``backend``
+    chooses the implementation (``"auto"``, ``"kernel"``, ``"torch"``, or ``"e3nn"``, the
+    reference; same results), see :mod:`facet_calc.nn.backend`. The parameters are frozen
     (``requires_grad=False``); ``facet_calc.train`` unfreezes the ones it trains.
     """
     torch_dtype = resolve_dtype(dtype)
     folder, digests = _locate(potential)
-    _verify(folder, digests, require_digest=verify)
+    _verify(folder, digests, verify)
     config = json.loads((folder / CONFIG_FILE).read_text())
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))

@@ -60,8 +60,9 @@ def test_truncated_file_without_index_gives_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not listed in an index.json"):
         load_potential(folder)
     (folder / WEIGHTS_FILE).write_bytes((folder / WEIGHTS_FILE).read_bytes()[:1000])
-    with pytest.raises(ValueError, match="not a readable safetensors file"):
-        load_potential(folder, verify=False)
+    with pytest.warns(UserWarning, match="without checking its files"):
+        with pytest.raises(ValueError, match="not a readable safetensors file"):
+            load_potential(folder, verify=False)
 
 
 def test_missing_file_is_named(tmp_path):
@@ -74,3 +75,71 @@ def test_missing_file_is_named(tmp_path):
 def test_unknown_name_lists_known_potentials():
     with pytest.raises(ValueError, match="known potentials are 7net-0-spline, 7net-l3i5-spline"):
         load_potential("mace-mp-0")
+
+
+def _shifted_copy(tmp_path, name="7net-0-spline", shift_ev=100.0):
+    """A folder with the shipped name whose per-species shift is moved by ``shift_ev``, and an
+    index.json beside it that vouches for the altered files (what a leftover test folder or a
+    planted one looks like)."""
+    from safetensors.torch import load_file
+
+    from facet_calc.potential import save_potential
+
+    src = potentials_dir() / name
+    tensors = load_file(str(src / WEIGHTS_FILE))
+    tensors["shift"] = tensors["shift"] + shift_ev
+    config = json.loads((src / "config.json").read_text())
+    save_potential(tmp_path / name, config, tensors, (src / "card.md").read_text())
+    return tmp_path / name
+
+
+def test_a_bare_name_never_loads_a_folder_of_that_name(tmp_path, monkeypatch, potential32):
+    _shifted_copy(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    shipped = load_potential("7net-0-spline", dtype="float32")
+    assert shipped.path.resolve() == (potentials_dir() / "7net-0-spline").resolve()
+    assert torch.equal(shipped.model.shift, potential32.model.shift)
+    # given as a path, the folder is loaded (its index vouches for it) and really is different
+    local = load_potential("./7net-0-spline", dtype="float32")
+    assert torch.allclose(local.model.shift, potential32.model.shift + 100.0)
+
+
+def test_an_unknown_name_that_is_a_local_folder_says_how_to_load_it(tmp_path, monkeypatch):
+    _copy(tmp_path)
+    (tmp_path / "7net-0-spline").rename(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="pass it as a path: './mine'"):
+        load_potential("mine")
+
+
+def test_a_modified_card_is_refused(tmp_path):
+    folder = _copy(tmp_path)
+    (folder / "card.md").write_text("# trust me\n")
+    with pytest.raises(ValueError, match="card.md is corrupted or was modified"):
+        load_potential(folder)
+
+
+def test_an_index_without_the_card_digest_is_refused(tmp_path):
+    folder = _copy(tmp_path)
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    del index[folder.name]["sha256"]["card.md"]
+    (tmp_path / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="lists no sha256 for 7net-0-spline/card.md"):
+        load_potential(folder)
+
+
+def test_an_unlisted_folder_needs_verify_false_and_warns(tmp_path):
+    folder = _copy(tmp_path)
+    (tmp_path / INDEX_FILE).unlink()
+    with pytest.raises(ValueError, match="pass verify=False"):
+        load_potential(folder)
+    with pytest.warns(UserWarning, match="without checking its files"):
+        potential = load_potential(folder, verify=False)
+    assert potential.cutoff == 5.0
+
+
+def test_a_malformed_index_is_named(tmp_path):
+    folder = _copy(tmp_path)
+    (tmp_path / INDEX_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="index.json is not valid JSON"):
+        load_potential(folder)
