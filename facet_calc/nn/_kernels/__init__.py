@@ -3,7 +3,9 @@ loaded by ctypes; for CUDA GPUs, in Triton (``triton_spline_conv.py``).
 
 The kernels are plain C++ (no torch headers), so compiling takes about a second; the shared
 library is cached under ``$FACET_CALC_CACHE`` (default ``~/.cache/facet_calc``), keyed by the
-source, the compiler and the processor. Where no compiler is found, or ``FACET_CALC_KERNELS=0``
+source, the compiler and the processor. A cached library is loaded only from a directory owned by
+this user and closed to others, and only when it matches the sha256 recorded beside it when it was
+built; a truncated or planted file is never loaded but rebuilt. Where no compiler is found, or ``FACET_CALC_KERNELS=0``
 is set, :func:`spline_conv_library` returns ``None`` and the pure-torch path is used: same
 results, slower.
 """
@@ -16,6 +18,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from functools import cache
@@ -37,46 +40,155 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FACET_CALC_CACHE", Path.home() / ".cache" / "facet_calc"))
+#: the functions the CPU library must export; a library lacking any is not used
+_SYMBOLS = ("spline_conv_forward_f32", "spline_conv_forward_f64", "spline_conv_backward_f32", "spline_conv_backward_f64")
+
+
+def _cache_dir() -> Path | None:
+    """``$FACET_CALC_CACHE`` if set and not empty, else ``$XDG_CACHE_HOME/facet_calc`` or
+    ``~/.cache/facet_calc``; ``None`` when there is no home directory to put it in."""
+    configured = os.environ.get("FACET_CALC_CACHE", "").strip()
+    if configured:
+        return Path(configured).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "facet_calc"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None
+    if not home.is_absolute():
+        return None
+    return home / ".cache" / "facet_calc"
+
+
+def _is_private(path: Path) -> bool:
+    """True when ``path`` (not a symlink) is owned by this user and nobody else may write it."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    if stat.S_ISLNK(info.st_mode):
+        return False
+    owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return owner_ok and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _private_cache_dir() -> Path | None:
+    """The cache directory, created private (0700) if missing; ``None`` (with a warning) when
+    it exists but is not private (others could plant a library there), or cannot be created."""
+    folder = _cache_dir()
+    if folder is None:
+        logger.warning("no home directory and FACET_CALC_CACHE is not set: the CPU kernels are built in "
+                       "a private temporary directory for this process only")  # fmt: skip
+        return None
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        logger.warning("cannot create the kernel cache %s (%s): building in a private temporary directory",
+                       folder, err)  # fmt: skip
+        return None
+    if not _is_private(folder):
+        logger.warning(
+            "the kernel cache %s is not a directory owned by you and closed to others (another user could "
+            "plant a library there): building in a private temporary directory instead; fix it with "
+            "'chmod 700 %s' or set FACET_CALC_CACHE", folder, folder,
+        )  # fmt: skip
+        return None
+    return folder
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest_file(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
 
 
 def _compile(compiler: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Compile into a temporary file, record its sha256 beside it, then move both into place
+    (os.replace is atomic: concurrent processes never load a partial library)."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_lib = Path(tmp) / target.name
         cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
-        os.replace(tmp_lib, target)  # atomic: concurrent processes never load a partial file
+        tmp_digest = Path(tmp) / (target.name + ".sha256")
+        tmp_digest.write_text(_digest(tmp_lib) + "\n")
+        os.replace(tmp_lib, target)
+        os.replace(tmp_digest, _digest_file(target))
 
 
-@cache
-def spline_conv_library() -> ctypes.CDLL | None:
-    """The compiled fused-convolution library, or ``None`` when it cannot be had here."""
-    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
-        return None
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+def _trusted(target: Path) -> bool:
+    """A library we built: a private file whose sha256 matches the digest recorded when it was
+    built (a truncated, corrupted or replaced file fails this and is rebuilt, never loaded)."""
+    record = _digest_file(target)
+    if not (_is_private(target) and _is_private(record)):
+        return False
+    try:
+        return record.read_text().strip() == _digest(target)
+    except OSError:
+        return False
+
+
+def library_name(compiler: str) -> str:
+    """File name of the library: keyed by the source, the compiler, its flags and the processor."""
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
+    return f"spline_conv_{key.hexdigest()[:16]}.so"
+
+
+def find_compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def load_spline_conv(cache_dir: Path | None) -> ctypes.CDLL | None:
+    """Build (or reuse) and load the CPU library in ``cache_dir`` (``None``: a fresh private
+    temporary directory). Every failure returns ``None`` with a warning: the pure-torch path
+    then gives the same numbers."""
+    compiler = find_compiler()
     if compiler is None:
         logger.info("no C++ compiler found: facet_calc uses its pure-torch convolution")
         return None
     if not _SOURCE.is_file():
         logger.warning("the kernel source %s is missing; using the pure-torch path", _SOURCE)
         return None
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
-    target = _cache_dir() / f"spline_conv_{key.hexdigest()[:16]}.so"
-    if not target.is_file():
+    if cache_dir is None:
+        cache_dir = Path(tempfile.mkdtemp(prefix="facet_calc_kernels_"))  # mode 0700, ours alone
+    target = cache_dir / library_name(compiler)
+    if not _trusted(target):
         try:
             _compile(compiler, target)
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             logger.warning("compiling the CPU kernels failed, using the pure-torch path: %s", detail)
             return None
+        if not _trusted(target):
+            logger.warning("the CPU kernels just built in %s fail their digest check; using the pure-torch path",
+                           cache_dir)  # fmt: skip
+            return None
     try:
-        return ctypes.CDLL(str(target))
+        library = ctypes.CDLL(str(target))
     except OSError as err:
         logger.warning("loading the CPU kernels failed (%s); using the pure-torch path", err)
         return None
+    missing = [symbol for symbol in _SYMBOLS if not hasattr(library, symbol)]
+    if missing:
+        logger.warning("the CPU kernel library %s lacks %s; using the pure-torch path", target, missing)
+        return None
+    return library
+
+
+@cache
+def spline_conv_library() -> ctypes.CDLL | None:
+    """The compiled fused-convolution library, or ``None`` when it cannot be had here.
+
+    Loaded only from a private cache directory (owned by this user, closed to others) and only
+    when its sha256 matches the digest recorded when it was built; otherwise it is rebuilt (in a
+    private temporary directory when the cache is not private)."""
+    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
+        return None
+    return load_spline_conv(_private_cache_dir())
 
 
 @cache
