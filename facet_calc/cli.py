@@ -10,8 +10,11 @@
     facet-calc elastic POSCAR
 
 Every run writes its structures (extxyz or ASE trajectory) and ``summary.json`` (units in the
-key names) into ``--out`` (default: the current folder), PNG plots with ``--plot``. Errors in
-files or options are reported in one sentence, with exit status 2.
+key names) into ``--out`` (default: the current folder), PNG plots with ``--plot``; existing
+results there are kept unless ``--overwrite`` is given. A file with several structures is used
+whole by ``single`` and refused by the other commands unless ``--frame`` picks one. Errors in
+files or options are reported in one sentence, with exit status 2; Ctrl-C stops with status 130
+(``md`` first writes a summary of the steps done, marked ``"interrupted": true``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,50 @@ from pathlib import Path
 import numpy as np
 
 
+def _device(text: str) -> str:
+    """argparse type: cpu, cuda, cuda:N or auto."""
+    import re
+
+    if text in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or auto")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("structure", help="structure file ASE can read (CIF, POSCAR, extxyz, ...)")
-    p.add_argument("--potential", default=None, help="potential name or folder (default: 7net-0-spline)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--potential", default=None, help="potential name, or the path of a potential folder "
+                   "(default: 7net-0-spline)")  # fmt: skip
+    p.add_argument("--no-verify", action="store_true",
+                   help="load a potential folder no index.json lists, unchecked (your own conversions)")  # fmt: skip
+    p.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default depends on the job")
+    p.add_argument("--frame", default=None, help="which structure of a multi-structure file (ASE index: 0, -1, ...)")
     p.add_argument("--out", default=".", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--plot", action="store_true", help="also write PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -43,25 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sub.add_parser("single", help="energy, forces and stress"))
     relax = sub.add_parser("relax", help="relax positions and cell")
     _add_common(relax)
-    relax.add_argument("--fmax", type=float, default=0.01, help="eV/A")
+    relax.add_argument("--fmax", type=_positive(float), default=0.01, help="eV/A")
     relax.add_argument("--fixed-cell", action="store_true")
-    relax.add_argument("--steps", type=int, default=1000)
+    relax.add_argument("--steps", type=_positive(int), default=1000)
     md = sub.add_parser("md", help="molecular dynamics")
     _add_common(md)
     md.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
-    md.add_argument("--temperature", type=float, default=300.0, help="K")
-    md.add_argument("--timestep", type=float, default=1.0, help="fs")
-    md.add_argument("--steps", type=int, default=1000)
+    md.add_argument("--temperature", type=_non_negative_float, default=300.0, help="K")
+    md.add_argument("--timestep", type=_positive(float), default=1.0, help="fs")
+    md.add_argument("--steps", type=_positive(int), default=1000)
     md.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
     ph = sub.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
     _add_common(ph)
-    ph.add_argument("--supercell", type=int, nargs=3, default=[2, 2, 2])
+    ph.add_argument("--supercell", type=_positive(int), nargs=3, default=[2, 2, 2])
     eos = sub.add_parser("eos", help="equation of state and bulk modulus")
     _add_common(eos)
-    eos.add_argument("--max-strain", type=float, default=0.05, help="relative volume change")
+    eos.add_argument("--max-strain", type=_positive(float), default=0.05, help="relative volume change")
     el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
     _add_common(el)
-    el.add_argument("--max-strain", type=float, default=0.01)
+    el.add_argument("--max-strain", type=_positive(float), default=0.01)
     from .cli_train import add_commands
 
     add_commands(sub)
@@ -79,22 +120,64 @@ class UserError(Exception):
     """A problem with the user's input, reported as one sentence."""
 
 
-def _read(path: str):
+def _read(path: str, frame: str | None = None) -> list:
+    """Every structure in ``path`` (or the one ``frame`` picks), as a list of Atoms."""
     from ase.io import read
 
     if not Path(path).is_file():
         raise UserError(f"structure file {path!r} does not exist")
+    index = ":" if frame is None else frame
     try:
-        return read(path)
+        frames = read(path, index=index)
+    except (IndexError, ValueError, StopIteration) as err:
+        if frame is not None:
+            raise UserError(f"--frame {frame!r} does not select a structure of {path!r} ({err})") from err
+        raise UserError(f"could not read {path!r} as a structure ({type(err).__name__}: {err})") from err
     except Exception as err:  # ASE raises many types for unreadable files
         raise UserError(f"could not read {path!r} as a structure ({type(err).__name__}: {err})") from err
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise UserError(f"{path!r} holds no structure" + ("" if frame is None else f" at --frame {frame}"))
+    return frames
 
 
 def _calculator(args, default_dtype: str):
     from .calculator import FacetCalculator
-    from .potential import DEFAULT_POTENTIAL
+    from .potential import DEFAULT_POTENTIAL, load_potential
 
-    return FacetCalculator(args.potential or DEFAULT_POTENTIAL, device=args.device, dtype=args.dtype or default_dtype)
+    name, dtype = args.potential or DEFAULT_POTENTIAL, args.dtype or default_dtype
+    if args.no_verify:
+        return FacetCalculator(load_potential(name, dtype=dtype, verify=False), device=args.device)
+    return FacetCalculator(name, device=args.device, dtype=dtype)
+
+
+def _outputs(args, stem: str) -> list[str]:
+    """Names of the files a command writes into --out (checked before anything runs)."""
+    names = {
+        "single": [f"{stem}_single.extxyz"],
+        "relax": [f"{stem}_relax.traj", f"{stem}_relaxed.extxyz"],
+        "md": [f"{stem}_md.traj"] + ([f"{stem}_md.png"] if args.plot else []),
+        "phonons": [f"{stem}_phonopy_params.yaml"] + ([f"{stem}_phonons.png"] if args.plot else []),
+        "eos": [f"{stem}_eos.png"] if args.plot else [],
+        "elastic": [],
+    }[args.command]
+    return ["summary.json", *names]
+
+
+def _prepare_out(args, stem: str) -> Path:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file, not a folder; name a folder (it is created if missing)")
+    existing = [name for name in _outputs(args, stem) if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise UserError(
+            f"{str(out)!r} already holds results ({', '.join(existing)}); choose another --out or pass --overwrite"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}") from err
+    return out
 
 
 def _write_summary(out: Path, summary: dict) -> None:
@@ -102,7 +185,8 @@ def _write_summary(out: Path, summary: dict) -> None:
     print(json.dumps(summary, indent=1))
 
 
-def run(args) -> None:
+def run(args) -> int:
+    """Run the command; returns the exit status (0, or 130 for an interrupted MD run)."""
     from ase import units
     from ase.io import write
 
@@ -111,18 +195,18 @@ def run(args) -> None:
 
     if args.command == "list":
         print("\n".join(list_potentials()))
-        return
+        return 0
     if args.command in ("finetune", "train"):
         from . import cli_train
 
         cli_train.run(args)
-        return
+        return 0
     if args.command == "export-lammps-mliap":
         from .lammps.mliap import export
 
         path = export(args.potential, args.out, dtype=args.dtype, device=args.device)
         print(f"wrote {path}; in LAMMPS: pair_style mliap unified {path} 0, then pair_coeff * * <elements>")
-        return
+        return 0
     if args.command == "info":
         potential = load_potential(args.name, backend="e3nn")
         meta = {k: potential.config[k] for k in ("name", "description", "cutoff", "source") if k in potential.config}
@@ -131,20 +215,31 @@ def run(args) -> None:
         card = potential.path / "card.md"
         if card.is_file():
             print(card.read_text())
-        return
+        return 0
 
-    atoms = _read(args.structure)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not args.quiet
+    frames = _read(args.structure, args.frame)
     stem = Path(args.structure).stem or "structure"
+    if len(frames) > 1 and args.command != "single":
+        raise UserError(
+            f"{args.structure!r} holds {len(frames)} structures and {args.command} takes one; "
+            "pick it with --frame (0 for the first, -1 for the last)"
+        )
+    out = _prepare_out(args, stem)
+    atoms = frames[0]
+    progress = not args.quiet
+    status = 0
     if args.command == "single":
-        atoms.calc = _calculator(args, "float32")
-        summary = {"energy_eV": atoms.get_potential_energy(), "n_atoms": len(atoms)}
-        summary["max_force_eV_per_A"] = float(np.linalg.norm(atoms.get_forces(), axis=1).max())
-        if atoms.cell.rank == 3:
-            summary["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() / units.GPa).tolist()
-        write(out / f"{stem}_single.extxyz", atoms)
+        calc = _calculator(args, "float32")
+        results = []
+        for atoms in frames:
+            atoms.calc = calc
+            row = {"energy_eV": atoms.get_potential_energy(), "n_atoms": len(atoms)}
+            row["max_force_eV_per_A"] = float(np.linalg.norm(atoms.get_forces(), axis=1).max()) if len(atoms) else 0.0
+            if atoms.cell.rank == 3:
+                row["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() / units.GPa).tolist()
+            results.append(row)
+        summary = results[0] if len(frames) == 1 else {"n_frames": len(frames), "frames": results}
+        write(out / f"{stem}_single.extxyz", frames)
     elif args.command == "relax":
         result = workflows.relax(atoms, _calculator(args, "float32"), fmax=args.fmax,
                                  relax_cell=not args.fixed_cell, max_steps=args.steps,
@@ -158,11 +253,17 @@ def run(args) -> None:
                                   temperature_k=args.temperature, timestep_fs=args.timestep,
                                   steps=args.steps, pressure_gpa=args.pressure,
                                   trajectory=str(out / f"{stem}_md.traj"), progress=progress)  # fmt: skip
-        summary = {"ensemble": args.ensemble, "steps": args.steps, "timestep_fs": args.timestep,
-                   "mean_temperature_K": float(result.temperature_k.mean()),
-                   "final_total_energy_eV": float(result.total_energy_ev[-1])}  # fmt: skip
-        if args.plot:
+        logged = len(result.time_fs) > 0
+        summary = {"ensemble": args.ensemble, "steps": args.steps, "steps_done": result.steps_done,
+                   "interrupted": result.interrupted, "timestep_fs": args.timestep,
+                   "mean_temperature_K": float(result.temperature_k.mean()) if logged else None,
+                   "final_total_energy_eV": float(result.total_energy_ev[-1]) if logged else None}  # fmt: skip
+        if args.plot and logged:
             result.plot(str(out / f"{stem}_md.png"))
+        if result.interrupted:
+            print(f"facet-calc: interrupted after {result.steps_done} of {args.steps} steps; "
+                  f"the summary in {out / 'summary.json'} covers them", file=sys.stderr)  # fmt: skip
+            status = 130
     elif args.command == "phonons":
         result = workflows.phonons(atoms, _calculator(args, "float64"), supercell=tuple(args.supercell),
                                    progress=progress)  # fmt: skip
@@ -186,17 +287,21 @@ def run(args) -> None:
     else:  # pragma: no cover - argparse rejects unknown commands
         raise UserError(f"unknown command {args.command!r}")
     _write_summary(out, summary)
+    return status
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        run(args)
-    except (UserError, ValueError, FileNotFoundError) as err:
-        print(f"facet-calc: error: {err}", file=sys.stderr)
+        return run(args)
+    except (UserError, ValueError, OSError) as err:  # OSError: files, folders, permissions
+        message = " ".join(str(err).split())  # one line, whatever the exception put in it
+        print(f"facet-calc: error: {message}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:
+        print("facet-calc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

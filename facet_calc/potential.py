@@ -154,8 +154,7 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
         if Path(name).is_dir():
             hint = f" (to load the folder {name!r} in the working directory, pass it as a path: './{name}')"
         raise ValueError(
-            f"unknown potential {name!r}: known potentials are {known}; "
-            f"or pass the path of a potential folder{hint}"
+            f"unknown potential {name!r}: known potentials are {known}; or pass the path of a potential folder{hint}"
         )
     return shipped / name, index[name]["sha256"]
 

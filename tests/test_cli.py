@@ -53,3 +53,72 @@ def test_errors_are_one_sentence_with_status_2(tmp_path, capsys, make, message):
     assert main(["single", str(path), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_overwrite_replaces_existing_results(tmp_path, capsys):
+    path = tmp_path / "al.extxyz"
+    write(path, bulk("Al", "fcc", a=4.05))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    assert main(["single", str(path), "--out", str(out), "--quiet"]) == 2
+    assert (out / "summary.json").read_text() == "{}"  # refused: nothing was touched
+    assert main(["single", str(path), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_atoms"] == 1
+
+
+def test_single_uses_every_frame_and_others_take_frame(tmp_path, calc32):
+    frames = [bulk("Si", "diamond", a=a) for a in (5.40, 5.43, 5.50)]
+    path = tmp_path / "frames.extxyz"
+    write(path, frames)
+    assert main(["single", str(path), "--out", str(tmp_path / "all"), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert summary["n_frames"] == 3
+    for frame, row in zip(frames, summary["frames"]):
+        atoms = frame.copy()
+        atoms.calc = calc32
+        assert row["energy_eV"] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    assert main(["single", str(path), "--frame", "-1", "--out", str(tmp_path / "last"), "--quiet"]) == 0
+    last = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert last["energy_eV"] == pytest.approx(summary["frames"][-1]["energy_eV"], abs=1e-6)
+
+
+def test_ctrl_c_during_md_writes_what_was_done(tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt in the 6th step: status 130, a summary of the 5 steps done."""
+    from ase.md.verlet import VelocityVerlet
+
+    calls = {"n": 0}
+    original = VelocityVerlet.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VelocityVerlet, "step", step)
+    path = tmp_path / "si.extxyz"
+    write(path, bulk("Si", "diamond", a=5.43, cubic=True))
+    argv = ["md", str(path), "--ensemble", "nve", "--steps", "50", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 130
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["steps_done"] == 5 and summary["steps"] == 50
+    assert "interrupted after 5 of 50 steps" in capsys.readouterr().err
+    from ase.io import read
+
+    assert len(read(tmp_path / "si_md.traj", ":")) >= 1  # the trajectory was closed, readable
+
+
+def test_no_verify_loads_an_unlisted_folder_with_a_warning(tmp_path, capsys):
+    import shutil
+
+    from facet_calc.potential import potentials_dir
+
+    folder = tmp_path / "mine"
+    shutil.copytree(potentials_dir() / "7net-0-spline", folder)
+    path = tmp_path / "al.extxyz"
+    write(path, bulk("Al", "fcc", a=4.05))
+    argv = ["single", str(path), "--potential", str(folder), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(argv) == 2
+    with pytest.warns(UserWarning, match="without checking its files"):
+        assert main(argv + ["--no-verify"]) == 0

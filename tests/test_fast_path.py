@@ -123,7 +123,10 @@ def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
 
 @pytest.mark.parametrize(
     "env, expect_library",
-    [({"FACET_CALC_KERNELS": "0"}, False), ({"FACET_CALC_CACHE": "/proc/no-such-dir"}, spline_conv_library() is not None)],
+    [
+        ({"FACET_CALC_KERNELS": "0"}, False),
+        ({"FACET_CALC_CACHE": "/proc/no-such-dir"}, spline_conv_library() is not None),
+    ],
 )
 def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_path):
     """Disabled kernels fall back to the pure-torch path; a cache that cannot be written to a

@@ -28,6 +28,8 @@ class MDResult:
         potential_energy_ev, kinetic_energy_ev, total_energy_ev: (n,) in eV.
         temperature_k: (n,) instantaneous temperature in K.
         volume_a3: (n,) cell volume in A^3 (0 without a cell).
+        steps_done: MD steps completed.
+        interrupted: True when the run was stopped early (Ctrl-C); the series hold what was done.
     """
 
     atoms: Atoms
@@ -37,6 +39,8 @@ class MDResult:
     total_energy_ev: np.ndarray
     temperature_k: np.ndarray
     volume_a3: np.ndarray
+    steps_done: int = 0
+    interrupted: bool = False
 
     def plot(self, filename: str) -> None:
         """Energies and temperature against time, as PNG."""
@@ -79,11 +83,20 @@ def run_md(
 ) -> MDResult:
     """Run ``steps`` MD steps from Maxwell-Boltzmann velocities at ``temperature_k``.
 
+    A ``KeyboardInterrupt`` (Ctrl-C) stops the run after the current step and returns what was
+    done, with ``interrupted=True``, instead of losing it.
+
     ``ensemble``: ``"nve"`` (velocity Verlet), ``"nvt"`` (Langevin, ``friction_per_fs``) or
     ``"npt"`` (Berendsen barostat and thermostat at ``pressure_gpa``).
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if not timestep_fs > 0:
+        raise ValueError(f"timestep_fs must be positive, got {timestep_fs!r}")
+    if not temperature_k >= 0:
+        raise ValueError(f"temperature_k must be zero or positive, got {temperature_k!r}")
     atoms = as_atoms(structure)
     if len(atoms) < 2:
         raise ValueError(f"molecular dynamics needs at least 2 atoms, got {len(atoms)}; use a supercell")
@@ -129,7 +142,13 @@ def run_md(
     bar = progress_bar(steps, f"MD {ensemble.upper()}", progress)
     dyn.attach(record, interval=log_interval)
     dyn.attach(lambda: bar.update(1), interval=1)
-    dyn.run(steps)
-    bar.close()
-    data = np.array(rows)
-    return MDResult(atoms, *(data[:, k] for k in range(6)))
+    interrupted = False
+    try:
+        dyn.run(steps)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        dyn.close()  # flush and close the trajectory, interrupted or not
+    data = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    return MDResult(atoms, *(data[:, k] for k in range(6)), steps_done=int(dyn.nsteps), interrupted=interrupted)

@@ -41,7 +41,7 @@ def _cpu_signature() -> str:
 
 
 #: the functions the CPU library must export; a library lacking any is not used
-_SYMBOLS = ("spline_conv_forward_f32", "spline_conv_forward_f64", "spline_conv_backward_f32", "spline_conv_backward_f64")
+_SYMBOLS = tuple(f"spline_conv_{pass_}_{t}" for pass_ in ("forward", "backward") for t in ("f32", "f64"))
 
 
 def _cache_dir() -> Path | None:

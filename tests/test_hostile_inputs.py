@@ -1,0 +1,279 @@
+"""A table of hostile inputs, each of which must be refused with a sentence naming the problem,
+never answered with a number.
+
+Every probe of issue 12 is here (and the older ones of the geometry, potential and CLI tests):
+unphysical geometry, untrusted potential folders, and mistakes on the command line. Each row
+names the input, what it must raise (or the CLI exit status), and a fragment of the message.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.io import write
+
+from facet_calc import FacetCalculator, load_potential
+from facet_calc.cli import main
+from facet_calc.potential import INDEX_FILE, WEIGHTS_FILE, potentials_dir
+
+
+def _cu_cell(edge):
+    return Atoms("Cu", cell=np.eye(3) * edge, pbc=True)
+
+
+def _pair(d, symbol="Si2", pbc=False):
+    atoms = Atoms(symbol, positions=[(1, 1, 1), (1, 1, 1 + d)])
+    if pbc:
+        atoms.cell = np.eye(3) * 8.0
+        atoms.pbc = True
+    return atoms
+
+
+def _flat(eps):
+    return Atoms("Cu", cell=[[3, 0, 0], [0, 3, 0], [0, 0, eps]], pbc=True)
+
+
+def _cluster():
+    rng = np.random.default_rng(0)
+    return Atoms(f"C{2000}", positions=rng.uniform(0, 1.0, (2000, 3)))  # 2000 atoms in 1 A^3
+
+
+def _duplicated_crystal():
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    return atoms + atoms  # every atom twice: a classic copy-paste error
+
+
+GEOMETRY = {
+    # name: (atoms, expected error type, message fragment)
+    "NaN position": (Atoms("H2", positions=[(0, 0, 0), (np.nan, 0, 0)]), ValueError, "NaN or infinite positions"),
+    "infinite position": (Atoms("H2", positions=[(0, 0, 0), (np.inf, 0, 0)]), ValueError, "NaN or infinite"),
+    "NaN cell": (Atoms("H", cell=[[np.nan, 0, 0], [0, 3, 0], [0, 0, 3]], pbc=True), ValueError, "cell contains NaN"),
+    "zero periodic vector": (Atoms("H", cell=[3, 3, 0], pbc=True), ValueError, "singular along periodic"),
+    "collinear periodic vectors": (
+        Atoms("H", cell=[[3, 0, 0], [6, 0, 0], [0, 0, 3]], pbc=True),
+        ValueError,
+        "singular along periodic",
+    ),
+    "lattice vector 1e-12 A": (_flat(1e-12), ValueError, "singular along periodic"),
+    "lattice vector 1e-7 A (was an OOM kill)": (_flat(1e-7), ValueError, "near-singular or far smaller"),
+    "lattice vector 1e-3 A (was -6e98 eV)": (_flat(1e-3), ValueError, "near-singular or far smaller"),
+    "skewed near-singular cell": (
+        Atoms("Cu", cell=[[3, 0, 0], [0, 3, 0], [3, 3, 1e-3]], pbc=True),
+        ValueError,
+        "near-singular",
+    ),
+    "thin slab cell (T,T,F)": (
+        Atoms("Cu", cell=[[3, 0, 0], [1e-4, 1e-4, 0], [0, 0, 10]], pbc=(True, True, False)),
+        ValueError,
+        "near-singular",
+    ),
+    "1-atom Cu cell of 0.5 A (was 5.7e8 eV)": (_cu_cell(0.5), ValueError, "far smaller than the 5 A cutoff"),
+    "two atoms on one site (was 6.76 eV, zero force)": (_pair(0.0), ValueError, "coincident or overlapping"),
+    "two atoms on one site, periodic": (_pair(0.0, pbc=True), ValueError, "coincident or overlapping"),
+    "atoms 1e-9 A apart": (_pair(1e-9), ValueError, "coincident or overlapping"),
+    "atoms 0.1 A apart (was -7.6e7 eV)": (_pair(0.1), ValueError, "coincident or overlapping"),
+    "Cu atoms 0.6 A apart (was -106 eV)": (_pair(0.6, "Cu2"), ValueError, "coincident or overlapping"),
+    "every atom of a crystal twice": (_duplicated_crystal(), ValueError, "coincident or overlapping"),
+    "2000 atoms in one cubic Angstrom": (_cluster(), ValueError, "packed far more densely"),
+    "element without parameters (Po)": (bulk("Po", "sc", a=3.3), ValueError, "no parameters for element"),
+    "dummy element X (Z=0)": (Atoms("X", positions=[(0, 0, 0)]), ValueError, "no parameters for element"),
+}
+
+
+@pytest.mark.parametrize("name", list(GEOMETRY))
+def test_unphysical_geometry_gives_no_number(name, calc32):
+    atoms, error, message = GEOMETRY[name]
+    atoms = atoms.copy()
+    with pytest.raises(error, match=message):
+        atoms.calc = calc32  # unknown elements are refused here already
+        atoms.get_potential_energy()
+
+
+WARN = {
+    # close, but not coincident: computed, with one warning saying the number is not to be trusted
+    "1-atom Cu cell of 1.0 A": _cu_cell(1.0),
+    "Si atoms 0.7 A apart": _pair(0.7),
+}
+
+
+@pytest.mark.parametrize("name", list(WARN))
+def test_close_pairs_warn_once_per_calculator(name, potential32):
+    calc = FacetCalculator(potential32)
+    atoms = WARN[name].copy()
+    atoms.calc = calc
+    with pytest.warns(UserWarning, match="closer than 0.5 x the sum of covalent radii"):
+        atoms.get_potential_energy()
+    atoms.positions[0] += 0.01  # a new geometry, still close: no second warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atoms.get_potential_energy()
+
+
+def test_stress_without_a_cell_is_refused(calc32):
+    atoms = Atoms("H2O", positions=[(0, 0, 0), (0.96, 0, 0), (-0.24, 0.93, 0)])
+    atoms.calc = calc32
+    with pytest.raises(PropertyNotImplementedError, match="stress needs a cell"):
+        atoms.get_stress()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dtype": "float16"}, "dtype must be 'float32' or 'float64'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"device": "meta"}, "not supported"),
+    ],
+    ids=["dtype float16", "device tpu", "device meta"],
+)
+def test_bad_calculator_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FacetCalculator("7net-0-spline", **kwargs)
+
+
+# ---------------------------------------------------------------- potential folders
+
+
+def _copy(tmp_path, with_index=True):
+    src = potentials_dir()
+    shutil.copytree(src / "7net-0-spline", tmp_path / "mine")
+    if with_index:
+        index = json.loads((src / INDEX_FILE).read_text())
+        (tmp_path / INDEX_FILE).write_text(json.dumps({"mine": index["7net-0-spline"]}))
+    return tmp_path / "mine"
+
+
+def _flip_weights(folder):
+    data = bytearray((folder / WEIGHTS_FILE).read_bytes())
+    data[-3] ^= 0xFF
+    (folder / WEIGHTS_FILE).write_bytes(bytes(data))
+
+
+POTENTIALS = {
+    "unknown name": (lambda tmp: "mace-mp-0", ValueError, "unknown potential"),
+    "missing folder": (lambda tmp: tmp / "nowhere", FileNotFoundError, "does not exist"),
+    "folder without an index": (lambda tmp: _copy(tmp, with_index=False), ValueError, "pass verify=False"),
+    "modified weights": (lambda tmp: (f := _copy(tmp), _flip_weights(f))[0], ValueError, "corrupted or was modified"),
+    "modified card": (
+        lambda tmp: (f := _copy(tmp), (f / "card.md").write_text("x"))[0],
+        ValueError,
+        "card.md is corrupted",
+    ),
+    "malformed index": (
+        lambda tmp: (_copy(tmp), (tmp / INDEX_FILE).write_text("[1, 2"))[0],
+        ValueError,
+        "not valid JSON",
+    ),
+    "weights missing": (
+        lambda tmp: (f := _copy(tmp), (f / WEIGHTS_FILE).unlink())[0],
+        FileNotFoundError,
+        "weights.safetensors",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(POTENTIALS))
+def test_untrusted_potentials_are_refused(name, tmp_path):
+    make, error, message = POTENTIALS[name]
+    with pytest.raises(error, match=message):
+        load_potential(make(tmp_path))
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def _structure(tmp_path, atoms=None, name="si.extxyz"):
+    path = tmp_path / name
+    write(path, atoms if atoms is not None else bulk("Si", "diamond", a=5.43))
+    return str(path)
+
+
+def _two_frames(tmp_path):
+    path = tmp_path / "traj.extxyz"
+    write(path, [bulk("Si", "diamond", a=5.43), bulk("Si", "diamond", a=5.50)])
+    return str(path)
+
+
+def _existing_results(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "summary.json").write_text("{}")
+    return _structure(tmp_path)
+
+
+# name: (argv builder (tmp_path -> argv list, {OUT} is the output folder), message fragment)
+CLI = {
+    "missing structure file": (lambda t: ["single", str(t / "none.cif")], "does not exist"),
+    "unreadable structure file": (
+        lambda t: ["single", str((t / "x.extxyz", (t / "x.extxyz").write_text("junk\n"))[0])],
+        "could not read",
+    ),
+    "--out is a file": (
+        lambda t: ["single", _structure(t), "--out", str((t / "f", (t / "f").write_text(""))[0])],
+        "is a file, not a folder",
+    ),
+    "existing results, no --overwrite": (
+        lambda t: ["single", _existing_results(t), "--out", str(t / "out")],
+        "already holds results",
+    ),
+    "multi-frame file to md": (lambda t: ["md", _two_frames(t), "--steps", "2"], "holds 2 structures"),
+    "--frame out of range": (lambda t: ["single", _two_frames(t), "--frame", "7"], "does not select a structure"),
+    "unlisted potential folder": (
+        lambda t: ["single", _structure(t), "--potential", str(_copy(t, False))],
+        "--no-verify",
+    ),
+    "coincident atoms in the file": (lambda t: ["single", _structure(t, _pair(0.0), "pair.xyz")], "coincident"),
+    "lattice vector of 1e-3 A in the file": (lambda t: ["single", _structure(t, _flat(1e-3))], "near-singular"),
+}
+
+ARGPARSE = {
+    "unknown --device": ["single", "x.cif", "--device", "gpu0"],
+    "--steps 0": ["md", "x.cif", "--steps", "0"],
+    "--steps -5": ["md", "x.cif", "--steps", "-5"],
+    "relax --steps 0": ["relax", "x.cif", "--steps", "0"],
+    "--timestep 0": ["md", "x.cif", "--timestep", "0"],
+    "--temperature -10": ["md", "x.cif", "--temperature", "-10"],
+    "--fmax -1": ["relax", "x.cif", "--fmax", "-1"],
+    "--fmax nan": ["relax", "x.cif", "--fmax", "nan"],
+    "--supercell 0 2 2": ["phonons", "x.cif", "--supercell", "0", "2", "2"],
+    "--max-strain 0": ["eos", "x.cif", "--max-strain", "0"],
+    "--dtype float16": ["single", "x.cif", "--dtype", "float16"],
+}
+
+
+@pytest.mark.parametrize("name", list(CLI))
+def test_cli_mistakes_are_one_sentence_with_status_2(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    build, message = CLI[name]
+    argv = build(tmp_path)
+    out_given = "--out" in argv
+    if not out_given:
+        argv += ["--out", str(tmp_path / "results")]
+    status = main(argv + ["--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    if not out_given:
+        assert not (tmp_path / "results" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("name", list(ARGPARSE))
+def test_cli_bad_options_are_refused_before_any_work(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(ARGPARSE[name])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def count_hostile_inputs() -> int:
+    """Number of hostile inputs this file tries (reported in the issue's closing note)."""
+    return len(GEOMETRY) + 1 + 3 + len(POTENTIALS) + len(CLI) + len(ARGPARSE)
+
+
+if __name__ == "__main__":
+    print(f"{count_hostile_inputs()} hostile inputs refused; {len(WARN)} close-pair inputs warned")
