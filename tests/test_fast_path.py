@@ -121,6 +121,24 @@ def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
         assert np.abs(chunked[key] - value).max() < 1e-10, key
 
 
+@pytest.mark.skipif(spline_conv_library() is None, reason="needs the compiled CPU kernels")
+def test_fused_kernel_in_many_edge_chunks_gives_the_same_results(potential64):
+    """Large systems go through the fused kernel in chunks of receivers (forward) and of
+    senders (backward), with the per-edge coupling recomputed per chunk."""
+    atoms = STRUCTURES["Si rattled"]()
+    convolutions = [layer.fast["convolution"] for layer in potential64.model.layers]
+    whole = _results(potential64, atoms)
+    try:
+        for conv in convolutions:
+            conv.max_fused_chunk_elements = 3000  # a few receivers per chunk, hundreds of chunks
+        chunked = _results(potential64, atoms)
+    finally:
+        for conv in convolutions:
+            conv.max_fused_chunk_elements = 2**24
+    for key, value in whole.items():
+        assert np.abs(chunked[key] - value).max() < 1e-10, key
+
+
 @pytest.mark.parametrize(
     "env, expect_library",
     [

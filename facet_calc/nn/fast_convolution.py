@@ -115,6 +115,9 @@ class FastSplineConvolution(nn.Module):
         self.n_intervals = radial.n_intervals
         #: pure-torch path: largest per-edge message tensor (entries) computed at once
         self.max_chunk_elements = 2**28
+        #: fused path: largest per-edge coupling A of one block (entries) formed at once
+        #: (2**24: 64 MiB in float32); bounds the step's per-edge memory, see _FusedConvolution
+        self.max_fused_chunk_elements = 2**24
         fast_index = torch.cat(out_index)
         if sorted(fast_index.tolist()) != list(range(self.irreps_out.dim)):
             raise ValueError("fast convolution layout does not cover the tensor-product output")
@@ -195,18 +198,17 @@ class FastSplineConvolution(nn.Module):
         return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
     def _fused(self, backend, x, sh, edges: EdgeContext, table) -> torch.Tensor:
-        """Compiled CPU kernel (edges sorted by receiver): per-edge messages are never
-        materialised, and each block is written straight into e3nn's output layout."""
+        """Fused kernel (edges sorted by receiver): per-edge messages are never materialised,
+        and each block is written straight into e3nn's output layout."""
         n_nodes = x.shape[0]
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
-        n_edges = rows.shape[0]
-        tensors, blocks = [], []
+        xts, blocks = [], []
         for block in self.blocks:
             b, mul, m1, cols = block["id"], block["mul"], block["m1"], block["cols"]
-            tensors.append((sh @ getattr(self, f"coupling_{b}")).view(n_edges, cols, m1))
-            tensors.append(x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2))  # (N, m1, mul)
+            xts.append(x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2))  # (N, m1, mul)
             blocks.append(
                 (
+                    getattr(self, f"coupling_{b}"),
                     table.index_select(1, getattr(self, f"path_table_columns_{b}")).contiguous(),
                     getattr(self, f"path_of_col_{b}"),
                     getattr(self, f"out_map_{b}"),
@@ -214,8 +216,8 @@ class FastSplineConvolution(nn.Module):
                 )
             )
         static = (backend, edges.index, rows, blocks, self.irreps_out.dim,
-                  1.0 / self.denominator)  # fmt: skip
-        return _FusedConvolution.apply(beta, static, *tensors)
+                  1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
+        return _FusedConvolution.apply(beta, sh, static, *xts)
 
 
 def kernel_backend(device: torch.device):
@@ -324,18 +326,34 @@ class CpuBackend:
 
 
 class _FusedConvolution(torch.autograd.Function):
-    """out (N, dim_out) in e3nn layout from, per block, A (E, cols, m1) and x^T (N, m1, mul),
-    and the spline coefficients beta (E, 4); ``backend`` runs the kernels (CPU or Triton)."""
+    """out (N, dim_out) in e3nn layout from the spherical harmonics sh (E, dim_sh), per block
+    x^T (N, m1, mul), and the spline coefficients beta (E, 4); ``backend`` runs the kernels.
+
+    Each block's per-edge coupling ``A = sh @ coupling`` (E, cols, m1) is formed for one chunk
+    of edges at a time, in the forward pass and again in the backward pass, never for all edges
+    at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
+    for 7net-0 in float32). Forward chunks are ranges of receivers (contiguous edges); backward
+    chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list, so
+    the kernels accumulate node gradients without write conflicts, as before.
+    """
 
     @staticmethod
-    def forward(ctx, beta, static, *tensors):
-        backend, graph, rows, blocks, dim_out, scale = static
-        beta = beta.contiguous()
-        tensors = [t.contiguous() for t in tensors]
+    def forward(ctx, beta, sh, static, *xts):
+        backend, graph, rows, blocks, dim_out, scale, budget = static
+        beta, sh = beta.contiguous(), sh.contiguous()
+        xts = [t.contiguous() for t in xts]
         out = beta.new_empty((graph.n_nodes, dim_out))
-        for (a, xt), (table, path_of_col, out_map, dims) in zip(_pairs(tensors), blocks):
-            backend.forward_block(graph, a, xt, rows, beta, table, path_of_col, out_map, dims, out, scale)
-        ctx.save_for_backward(beta, *tensors)
+        for xt, (coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+            mul, m1, cols, _ = dims
+            for n0, n1 in _node_chunks(graph.recv_ptr, budget // (cols * m1)):
+                e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
+                local = _LocalEdges(
+                    n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1]
+                )
+                a = (sh[e0:e1] @ coupling).view(e1 - e0, cols, m1)
+                backend.forward_block(local, a, xt, rows[e0:e1], beta[e0:e1], table, path_of_col, out_map, dims,
+                                      out[n0:n1], scale)  # fmt: skip
+        ctx.save_for_backward(beta, sh, *xts)
         ctx.static = static
         return out
 
@@ -348,22 +366,56 @@ class _FusedConvolution(torch.autograd.Function):
                 "the fused convolution kernel is differentiable once: second derivatives (force "
                 "training, Hessians, create_graph=True) need model.set_backend('torch')"
             )
-        beta, *tensors = ctx.saved_tensors
-        backend, graph, rows, blocks, dim_out, scale = ctx.static
+        beta, sh, *xts = ctx.saved_tensors
+        backend, graph, rows, blocks, dim_out, scale, budget = ctx.static
         grad_out = grad_out.contiguous()
         grad_beta = torch.zeros_like(beta)
+        grad_sh = torch.zeros_like(sh)
         grads = []
-        for (a, xt), (table, path_of_col, out_map, dims) in zip(_pairs(tensors), blocks):
+        for xt, (coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+            mul, m1, cols, _ = dims
             # this block's output gradient in block layout (N, cols, mul), scale included: reading
             # it through the column map for every edge would be slower than one gather here
             grad_block = grad_out.index_select(1, out_map.long()).mul_(scale)
-            grad_a, grad_xt, grad_beta_b = torch.empty_like(a), torch.empty_like(xt), torch.empty_like(beta)
-            backend.backward_block(graph, a, xt, rows, beta, table, path_of_col, dims, grad_block, grad_a, grad_xt,
-                                   grad_beta_b)  # fmt: skip
-            grad_beta += grad_beta_b
-            grads += [grad_a, grad_xt]
-        return (grad_beta, None, *grads)
+            grad_xt = torch.empty_like(xt)
+            for n0, n1 in _node_chunks(graph.send_ptr, budget // (cols * m1)):
+                q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+                edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
+                k = q1 - q0
+                local = _LocalEdges(
+                    n_nodes=n1 - n0,
+                    send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
+                    by_sender=torch.arange(k, device=sh.device),
+                    receivers=graph.receivers.index_select(0, edges),
+                )
+                a = (sh.index_select(0, edges) @ coupling).view(k, cols, m1)
+                grad_a, grad_beta_k = torch.empty_like(a), beta.new_empty((k, 4))
+                backend.backward_block(local, a, xt[n0:n1], rows.index_select(0, edges),
+                                       beta.index_select(0, edges), table, path_of_col, dims, grad_block, grad_a,
+                                       grad_xt[n0:n1], grad_beta_k)  # fmt: skip
+                grad_sh.index_add_(0, edges, grad_a.view(k, cols * m1) @ coupling.transpose(0, 1))
+                grad_beta.index_add_(0, edges, grad_beta_k)
+            grads.append(grad_xt)
+        return (grad_beta, grad_sh, None, *grads)
 
 
-def _pairs(items):
-    return zip(items[0::2], items[1::2])
+class _LocalEdges:
+    """The CSR fields the kernels read, for one chunk of nodes (indices local to the chunk)."""
+
+    def __init__(self, n_nodes, recv_ptr=None, senders=None, send_ptr=None, by_sender=None, receivers=None):
+        self.n_nodes = n_nodes
+        self.recv_ptr, self.senders = recv_ptr, senders
+        self.send_ptr, self.by_sender, self.receivers = send_ptr, by_sender, receivers
+
+
+def _node_chunks(ptr: torch.Tensor, max_edges: int) -> list[tuple[int, int]]:
+    """Consecutive node ranges ``[n0, n1)`` whose edges (``ptr`` is a CSR offset array) number
+    at most ``max_edges`` each, except that a node is never split. One range when all fit."""
+    n_nodes, n_edges = ptr.shape[0] - 1, int(ptr[-1])
+    max_edges = max(1, int(max_edges))
+    if n_edges <= max_edges:
+        return [(0, n_nodes)]
+    targets = torch.arange(max_edges, n_edges, max_edges, dtype=ptr.dtype, device=ptr.device)
+    cuts = torch.searchsorted(ptr, targets, right=True) - 1  # last node starting at or before each target
+    bounds = sorted({0, n_nodes, *cuts.clamp(0, n_nodes).tolist()})
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]

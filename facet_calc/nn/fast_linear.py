@@ -80,6 +80,15 @@ class FastLinear(nn.Module):
         self.register_buffer("to_output", inverse, persistent=False)
         self.identity_order = bool(torch.equal(inverse, torch.arange(placed.numel())))
 
+        # one gather for all orders: its backward is a single scatter into one (N, dim_in) buffer
+        # (a gather per order would zero-fill a full-size buffer per order)
+        gathers = [getattr(self, f"gather_{l}") for l in self.orders if getattr(self, f"gather_{l}") is not None]
+        self.register_buffer(
+            "gather_all", torch.cat(gathers) if gathers else torch.zeros(0, dtype=torch.long), persistent=False
+        )
+        self.gather_sizes = [g.numel() for g in gathers]
+        self.identity_gather = bool(torch.equal(self.gather_all, torch.arange(irreps_in.dim)))
+
     def weight_of_order(self, l: int, weight: torch.Tensor) -> torch.Tensor | None:
         """``(mul_in_l, mul_out_l)`` matrix of order ``l`` from the flat e3nn ``weight``."""
         source = getattr(self, f"source_{l}", None)
@@ -90,6 +99,8 @@ class FastLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
+        gathered = x if self.identity_gather else x.index_select(1, self.gather_all)
+        pieces = iter(torch.split(gathered, self.gather_sizes, dim=1))
         parts = []
         for l, mul_out in zip(self.orders, self.out_muls):
             d = 2 * l + 1
@@ -97,9 +108,27 @@ class FastLinear(nn.Module):
             if w is None:
                 parts.append(x.new_zeros((n, mul_out * d)))
                 continue
-            xl = x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)  # (N, mul_in, d)
-            out = torch.einsum("nid,io->nod", xl, w)
+            xl = next(pieces).view(n, -1, d)  # (N, mul_in, d)
+            if w.requires_grad:  # training: the weight's gradient needs the input kept
+                out = torch.einsum("nid,io->nod", xl, w)
+            else:
+                out = _ConstantLinear.apply(xl, w)
             parts.append(out.reshape(n, -1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         # (outputs are assembled grouped by order; put them back in irreps_out's layout)
         return out if self.identity_order else out.index_select(1, self.to_output)
+
+
+class _ConstantLinear(torch.autograd.Function):
+    """``out (N, mul_out, d) = einsum("nid,io->nod", x, weight)`` for a weight that takes no
+    gradient. Autograd's einsum would keep ``x`` for a weight gradient never asked for; this keeps
+    nothing per node, which is most of what a large system's step would otherwise hold."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.weight = weight  # a buffer of the module: no copy, nothing per node
+        return torch.einsum("nid,io->nod", x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.einsum("nod,io->nid", grad, ctx.weight), None
