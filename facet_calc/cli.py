@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (UserError, ValueError, OSError) as err:  # OSError: files, folders, permissions
+    except (UserError, ValueError, OSError, MemoryError) as err:  # OSError: files, folders, permissions
         message = " ".join(str(err).split())  # one line, whatever the exception put in it
         print(f"facet-calc: error: {message}", file=sys.stderr)
         return 2

@@ -122,7 +122,11 @@ def estimate_edges(atoms: Atoms, cutoff: float) -> tuple[float, float]:
         spacing = 1.0 / np.linalg.norm(dual, axis=0)  # plane spacing of each periodic direction
         image_factor = float(np.prod(np.maximum(1.0, cutoff / spacing)))
     keys = np.floor((wrapped - wrapped.min(axis=0)) / cutoff).astype(np.int64)
-    _, counts = np.unique(keys, axis=0, return_counts=True)
+    span = keys.max(axis=0) + 1
+    if float(np.prod(span.astype(np.float64))) < 2.0**62:  # one integer per bin: a fast 1-D unique
+        _, counts = np.unique(np.ravel_multi_index(keys.T, span), return_counts=True)
+    else:  # pragma: no cover - a structure spanning more than 2**62 bins
+        _, counts = np.unique(keys, axis=0, return_counts=True)
     per_bin = counts.astype(np.float64)
     edges = 4.0 / 3.0 * np.pi * float(np.sum(per_bin**2)) * image_factor
     return edges, image_factor
@@ -130,7 +134,9 @@ def estimate_edges(atoms: Atoms, cutoff: float) -> tuple[float, float]:
 
 def check_neighbour_count(atoms: Atoms, cutoff: float) -> float:
     """Refuse (``GeometryError``) a structure with more than :data:`MAX_NEIGHBOURS_PER_ATOM`
-    estimated neighbours per atom; return the estimated edge count otherwise."""
+    estimated neighbours per atom; return the estimated edge count otherwise. Validates the
+    geometry first (:func:`validate_geometry`)."""
+    validate_geometry(atoms)
     edges, image_factor = estimate_edges(atoms, cutoff)
     n = len(atoms)
     if n == 0 or edges / n <= MAX_NEIGHBOURS_PER_ATOM:
@@ -191,13 +197,15 @@ def check_distances(graph: Graph, numbers: np.ndarray) -> str | None:
     )
 
 
-def build_graph(atoms: Atoms, cutoff: float) -> Graph:
+def build_graph(atoms: Atoms, cutoff: float, checked: bool = False) -> Graph:
     """All directed pairs with distance < ``cutoff`` (Angstrom), including periodic images.
 
     Raises ``GeometryError`` (a ``ValueError``) before building anything for a geometry that
-    cannot be physical (see :func:`validate_geometry`, :func:`check_neighbour_count`)."""
-    validate_geometry(atoms)
-    check_neighbour_count(atoms, cutoff)
+    cannot be physical (see :func:`validate_geometry`, :func:`check_neighbour_count`);
+    ``checked=True`` skips those checks when the caller has just run them."""
+    if not checked:
+        validate_geometry(atoms)
+        check_neighbour_count(atoms, cutoff)
     positions = np.ascontiguousarray(atoms.positions, dtype=np.float64)
     cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
     pbc = atoms.pbc

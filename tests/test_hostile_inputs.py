@@ -136,6 +136,28 @@ def test_bad_calculator_options(kwargs, message):
         FacetCalculator("7net-0-spline", **kwargs)
 
 
+def test_a_step_larger_than_the_free_memory_is_refused_before_allocating(calc32, monkeypatch):
+    from facet_calc import calculator
+
+    monkeypatch.setattr(calculator, "available_memory_bytes", lambda: 50 * 2**20)  # 50 MiB left
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(4)  # 512 atoms: about 40 MiB of step
+    atoms.rattle(0.01, seed=0)
+    atoms.calc = calc32
+    atoms.get_potential_energy()  # fits
+    big = bulk("Si", "diamond", a=5.43, cubic=True).repeat(8)  # 4096 atoms: about 0.4 GiB
+    big.calc = calc32
+    with pytest.raises(MemoryError, match=r"would need about 0\.\d GiB \(4096 atoms"):
+        big.get_potential_energy()
+
+
+def test_the_memory_estimate_grows_with_atoms_and_edges(potential32):
+    from facet_calc.calculator import estimate_step_bytes
+
+    one = estimate_step_bytes(potential32.model, 1000, 28000)
+    assert estimate_step_bytes(potential32.model, 2000, 56000) == pytest.approx(2 * one)
+    assert estimate_step_bytes(potential32.model, 1000, 56000) > one
+
+
 # ---------------------------------------------------------------- potential folders
 
 
@@ -272,7 +294,7 @@ def test_cli_bad_options_are_refused_before_any_work(name, capsys):
 
 def count_hostile_inputs() -> int:
     """Number of hostile inputs this file tries (reported in the issue's closing note)."""
-    return len(GEOMETRY) + 1 + 3 + len(POTENTIALS) + len(CLI) + len(ARGPARSE)
+    return len(GEOMETRY) + 1 + 3 + 1 + len(POTENTIALS) + len(CLI) + len(ARGPARSE)
 
 
 if __name__ == "__main__":
