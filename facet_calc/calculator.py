@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,8 +12,48 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs, species_indices, species_lookup
-from .graph import Graph, build_graph
+from .graph import Graph, build_graph, check_distances, check_neighbour_count
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process may still take: the smaller of the kernel's MemAvailable and the room
+    left under a cgroup (container) limit; ``None`` where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            limit = handle.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as handle:
+            used = int(handle.read().strip())
+        if limit != "max":
+            limits.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def estimate_step_bytes(model, n_atoms: int, n_edges: float) -> float:
+    """Peak memory of one energy + forces + stress step, estimated before anything is allocated.
+
+    Measured with ``benchmarks/memory_scaling.py`` for 7net-0-spline on the CPU in float32 (after
+    the changes of issue 12): 54-61 KB per atom at 64,000-125,000 atoms in a dilute gas and in a
+    crystal alike, about five node tensors as wide as the widest tensor-product output (3136
+    entries), the per-edge part being small since the per-edge couplings are no longer kept.
+    The estimate is five such tensors per atom plus 600 bytes per edge (neighbour list in
+    float64, spherical harmonics, spline coefficients), scaled by the model's width and dtype;
+    it overestimates the measured peak by about a quarter."""
+    itemsize = torch.finfo(model.scale.dtype).bits // 8
+    widest = max(int(layer.convolution.irreps_out.dim) for layer in model.layers)
+    per_atom = 5 * widest * itemsize
+    per_edge = 100 * itemsize + 200
+    return n_atoms * per_atom + n_edges * per_edge
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -52,6 +93,8 @@ class FacetCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    #: refuse, before allocating, a CPU step whose estimated memory exceeds what is available
+    memory_check = True
 
     def __init__(
         self,
@@ -69,6 +112,7 @@ class FacetCalculator(Calculator):
             self.potential = load_potential(potential, dtype=dtype, device=_resolve_device(device or "cpu"))
         self.device = self.potential.device
         self._species_of_z = species_lookup(self.potential)
+        self._warned_close_pairs = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -161,7 +205,23 @@ class FacetCalculator(Calculator):
                 "by); this system has none, so stress is undefined. Set a cell or ask for "
                 "energy and forces only."
             )
-        return species, build_graph(atoms, self.potential.cutoff)
+        cutoff = self.potential.cutoff
+        estimated_edges = check_neighbour_count(atoms, cutoff)  # refuses unphysical geometry
+        if self.memory_check and self.device.type == "cpu":
+            needed = estimate_step_bytes(self.potential.model, len(atoms), estimated_edges)
+            free = available_memory_bytes()
+            if free is not None and needed > free:
+                raise MemoryError(
+                    f"this step would need about {needed / 2**30:.1f} GiB ({len(atoms)} atoms, about "
+                    f"{estimated_edges:.3g} edges within {cutoff:g} A) but only {free / 2**30:.1f} GiB is "
+                    "available; use a smaller system, or set calc.memory_check = False to try anyway"
+                )
+        graph = build_graph(atoms, cutoff, checked=True)
+        close = check_distances(graph, atoms.numbers)  # raises for coincident atoms
+        if close is not None and not self._warned_close_pairs:
+            self._warned_close_pairs = True  # once per calculator: an MD run would repeat it every step
+            warnings.warn(close, UserWarning, stacklevel=2)
+        return species, graph
 
     def _evaluate(self, items: list[tuple[Atoms, np.ndarray, Graph]], need_gradients: bool) -> list[dict[str, Any]]:
         """One model call for the structures in ``items``; their results dicts."""
