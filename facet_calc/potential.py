@@ -92,6 +92,8 @@ class Potential:
     config: dict[str, Any]
     model: torch.nn.Module
     path: Path
+    #: the fidelity a multi-fidelity potential was loaded with (lower case); None for others
+    head: str | None = None
 
     @property
     def cutoff(self) -> float:
@@ -154,8 +156,12 @@ def load_potential(
     device: str | torch.device = "cpu",
     verify: bool = True,
     backend: str = "auto",
+    head: str | None = None,
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
+
+    ``head`` picks the fidelity of a multi-fidelity potential (case-insensitive; default: its
+    ``default_head``); for any other potential it must be None.
 
     Every file is checked against the sha256 in the index; ``verify=False`` skips that check
     for a folder that no index lists (your own conversions). ``backend`` chooses the
@@ -167,6 +173,7 @@ def load_potential(
     folder, digests = _locate(potential)
     _verify(folder, digests, require_digest=verify)
     config = json.loads((folder / CONFIG_FILE).read_text())
+    head = _resolve_head(folder.name, config, head)
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except SafetensorError as err:
@@ -175,7 +182,22 @@ def load_potential(
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
     model = model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
     model.set_backend(backend)
-    return Potential(name=folder.name, config=config, model=model, path=folder)
+    return Potential(name=folder.name, config=config, model=model, path=folder, head=head)
+
+
+def _resolve_head(name: str, config: dict[str, Any], head: str | None) -> str | None:
+    heads = config.get("heads")
+    if not heads:
+        if head is not None:
+            raise ValueError(
+                f"potential {name!r} has a single fidelity, so head={head!r} does not apply; heads "
+                "belong to multi-fidelity potentials such as 7net-mf-0-spline (pbe, r2scan)"
+            )
+        return None
+    chosen = str(head if head is not None else config["default_head"]).lower()
+    if chosen not in heads:
+        raise ValueError(f"potential {name!r} has no head {head!r}; its heads are {', '.join(heads)}")
+    return chosen
 
 
 def load_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:
