@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ._common import as_atoms, progress_bar, resolve_calculator
 
@@ -37,14 +40,13 @@ class PhononResult:
     def has_imaginary_modes(self, tolerance_thz: float = 0.05) -> bool:
         return self.min_frequency_thz < -tolerance_thz
 
-    def plot(self, filename: str) -> None:
+    def plot(self, filename: str) -> Figure:
         """Band structure and DOS side by side, as PNG."""
-        import matplotlib
+        # a Figure, not pyplot: the user's backend and open figures stay as they were
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_band, ax_dos) = plt.subplots(1, 2, figsize=(8, 4), sharey=True, gridspec_kw={"width_ratios": [3, 1]})
+        fig = Figure(figsize=(8, 4))
+        ax_band, ax_dos = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 1]})
         ax_band.plot(self.band_distances, self.band_frequencies_thz, color="C0", lw=1)
         ticks, labels = zip(*self.band_labels)
         ax_band.set_xticks(ticks, [r"$\Gamma$" if lab == "G" else lab for lab in labels])
@@ -57,7 +59,7 @@ class PhononResult:
         ax_dos.set_xlabel("DOS")
         fig.tight_layout()
         fig.savefig(filename, dpi=120)
-        plt.close(fig)
+        return fig
 
 
 def phonons(
