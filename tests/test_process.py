@@ -56,19 +56,20 @@ def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
 
 
 def test_loading_a_potential_keeps_torch_default_dtype(monkeypatch):
-    from facet_calc import potential
+    from facet_calc import load_potential
+    from facet_calc.nn import registry
 
     before = torch.get_default_dtype()
-    potential.load_potential("7net-0-spline", dtype="float64")
+    load_potential("7net-0-spline", dtype="float64")
     assert torch.get_default_dtype() == before
 
     def broken(config):
         assert torch.get_default_dtype() == torch.float64  # e3nn builds its constants in float64
         raise RuntimeError("model construction failed")
 
-    monkeypatch.setattr(potential, "FacetModel", broken)
+    monkeypatch.setitem(registry.ARCHITECTURES, "broken", broken)
     with pytest.raises(RuntimeError, match="construction failed"):
-        potential.build_model({}, torch.float64)
+        registry.build_model({"format_version": 1, "architecture": "broken"}, torch.float64)
     assert torch.get_default_dtype() == before
 
 
