@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .index import INDEX_FILE, potentials_dir
+from .index import read_index as _read_index
 from .nn.registry import build_model
 
 #: The potential used when none is named.
@@ -30,34 +32,8 @@ DEFAULT_POTENTIAL = "7net-0-spline"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.md"
-INDEX_FILE = "index.json"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def potentials_dir() -> Path:
-    """Folder of the shipped potentials: inside the installed wheel, or the source checkout."""
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("facet_calc.potentials")))
-        if (path / INDEX_FILE).is_file():
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "potentials"
-
-
-def _read_index(folder: Path) -> dict[str, Any]:
-    index = folder / INDEX_FILE
-    if not index.is_file():
-        return {}
-    return json.loads(index.read_text())
-
-
-def list_potentials() -> list[str]:
-    """Names of the shipped potentials."""
-    return sorted(_read_index(potentials_dir()))
 
 
 def sha256_of(path: Path) -> str:
@@ -182,6 +158,8 @@ def load_potential(
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
     model = model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
     model.set_backend(backend)
+    if head is not None:
+        model.set_head(config["heads"].index(head))
     return Potential(name=folder.name, config=config, model=model, path=folder, head=head)
 
 

@@ -130,7 +130,8 @@ def run_md(
 
     bar = progress_bar(steps, f"MD {ensemble.upper()}", progress)
     dyn.attach(record, interval=log_interval)
-    dyn.attach(lambda: bar.update(1), interval=1)
+    # ASE also calls observers once before the first step: count steps, not calls
+    dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     dyn.run(steps)
     bar.close()
     data = np.array(rows)
