@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from facet_calc import FacetCalculator, load_potential
