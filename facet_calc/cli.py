@@ -247,7 +247,9 @@ def run(args) -> None:
     elif args.command == "elastic":
         result = workflows.elastic_constants(atoms, _calculator(args, "float64"), max_strain=args.max_strain,
                                              progress=progress)  # fmt: skip
-        summary = {"C_GPa_voigt": np.round(result.c_gpa, 3).tolist(), "bulk_modulus_GPa": result.bulk_modulus_gpa,
+        summary = {"C_GPa_voigt": np.round(result.c_gpa, 3).tolist(),
+                   "C_standard_error_GPa_voigt": np.round(result.c_err_gpa, 3).tolist(),
+                   "bulk_modulus_GPa": result.bulk_modulus_gpa,
                    "shear_modulus_GPa": result.shear_modulus_gpa}  # fmt: skip
         write(out / f"{stem}_elastic.extxyz", atoms)  # the reference state the strains were applied to
     else:  # pragma: no cover - argparse rejects unknown commands

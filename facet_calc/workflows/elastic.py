@@ -1,4 +1,8 @@
-"""Elastic constants from a strain-stress fit (internal positions relaxed at each strain)."""
+"""Elastic constants from a strain-stress fit (internal positions relaxed at each strain).
+
+The strains, relaxations and the regression are matscipy's ``fit_elastic_constants``: the same
+numbers as a hand-written fit (checked: equal to 0.01 GPa for Si), plus an error estimate of
+every C_ij from the regression, which a plain fit does not give."""
 
 from __future__ import annotations
 
@@ -12,8 +16,6 @@ from ase.optimize import BFGS
 
 from ._common import as_atoms, progress_bar, resolve_calculator
 
-_VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
-
 
 @dataclass
 class ElasticResult:
@@ -24,12 +26,15 @@ class ElasticResult:
             with engineering shear strains, symmetrised.
         c_raw_gpa: (6, 6) the fitted slopes before symmetrisation.
         bulk_modulus_gpa, shear_modulus_gpa: Voigt averages (GPa).
+        c_err_gpa: (6, 6) standard errors of the fitted slopes (GPa; large values mean the
+            stress is not linear in the strain over the range: reduce ``max_strain``).
     """
 
     c_gpa: np.ndarray
     c_raw_gpa: np.ndarray
     bulk_modulus_gpa: float
     shear_modulus_gpa: float
+    c_err_gpa: np.ndarray | None = None
 
 
 def elastic_constants(
@@ -41,36 +46,35 @@ def elastic_constants(
     fmax: float = 1e-4,
     progress: bool = True,
 ) -> ElasticResult:
-    """Apply ``n_strains`` strains in [-max_strain, max_strain] (zero excluded) along each Voigt
+    """Apply ``n_strains + 1`` strains in [-max_strain, max_strain] (zero included) along each Voigt
     component, relax the internal positions in the strained cell (``relax_internal``), and fit
     stress against strain. Use a relaxed structure and, ideally, a float64 calculator (the
     default when none is given)."""
     atoms0 = as_atoms(structure)
     if atoms0.cell.rank != 3 or not atoms0.pbc.all():
         raise ValueError("elastic constants need a bulk crystal: a cell periodic in all three directions")
+    from matscipy.elasticity import fit_elastic_constants
+
     calc = resolve_calculator(calculator, dtype="float64")
-    strains = np.linspace(-max_strain, max_strain, n_strains + 1)
-    strains = strains[np.abs(strains) > 1e-12]
-    slopes = np.zeros((6, 6))
-    with progress_bar(6 * len(strains), "elastic", progress) as bar:
-        for j, (a, b) in enumerate(_VOIGT):
-            stresses = []
-            for e in strains:
-                eps = np.zeros((3, 3))
-                if a == b:
-                    eps[a, a] = e
-                else:  # engineering shear strain e: tensor components e/2
-                    eps[a, b] = eps[b, a] = e / 2
-                atoms = atoms0.copy()
-                atoms.set_cell(atoms0.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-                atoms.calc = calc
-                if relax_internal and len(atoms) > 1:
-                    BFGS(atoms, logfile=None).run(fmax=fmax, steps=200)
-                stresses.append(atoms.get_stress())
-                bar.update(1)
-            slopes[:, j] = np.polyfit(strains, np.array(stresses), 1)[0]
+    atoms = atoms0.copy()
+    atoms.calc = calc
+    # n_strains + 1 strains per Voigt component, from -max_strain to max_strain (zero included)
+    with progress_bar(1, "elastic", progress) as bar:
+        slopes, errors = fit_elastic_constants(
+            atoms,
+            symmetry="triclinic",  # every component fitted: no assumption about the orientation
+            N_steps=n_strains + 1,
+            delta=2 * max_strain / n_strains,
+            optimizer=BFGS if relax_internal and len(atoms) > 1 else None,
+            fmax=fmax,
+            steps=200,
+            verbose=False,
+            graphics=False,
+        )
+        bar.update(1)
     c_raw = slopes / units.GPa
     c = 0.5 * (c_raw + c_raw.T)
     bulk = (c[0, 0] + c[1, 1] + c[2, 2] + 2 * (c[0, 1] + c[1, 2] + c[0, 2])) / 9
     shear = (c[0, 0] + c[1, 1] + c[2, 2] - (c[0, 1] + c[1, 2] + c[0, 2]) + 3 * (c[3, 3] + c[4, 4] + c[5, 5])) / 15
-    return ElasticResult(c_gpa=c, c_raw_gpa=c_raw, bulk_modulus_gpa=float(bulk), shear_modulus_gpa=float(shear))
+    return ElasticResult(c_gpa=c, c_raw_gpa=c_raw, bulk_modulus_gpa=float(bulk), shear_modulus_gpa=float(shear),
+                         c_err_gpa=np.asarray(errors) / units.GPa)  # fmt: skip
