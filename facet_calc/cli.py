@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -258,6 +259,8 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
+    if "torch" not in sys.modules:  # started as a program: idle OpenMP threads sleep, not spin
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # (README: several processes)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
