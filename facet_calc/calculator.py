@@ -129,6 +129,8 @@ class FacetCalculator(Calculator):
         if "arch" in kwargs:  # a label the user sets stays; otherwise it follows the potential
             self._arch_given = bool(kwargs["arch"])
         if self.potential is not None:  # after __init__: what is not given stays as it is
+            if "potential" in kwargs and "head" not in kwargs:
+                kwargs["head"] = None  # another potential starts from its own default head
             kwargs = {**self.parameters, **kwargs}
             if self._shared and kwargs["potential"] == self.potential.name:
                 kwargs["potential"] = self.potential

@@ -182,3 +182,12 @@ def test_a_shared_potential_is_never_moved_or_converted(potential64):
         FacetCalculator(potential64, head="r2scan")
     with pytest.raises(ValueError, match="single fidelity"):
         FacetCalculator("7net-0-spline", head="r2scan")
+
+
+def test_switching_potentials_and_heads_with_set():
+    calc = FacetCalculator("7net-mf-0-spline", head="r2scan")
+    assert calc.todict()["arch"] == "7net-mf-0-spline:r2scan"
+    calc.set(head="PBE")
+    assert calc.potential.head == "pbe" and calc.parameters["head"] == "pbe"
+    calc.set(potential="7net-0-spline")  # the single-fidelity potential takes no head
+    assert calc.parameters["head"] is None and calc.parameters["arch"] == "7net-0-spline"
