@@ -132,7 +132,7 @@ def phonons(
     ph.run_band_structure([path.kpts])
     bands = ph.get_band_structure_dict()
     x, special_x, special_labels = path.get_linear_kpoint_axis()
-    ph.run_mesh(list(mesh))
+    ph.run_mesh(list(mesh), is_gamma_center=True)  # keeps the point-group symmetry of any cell
     ph.run_total_dos()
     dos = ph.get_total_dos_dict()
     mesh_freqs = ph.get_mesh_dict()["frequencies"]
