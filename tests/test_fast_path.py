@@ -144,3 +144,58 @@ def test_without_kernels_the_calculator_still_works(env, tmp_path):
     atoms.calc = FacetCalculator(load_potential("7net-0-spline", dtype="float64"))
     assert no_library == "True"
     assert float(energy) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+
+
+@pytest.mark.parametrize("kernels", KERNEL_MODES)
+def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeypatch):
+    """Sortedness, CSR offsets and the spline basis are shared by all layers: each is computed
+    once per model evaluation, and the results equal those of per-layer bookkeeping."""
+    import facet_calc.nn.fast_convolution as fc
+    from facet_calc.graph import build_graph
+    from facet_calc.nn.model import evaluate
+
+    model = potential64.model
+    atoms = STRUCTURES["triclinic LiFeO"]()
+    graph = build_graph(atoms, potential64.cutoff)
+    species = torch.tensor([potential64.atomic_numbers.index(z) for z in atoms.numbers])
+    args = (torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers))
+    calls = {"basis": 0, "index": 0}
+    real_basis, real_index = fc.spline_basis, fc._EdgeIndex.__init__
+
+    def counted_basis(*a, **k):
+        calls["basis"] += 1
+        return real_basis(*a, **k)
+
+    def counted_index(self, *a, **k):
+        calls["index"] += 1
+        real_index(self, *a, **k)
+
+    monkeypatch.setattr(fc, "spline_basis", counted_basis)
+    monkeypatch.setattr(fc._EdgeIndex, "__init__", counted_index)
+    _set_kernels(potential64, kernels)
+    try:
+        shared = evaluate(model, species, *args)
+        counts = dict(calls)
+        # the per-layer bookkeeping of before: every layer builds its own context
+        real_forward = model.forward
+
+        def per_layer_forward(species, edge_vec, senders, receivers):
+            x = model.embedding(torch.nn.functional.one_hot(species, model.n_species).to(edge_vec.dtype))
+            sh = model.spherical_harmonics(edge_vec)
+            r = torch.linalg.norm(edge_vec, dim=-1)
+            for layer in model.layers:
+                x = layer(x, sh, r, senders, receivers)
+            out = model.readout_out(model.readout_hidden(x)).squeeze(-1)
+            return out * model.scale[species] + model.shift[species]
+
+        monkeypatch.setattr(model, "forward", per_layer_forward)
+        calls.update(basis=0, index=0)
+        separate = evaluate(model, species, *args)
+        n_layers = len(model.layers)
+        assert calls["basis"] == n_layers  # the check above counts what it claims to
+        monkeypatch.setattr(model, "forward", real_forward)
+    finally:
+        _set_kernels(potential64, True)
+    assert counts == {"basis": 1, "index": 1 if kernels else 0}
+    for key in ("energy", "forces", "virial"):
+        assert torch.allclose(shared[key], separate[key], rtol=0, atol=1e-12), key

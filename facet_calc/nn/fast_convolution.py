@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ._kernels import kernel_threads, spline_conv_library, triton_backend
-from .radial import SplineRadial, hermite_spline, spline_basis
+from .radial import SplineRadial, spline_basis, spline_from_basis
 
 
 class FastSplineConvolution(nn.Module):
@@ -131,30 +131,36 @@ class FastSplineConvolution(nn.Module):
         receivers: torch.Tensor,
         table: torch.Tensor,
         use_kernel: bool = True,
+        edges: EdgeContext | None = None,
     ) -> torch.Tensor:
         """``table``: the radial's ``(2 * n_knots, n_out)`` table (``SplineRadial.table()``).
         ``use_kernel``: run the fused kernel when one serves ``x.device`` (see ``nn.backend``);
         it needs edges sorted by receiver, gives no gradient for ``table`` and is differentiable
-        once; the torch path is differentiable twice."""
+        once; the torch path is differentiable twice. ``edges``: the per-edge work shared by
+        the layers of one model evaluation (built here when not given)."""
+        if edges is None:
+            edges = EdgeContext(x.shape[0], senders, receivers, r)
         kernel = kernel_backend(x.device) if use_kernel else None
-        if kernel is not None and bool((receivers[1:] >= receivers[:-1]).all()):
+        if kernel is not None and edges.sorted_by_receiver:
             if table.requires_grad and torch.is_grad_enabled():
                 raise RuntimeError(
                     "the fused convolution kernel gives no gradients for the spline tables; "
                     "train with model.set_backend('torch') (facet_calc.train does this)"
                 )
-            return self._fused(kernel, x, sh, r, senders, receivers, table)
-        outputs = self._tensor_ops(x, sh, r, senders, receivers, table)
+            return self._fused(kernel, x, sh, edges, table)
+        outputs = self._tensor_ops(x, sh, edges, table)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
-    def _tensor_ops(self, x, sh, r, senders, receivers, table) -> list[torch.Tensor]:
+    def _tensor_ops(self, x, sh, edges: EdgeContext, table) -> list[torch.Tensor]:
         """Pure-torch path (any device): per-edge messages, then index_add.
 
         Edges are processed in chunks of at most ``max_chunk_elements`` message entries; when
         there is more than one chunk, each is recomputed in the backward pass instead of kept
         (activation checkpointing), so memory stays bounded for large systems on GPUs.
         """
-        n_edges, n_nodes = r.shape[0], x.shape[0]
+        senders, receivers = edges.senders, edges.receivers
+        rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
+        n_edges, n_nodes = rows.shape[0], x.shape[0]
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
@@ -165,8 +171,8 @@ class FastSplineConvolution(nn.Module):
             out = x.new_zeros((n_nodes, cols * mul))
             for start in range(0, n_edges, chunk):
                 part = slice(start, min(start + chunk, n_edges))
-                args = (xb, sh[part], r[part], senders[part], receivers[part], block_table, coupling,
-                        (mul, m1, cols))  # fmt: skip
+                args = (xb, sh[part], rows[part], beta[part], senders[part], receivers[part], block_table,
+                        coupling, (mul, m1, cols))  # fmt: skip
                 if chunk < n_edges and torch.is_grad_enabled():
                     out = out + checkpoint(self._block_messages, *args, use_reentrant=False)
                 else:
@@ -174,11 +180,11 @@ class FastSplineConvolution(nn.Module):
             outputs.append(out)
         return outputs
 
-    def _block_messages(self, xb, sh, r, senders, receivers, table, coupling, dims) -> torch.Tensor:
+    def _block_messages(self, xb, sh, rows, beta, senders, receivers, table, coupling, dims) -> torch.Tensor:
         """Sum over the given edges of one block's messages, ``(n_nodes, cols * mul)``."""
         mul, m1, cols = dims
-        n_edges = r.shape[0]
-        w = hermite_spline(r, table, self.r_max)  # (E, cols * mul)
+        n_edges = rows.shape[0]
+        w = spline_from_basis(rows, beta, table)  # (E, cols * mul)
         a = (sh @ coupling).view(n_edges, cols, m1)
         xj = xb[senders].view(n_edges, mul, m1)
         if m1 == 1:
@@ -188,11 +194,12 @@ class FastSplineConvolution(nn.Module):
         msg = t.reshape(n_edges, cols * mul) * w
         return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
 
-    def _fused(self, backend, x, sh, r, senders, receivers, table) -> torch.Tensor:
+    def _fused(self, backend, x, sh, edges: EdgeContext, table) -> torch.Tensor:
         """Compiled CPU kernel (edges sorted by receiver): per-edge messages are never
         materialised, and each block is written straight into e3nn's output layout."""
-        n_edges, n_nodes = r.shape[0], x.shape[0]
-        rows, beta = spline_basis(r, self.n_intervals, self.r_max)
+        n_nodes = x.shape[0]
+        rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
+        n_edges = rows.shape[0]
         tensors, blocks = [], []
         for block in self.blocks:
             b, mul, m1, cols = block["id"], block["mul"], block["m1"], block["cols"]
@@ -206,7 +213,7 @@ class FastSplineConvolution(nn.Module):
                     (mul, m1, cols, block["n_paths"]),
                 )
             )
-        static = (backend, _EdgeIndex(n_nodes, senders, receivers), rows, blocks, self.irreps_out.dim,
+        static = (backend, edges.index, rows, blocks, self.irreps_out.dim,
                   1.0 / self.denominator)  # fmt: skip
         return _FusedConvolution.apply(beta, static, *tensors)
 
@@ -220,6 +227,49 @@ def kernel_backend(device: torch.device):
     if device.type == "cuda":
         return triton_backend()
     return None
+
+
+class EdgeContext:
+    """The per-edge work of one model evaluation that every layer needs, done once and shared:
+    whether the edges are sorted by receiver (on CUDA a host synchronisation), their CSR
+    offsets (:class:`_EdgeIndex`), and the spline basis of ``r`` per knot grid (``rows`` and
+    ``beta`` of :func:`~facet_calc.nn.radial.spline_basis`, the same for every layer whose table
+    has the same ``n_intervals`` and ``r_max``). Each is computed on first use.
+
+    Args:
+        n_nodes: number of atoms. senders, receivers: ``(n_edges,)`` int64.
+        r: ``(n_edges,)`` edge lengths in A (the basis is differentiable with respect to it).
+
+    Build it inside the model's forward, where gradient mode is that of the layers; it holds
+    tensors of that evaluation only and is dropped with it.
+    """
+
+    def __init__(self, n_nodes: int, senders: torch.Tensor, receivers: torch.Tensor, r: torch.Tensor) -> None:
+        self.n_nodes = n_nodes
+        self.senders = senders
+        self.receivers = receivers
+        self.r = r
+        self._sorted: bool | None = None
+        self._index: _EdgeIndex | None = None
+        self._basis: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def sorted_by_receiver(self) -> bool:
+        if self._sorted is None:
+            self._sorted = bool((self.receivers[1:] >= self.receivers[:-1]).all())
+        return self._sorted
+
+    @property
+    def index(self) -> _EdgeIndex:
+        if self._index is None:
+            self._index = _EdgeIndex(self.n_nodes, self.senders, self.receivers)
+        return self._index
+
+    def spline_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (int(n_intervals), float(r_max))
+        if key not in self._basis:
+            self._basis[key] = spline_basis(self.r, n_intervals, r_max)
+        return self._basis[key]
 
 
 class _EdgeIndex:

@@ -23,7 +23,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from .fast_convolution import FastSplineConvolution
+from .fast_convolution import EdgeContext, FastSplineConvolution
 from .fast_linear import FastLinear
 from .radial import SplineRadial
 
@@ -168,7 +168,10 @@ class InteractionBlock(nn.Module):
         r: torch.Tensor,
         senders: torch.Tensor,
         receivers: torch.Tensor,
+        edges: EdgeContext | None = None,
     ) -> torch.Tensor:
+        """``edges``: per-edge work shared by the layers of one evaluation (the fast paths use
+        it; the e3nn reference computes everything itself)."""
         sc = self._linear("self_connection", x)
         h = self._linear("linear_in", x)
         if self.head_bias_in is not None:
@@ -179,7 +182,7 @@ class InteractionBlock(nn.Module):
             radial = self.convolution.radial
             h = self.fast["convolution"](
                 h, sh, r, senders, receivers, radial.table(),
-                use_kernel=self.backend == "kernel",
+                use_kernel=self.backend == "kernel", edges=edges,
             )  # fmt: skip
         h = self._linear("linear_out", h) + sc
         if self.head_bias_out is not None:

@@ -27,6 +27,7 @@ from e3nn import o3
 from torch import nn
 
 from .backend import check_backend, effective_backend
+from .fast_convolution import EdgeContext
 from .interaction import InteractionBlock
 from .radial import SplineRadial
 from .registry import register_architecture
@@ -123,8 +124,10 @@ class FacetModel(nn.Module):
         x = self.embedding(onehot)
         sh = self.spherical_harmonics(edge_vec)
         r = torch.linalg.norm(edge_vec, dim=-1)
+        # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
+        edges = EdgeContext(species.shape[0], senders, receivers, r)
         for layer in self.layers:
-            x = layer(x, sh, r, senders, receivers)
+            x = layer(x, sh, r, senders, receivers, edges=edges)
         hidden = self.readout_hidden(x)
         if self.head_bias_hidden is not None:
             hidden = hidden + self.head_bias_hidden[self.head]

@@ -160,6 +160,12 @@ def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.
     slopes, at ``r (n_edges,)``. Returns ``(n_edges, n_out)``, zero for ``r >= r_max``.
     Differentiable with respect to ``r`` and ``table``, twice (force training, Hessians)."""
     rows, beta = spline_basis(r, table.shape[0] // 2 - 1, r_max)
+    return spline_from_basis(rows, beta, table)
+
+
+def spline_from_basis(rows: torch.Tensor, beta: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`hermite_spline` from a basis :func:`spline_basis` already computed (shared by
+    every table on the same knots): ``(n_edges, n_out)``, differentiable twice."""
     return _WeightedRows.apply(beta, table, rows)
 
 

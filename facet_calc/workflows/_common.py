@@ -42,3 +42,16 @@ def progress_bar(total: int, description: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=description, disable=not enabled, leave=False)
+
+
+def calculate_many(calculator: Calculator, images: list[Atoms], properties: list[str]) -> list[dict]:
+    """Results of ``properties`` for each of ``images``: in batched graphs when the calculator
+    offers ``calculate_many`` (FacetCalculator), else one ASE call per structure."""
+    if hasattr(calculator, "calculate_many"):
+        return calculator.calculate_many(images, properties)
+    results = []
+    for atoms in images:
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        results.append({name: atoms.calc.get_property(name, atoms) for name in properties})
+    return results

@@ -13,7 +13,7 @@ from ase.eos import EquationOfState
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
 
 
 @dataclass
@@ -65,16 +65,19 @@ def eos(
     atoms = as_atoms(structure)
     if atoms.cell.rank != 3:
         raise ValueError("an equation of state needs a periodic cell with a volume")
-    atoms.calc = resolve_calculator(calculator)
+    calc = resolve_calculator(calculator)
     cell0 = atoms.cell.array.copy()
     scales = np.linspace(1 - max_strain, 1 + max_strain, n_points) ** (1.0 / 3.0)
-    volumes, energies = [], []
+    images = []
+    for s in scales:
+        image = atoms.copy()
+        image.set_cell(cell0 * s, scale_atoms=True)
+        images.append(image)
+    volumes = [image.get_volume() for image in images]
     with progress_bar(n_points, "EOS", progress) as bar:
-        for s in scales:
-            atoms.set_cell(cell0 * s, scale_atoms=True)
-            volumes.append(atoms.get_volume())
-            energies.append(atoms.get_potential_energy())
-            bar.update(1)
+        # all volumes in one batched call (FacetCalculator.calculate_many)
+        energies = [r["energy"] for r in calculate_many(calc, images, ["energy"])]
+        bar.update(n_points)
     fit = EquationOfState(volumes, energies, eos=eos_name)
     v0, e0, b0 = fit.fit()
     return EOSResult(

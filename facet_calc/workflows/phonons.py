@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
 
 
 @dataclass
@@ -115,15 +115,13 @@ def phonons(
                         scaled_positions=atoms.get_scaled_positions())  # fmt: skip
     ph = Phonopy(unit, supercell_matrix=np.diag(supercell), primitive_matrix=None)
     ph.generate_displacements(distance=displacement_a)
-    forces = []
     cells = ph.supercells_with_displacements
+    images = [Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True) for sc in cells]
     with progress_bar(len(cells), "phonons", progress) as bar:
-        for sc in cells:
-            work = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
-            work.calc = calc
-            f = work.get_forces()
-            forces.append(f - f.mean(axis=0))  # remove the tiny net force (translational drift)
-            bar.update(1)
+        # all displaced supercells in batched calls (FacetCalculator.calculate_many)
+        forces = [r["forces"] for r in calculate_many(calc, images, ["forces"])]
+        bar.update(len(cells))
+    forces = [f - f.mean(axis=0) for f in forces]  # remove the tiny net force (translational drift)
     ph.forces = np.array(forces)
     ph.produce_force_constants()
     ph.symmetrize_force_constants()

@@ -1,0 +1,135 @@
+"""torch-sim adapter: a batched ``SimState`` -> one disjoint graph -> energies, forces, stresses.
+
+torch-sim (``pip install "facet_calc[torchsim]"``) runs relaxations and MD of many systems at
+once; :class:`FacetTorchSimModel` is its ``ModelInterface`` for any facet_calc potential. All
+systems of a state are evaluated in one graph, with the same numbers as ``FacetCalculator``
+gives structure by structure (the two share :mod:`facet_calc.batching`).
+
+Example::
+
+    >>> import torch_sim as ts                                        # doctest: +SKIP
+    >>> from facet_calc.torchsim import FacetTorchSimModel
+    >>> model = FacetTorchSimModel("7net-0-spline", dtype=torch.float64)
+    >>> state = ts.io.atoms_to_state([bulk("Si", "diamond", a=5.43), bulk("Cu", "fcc", a=3.6)],
+    ...                              model.device, model.dtype)
+    >>> out = model(state)   # energy (2,), forces (3, 3), stress (2, 3, 3)
+
+Works with torch-sim 0.3 (the newest for Python 3.11; ``state.pbc`` a bool) and the current
+0.6 (Python >= 3.12; ``state.pbc`` a ``(3,)`` tensor). The neighbour lists are built on the CPU
+(vesin) from float64 positions, as for the ASE calculator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase import Atoms
+
+try:
+    from torch_sim.models.interface import ModelInterface
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'facet_calc.torchsim needs torch-sim: pip install "facet_calc[torchsim]" '
+        '(or pip install torch-sim-atomistic "torch==<your torch version>")'
+    ) from err
+
+from .batching import evaluate_batch, join_graphs, species_indices, species_lookup
+from .graph import build_graph
+from .potential import DEFAULT_POTENTIAL, Potential, load_potential, resolve_dtype
+
+
+class FacetTorchSimModel(ModelInterface):
+    """torch-sim ``ModelInterface`` of a facet_calc potential.
+
+    Args:
+        potential: a shipped potential name, a potential folder, or a loaded
+            :class:`~facet_calc.potential.Potential` (then moved to ``device`` and used in its
+            own dtype, which must equal ``dtype`` when that is given).
+        device: ``"cpu"``, ``"cuda"`` or a ``torch.device``; default: CUDA when available.
+        dtype: ``torch.float32`` (the default; MD, relaxations) or ``torch.float64``.
+        compute_forces, compute_stress: which gradients ``forward`` returns.
+
+    ``forward(state)`` returns ``energy (n_systems,)`` eV, ``forces (n_atoms, 3)`` eV/A and
+    ``stress (n_systems, 3, 3)`` eV/A^3 with ASE's sign (tensile positive), detached, in the
+    model's dtype on its device. A system whose cell has no volume (a molecule in torch-sim's
+    zero cell) has no stress: its rows are NaN, never a made-up number.
+    """
+
+    def __init__(
+        self,
+        potential: str | Potential = DEFAULT_POTENTIAL,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+    ) -> None:
+        super().__init__()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(potential, Potential):
+            if dtype is not None and resolve_dtype(dtype) != potential.dtype:
+                raise ValueError(
+                    f"the potential is loaded in {potential.dtype} but dtype={dtype} was asked for; "
+                    "load it in that dtype (load_potential(..., dtype=...)) or pass its name"
+                )
+            potential.model.to(device=device)
+        else:
+            potential = load_potential(potential, dtype=resolve_dtype(dtype or torch.float32), device=device)
+        self.potential = potential
+        self.model = potential.model  # registered, so that .to() and parameters() see it
+        self._device = potential.device
+        self._dtype = potential.dtype
+        self._compute_forces = bool(compute_forces)
+        self._compute_stress = bool(compute_stress)
+        self._memory_scales_with = "n_atoms_x_density"
+        self._species_of_z = species_lookup(potential)
+
+    @ModelInterface.compute_stress.setter
+    def compute_stress(self, value: bool) -> None:
+        self._compute_stress = bool(value)
+
+    @ModelInterface.compute_forces.setter
+    def compute_forces(self, value: bool) -> None:
+        self._compute_forces = bool(value)
+
+    def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
+        """Energies, forces and stresses of every system of ``state`` (a ``SimState`` or a dict
+        of its fields), in one model call."""
+        if isinstance(state, dict):
+            from torch_sim.state import SimState
+
+            state = SimState(**state, masses=torch.ones_like(state["positions"][:, 0]))
+        positions = state.positions.detach().to("cpu", torch.float64).numpy()
+        cells = state.row_vector_cell.detach().to("cpu", torch.float64).numpy()  # (n_systems, 3, 3) rows
+        numbers = state.atomic_numbers.detach().cpu().numpy()
+        system_idx = state.system_idx.detach().cpu().numpy()
+        pbc = np.broadcast_to(np.asarray(torch.as_tensor(state.pbc).cpu(), dtype=bool), (3,))
+        n_systems = cells.shape[0]
+        if n_systems and np.any(np.diff(system_idx) < 0):
+            raise ValueError("state.system_idx must be sorted (atoms of each system contiguous), as torch-sim keeps it")
+        bounds = np.searchsorted(system_idx, np.arange(n_systems + 1))
+        graphs = []
+        for k in range(n_systems):
+            atoms = slice(bounds[k], bounds[k + 1])
+            system = Atoms(numbers=numbers[atoms], positions=positions[atoms], cell=cells[k], pbc=pbc)
+            try:
+                graphs.append(build_graph(system, self.potential.cutoff))
+            except ValueError as err:
+                raise ValueError(f"system {k}: {err}") from err
+        species = species_indices(self.potential, self._species_of_z, numbers)
+        need_gradients = self._compute_forces or self._compute_stress
+        out = evaluate_batch(
+            self.potential,
+            species,
+            join_graphs(graphs),
+            compute_forces=need_gradients,
+            compute_virial=self._compute_stress,
+        )
+        results = {"energy": out["energy"].to(self._dtype)}
+        if self._compute_forces:
+            results["forces"] = out["forces"].to(self._dtype)
+        if self._compute_stress:
+            volume = torch.as_tensor(np.abs(np.linalg.det(cells)), dtype=self._dtype, device=self._device)
+            has_volume = torch.as_tensor([Atoms(cell=c).cell.rank == 3 for c in cells], device=self._device)
+            volume = torch.where(has_volume, volume, torch.full_like(volume, float("nan")))
+            results["stress"] = out["virial"].to(self._dtype) / volume[:, None, None]
+        return results
