@@ -1,4 +1,4 @@
-"""ASE adapter: Atoms -> graph -> model -> results dict. Nothing else lives here."""
+"""ASE adapter: Atoms -> graph -> model (+ dispersion) -> results dict. Nothing else lives here."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs, species_indices, species_lookup
+from .dispersion import D3Dispersion, dispersion_options
 from .graph import Graph, build_graph, check_distances, check_neighbour_count
-from .potential import DEFAULT_POTENTIAL, Potential, load_potential
+from .potential import DEFAULT_POTENTIAL, Potential, load_potential, resolve_dtype
 
 
 def available_memory_bytes() -> int | None:
@@ -70,19 +72,39 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device when the current one is 0."""
+    if a.type != b.type:
+        return False
+    index = torch.cuda.current_device() if a.type == "cuda" else None
+    return (a.index if a.index is not None else index) == (b.index if b.index is not None else index)
+
+
 class FacetCalculator(Calculator):
     """ASE calculator for facet_calc potentials.
 
     Args:
         potential: a shipped potential name (see ``facet_calc.list_potentials()``), a potential
-            folder, or a loaded :class:`~facet_calc.potential.Potential`.
+            folder, or a loaded :class:`~facet_calc.potential.Potential` (shared, never moved
+            or converted: a conflicting ``device`` or ``dtype`` is an error).
         device: ``"cpu"`` (the default), ``"cuda"`` or ``"auto"`` (CUDA when available); for a
-            loaded ``Potential``, the default keeps the device it is on.
-        dtype: ``"float32"`` (MD, relaxations) or ``"float64"`` (phonons, finite differences).
+            loaded ``Potential``, the device it is on.
+        dtype: ``"float32"`` (the default: MD, relaxations) or ``"float64"`` (phonons, finite
+            differences); for a loaded ``Potential``, its dtype.
+        head: the fidelity of a multi-fidelity potential (``"pbe"`` or ``"r2scan"`` for
+            ``7net-mf-0-spline``; case-insensitive; default: the potential's default head).
+        dispersion: ``"d3"`` adds DFT-D3(BJ) two-body dispersion with PBE parameters (needs
+            ``pip install 'facet_calc[d3]'``); a dict sets options, e.g. ``{"method": "d3",
+            "damping": "zero", "xc": "pbe", "cutoff": 31.75, "cn_cutoff": 21.17}`` (Angstrom).
+            See :mod:`facet_calc.dispersion`.
+
+    The settings live in ``self.parameters`` (and so in ``todict()``, trajectories and
+    databases); ``calc.set(dtype="float64")`` and the like reload what they change. An unknown
+    keyword is an error naming the known ones.
 
     Properties: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom, summing to the
     energy), ``forces`` (eV/A), ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, ASE sign). All are
-    computed in one pass.
+    computed in one pass; with dispersion, each is the sum of the model's and D3's.
 
     Example::
 
@@ -96,23 +118,111 @@ class FacetCalculator(Calculator):
     #: refuse, before allocating, a CPU step whose estimated memory exceeds what is available
     memory_check = True
 
+    #: the settings ``__init__`` and ``set()`` accept; ``arch`` is a label (janus-core keys its
+    #: results by it) that defaults to the potential's name and head
+    parameter_names = ("potential", "device", "dtype", "head", "dispersion", "arch")
+    _ase_keywords = ("restart", "label", "atoms", "directory")
+
     def __init__(
         self,
         potential: str | Potential = DEFAULT_POTENTIAL,
         device: str | torch.device | None = None,
-        dtype: str = "float32",
+        dtype: str | torch.dtype | None = None,
+        head: str | None = None,
+        dispersion: str | dict[str, Any] | None = None,
         **kwargs,
     ) -> None:
+        self._check_names(kwargs, self.parameter_names[-1:] + self._ase_keywords)
+        self.potential: Potential | None = None
+        self.dispersion: D3Dispersion | None = None
+        self._shared = isinstance(potential, Potential)
+        self._arch_given = False
+        settings = {"potential": potential, "device": device, "dtype": dtype, "head": head, "dispersion": dispersion}
+        if "arch" in kwargs:
+            settings["arch"] = kwargs.pop("arch")
         super().__init__(**kwargs)
+        self.set(**settings)
+
+    @staticmethod
+    def _check_shared(potential: Potential, kwargs: dict) -> None:
+        """A shared Potential is used as it is: a conflicting device, dtype or head is an error."""
+        wanted = {
+            "device": None if kwargs.get("device") is None else _resolve_device(kwargs["device"]),
+            "dtype": None if kwargs.get("dtype") is None else resolve_dtype(kwargs["dtype"]),
+            "head": None if kwargs.get("head") is None else str(kwargs["head"]).lower(),
+        }
+        for key, have in (("device", potential.device), ("dtype", potential.dtype), ("head", potential.head)):
+            if wanted[key] is None:
+                continue
+            if not (_same_device(have, wanted[key]) if key == "device" else wanted[key] == have):
+                raise ValueError(
+                    f"this Potential is loaded with {key}={have}, not {wanted[key]}; a calculator never "
+                    f"converts a Potential it shares with others. Load one with "
+                    f"load_potential({potential.name!r}, {key}=...), or pass the name instead"
+                )
+
+    @classmethod
+    def _check_names(cls, kwargs: dict, known: tuple[str, ...]) -> None:
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise TypeError(
+                f"FacetCalculator got unknown option(s) {unknown}; known options are "
+                f"{', '.join(cls.parameter_names)} (and ASE's {', '.join(cls._ase_keywords)})"
+            )
+
+    def set(self, **kwargs) -> dict:
+        """Change settings; what a change affects is reloaded, and results are discarded."""
+        self._check_names(kwargs, self.parameter_names)
+        if not kwargs:  # ASE's __init__ calls set() before the settings are known
+            return {}
+        if "arch" in kwargs:  # a label the user sets stays; otherwise it follows the potential
+            self._arch_given = bool(kwargs["arch"])
+        if self.potential is not None:  # after __init__: what is not given stays as it is
+            if "potential" in kwargs and "head" not in kwargs:
+                kwargs["head"] = None  # another potential starts from its own default head
+            kwargs = {**self.parameters, **kwargs}
+            if self._shared and kwargs["potential"] == self.potential.name:
+                kwargs["potential"] = self.potential
+        potential = kwargs.get("potential", DEFAULT_POTENTIAL)
         if isinstance(potential, Potential):
-            self.potential = potential
-            if device is not None:  # otherwise keep the device the potential was loaded on
-                self.potential.model.to(device=_resolve_device(device))
+            self._check_shared(potential, kwargs)
+            new_potential = potential
         else:
-            self.potential = load_potential(potential, dtype=dtype, device=_resolve_device(device or "cpu"))
-        self.device = self.potential.device
-        self._species_of_z = species_lookup(self.potential)
+            device = _resolve_device(kwargs.get("device") or "cpu")
+            dtype = resolve_dtype(kwargs.get("dtype") or "float32")
+            head = kwargs.get("head")
+            old = self.potential
+            same_file = old is not None and not self._shared and str(potential) == self.parameters["potential"]
+            if same_file and _same_device(old.device, device) and old.dtype == dtype and head in (None, old.head):
+                new_potential = old
+            else:
+                new_potential = load_potential(potential, dtype=dtype, device=device, head=head)
+        self._shared = isinstance(potential, Potential)
+        options = dispersion_options(kwargs.get("dispersion"))
+        if options is None:
+            self.dispersion = None
+        elif self.dispersion is None or options != self.parameters.get("dispersion"):
+            d3 = {k: v for k, v in options.items() if k != "method"}
+            self.dispersion = D3Dispersion(**d3, device=new_potential.device)
+        self.potential = new_potential
+        name = new_potential.name if isinstance(potential, Potential) else str(potential)
+        head = new_potential.head
+        default_arch = name if head is None else f"{name}:{head}"
+        settings = {
+            "potential": name,
+            "device": str(new_potential.device),
+            "dtype": str(new_potential.dtype).removeprefix("torch."),
+            "head": head,
+            "dispersion": options,
+            "arch": kwargs["arch"] if self._arch_given else default_arch,
+        }
+        changed = Calculator.set(self, **settings)
+        self.device = new_potential.device
+        self._species_of_z = species_lookup(new_potential)
         self._warned_close_pairs = False
+        if changed:
+            self.reset()
+        return changed
 
     @property
     def dtype(self) -> torch.dtype:
@@ -250,7 +360,11 @@ class FacetCalculator(Calculator):
             if forces is not None:
                 result["forces"] = forces[atom_range]
                 if has_cell[k]:
-                    sigma = virial[k] / atoms.get_volume()
-                    result["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+                    result["stress"] = full_3x3_to_voigt_6_stress(virial[k] / atoms.get_volume())
+            if self.dispersion is not None:  # composed in: the model's terms plus D3's
+                for key, value in self.dispersion(atoms).items():
+                    if key in result:
+                        result[key] = result[key] + value
+                result["free_energy"] = result["energy"]
             results.append(result)
         return results

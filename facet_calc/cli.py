@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+#: each job's default dtype: float64 where finite differences or small energy differences matter
+DEFAULT_DTYPES = {"single": "float32", "relax": "float32", "md": "float32", "phonons": "float64", "eos": "float64",
+                  "elastic": "float64"}  # fmt: skip
 
 def _device(text: str) -> str:
     """argparse type: cpu, cuda, cuda:N or auto."""
@@ -60,48 +64,55 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, job: str, plot: str | None = None) -> None:
     p.add_argument("structure", help="structure file ASE can read (CIF, POSCAR, extxyz, ...)")
     p.add_argument("--potential", default=None, help="potential name, or the path of a potential folder "
                    "(default: 7net-0-spline)")  # fmt: skip
     p.add_argument("--no-verify", action="store_true",
                    help="load a potential folder no index.json lists, unchecked (your own conversions)")  # fmt: skip
+    p.add_argument("--head", default=None, help="fidelity of a multi-fidelity potential, e.g. pbe or r2scan")
+    p.add_argument("--d3", action="store_true", help="add D3(BJ) dispersion with PBE parameters (needs facet_calc[d3])")
     p.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default depends on the job")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help=f"floating-point precision (default for this job: {DEFAULT_DTYPES[job]})")  # fmt: skip
     p.add_argument("--frame", default=None, help="which structure of a multi-structure file (ASE index: 0, -1, ...)")
     p.add_argument("--out", default=".", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
-    p.add_argument("--plot", action="store_true", help="also write PNG plots")
+    if plot:  # only jobs that draw something take --plot
+        p.add_argument("--plot", action="store_true", help=f"also write a PNG of {plot}")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facet-calc", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="facet-calc", description="List and inspect potentials, and run the common workflows on a structure file."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="names of the shipped potentials")
     info = sub.add_parser("info", help="metadata and model card of a potential")
     info.add_argument("name")
-    _add_common(sub.add_parser("single", help="energy, forces and stress"))
-    relax = sub.add_parser("relax", help="relax positions and cell")
-    _add_common(relax)
+    _add_common(sub.add_parser("single", help="energy, forces and stress"), "single")
+    relax = sub.add_parser("relax", help="relax positions and, for a crystal, the cell")
+    _add_common(relax, "relax", plot="energy and largest force against step")
     relax.add_argument("--fmax", type=_positive(float), default=0.01, help="eV/A")
     relax.add_argument("--fixed-cell", action="store_true")
     relax.add_argument("--steps", type=_positive(int), default=1000)
     md = sub.add_parser("md", help="molecular dynamics")
-    _add_common(md)
+    _add_common(md, "md", plot="energies and temperature against time")
     md.add_argument("--ensemble", choices=["nve", "nvt", "npt"], default="nvt")
     md.add_argument("--temperature", type=_non_negative_float, default=300.0, help="K")
     md.add_argument("--timestep", type=_positive(float), default=1.0, help="fs")
     md.add_argument("--steps", type=_positive(int), default=1000)
     md.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
     ph = sub.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
-    _add_common(ph)
+    _add_common(ph, "phonons", plot="the band structure and DOS")
     ph.add_argument("--supercell", type=_positive(int), nargs=3, default=[2, 2, 2])
     eos = sub.add_parser("eos", help="equation of state and bulk modulus")
-    _add_common(eos)
+    _add_common(eos, "eos", plot="E(V) with the fit")
     eos.add_argument("--max-strain", type=_positive(float), default=0.05, help="relative volume change")
     el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
-    _add_common(el)
+    _add_common(el, "elastic")
     el.add_argument("--max-strain", type=_positive(float), default=0.01)
     from .cli_train import add_commands
 
@@ -114,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     mliap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     mliap.add_argument("--out", required=True, help="output file (.pkl): pair_style mliap unified OUT 0")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("facet_calc")
+    except PackageNotFoundError:  # run from a source checkout
+        from . import __version__
+
+        return __version__
 
 
 class UserError(Exception):
@@ -133,8 +155,12 @@ def _read(path: str, frame: str | None = None) -> list:
         if frame is not None:
             raise UserError(f"--frame {frame!r} does not select a structure of {path!r} ({err})") from err
         raise UserError(f"could not read {path!r} as a structure ({type(err).__name__}: {err})") from err
-    except Exception as err:  # ASE raises many types for unreadable files
-        raise UserError(f"could not read {path!r} as a structure ({type(err).__name__}: {err})") from err
+    except Exception as err:  # ASE raises many types for unreadable files, some without a message
+        detail = f"{type(err).__name__}: {err}" if str(err) else f"its reader failed with a bare {type(err).__name__}"
+        raise UserError(
+            f"could not read {path!r} as a structure ({detail}); check that it is a complete file in a format "
+            "ASE reads (CIF, POSCAR, extxyz, ...), with a suffix that names the format"
+        ) from err
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise UserError(f"{path!r} holds no structure" + ("" if frame is None else f" at --frame {frame}"))
@@ -146,19 +172,22 @@ def _calculator(args, default_dtype: str):
     from .potential import DEFAULT_POTENTIAL, load_potential
 
     name, dtype = args.potential or DEFAULT_POTENTIAL, args.dtype or default_dtype
+    dispersion = "d3" if args.d3 else None
     if args.no_verify:
-        return FacetCalculator(load_potential(name, dtype=dtype, verify=False), device=args.device)
-    return FacetCalculator(name, device=args.device, dtype=dtype)
+        potential = load_potential(name, dtype=dtype, verify=False, head=args.head)
+        return FacetCalculator(potential, device=args.device, dispersion=dispersion)
+    return FacetCalculator(name, device=args.device, dtype=dtype, head=args.head, dispersion=dispersion)
 
 
 def _outputs(args, stem: str) -> list[str]:
     """Names of the files a command writes into --out (checked before anything runs)."""
+    plot = getattr(args, "plot", False)
     names = {
         "single": [f"{stem}_single.extxyz"],
         "relax": [f"{stem}_relax.traj", f"{stem}_relaxed.extxyz"],
-        "md": [f"{stem}_md.traj"] + ([f"{stem}_md.png"] if args.plot else []),
-        "phonons": [f"{stem}_phonopy_params.yaml"] + ([f"{stem}_phonons.png"] if args.plot else []),
-        "eos": [f"{stem}_eos.png"] if args.plot else [],
+        "md": [f"{stem}_md.traj"] + ([f"{stem}_md.png"] if plot else []),
+        "phonons": [f"{stem}_phonopy_params.yaml"] + ([f"{stem}_phonons.png"] if plot else []),
+        "eos": [f"{stem}_eos.png"] if plot else [],
         "elastic": [],
     }[args.command]
     return ["summary.json", *names]
@@ -180,6 +209,25 @@ def _prepare_out(args, stem: str) -> Path:
     return out
 
 
+#: jobs whose physics needs a crystal: a cell periodic in all three directions
+_NEEDS_CRYSTAL = {"phonons": "phonons need", "eos": "an equation of state needs", "elastic": "elastic constants need"}
+
+
+def _check_structure(args, atoms) -> None:
+    """Refuse up front, in one sentence, a job the structure's periodicity does not allow."""
+    crystal = bool(atoms.pbc.all()) and atoms.cell.rank == 3
+    kind = "a molecule" if not atoms.pbc.any() else f"periodic only along {np.nonzero(atoms.pbc)[0].tolist()}"
+    if args.command in _NEEDS_CRYSTAL and not crystal:
+        raise UserError(
+            f"{_NEEDS_CRYSTAL[args.command]} a crystal periodic in three directions, and this structure is {kind}"
+        )
+    if args.command == "md" and args.ensemble == "npt" and not crystal:
+        raise UserError(
+            f"NPT needs a crystal periodic in three directions (a volume to control); this structure is {kind}: "
+            "use nve or nvt"
+        )
+
+
 def _write_summary(out: Path, summary: dict) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
@@ -187,15 +235,17 @@ def _write_summary(out: Path, summary: dict) -> None:
 
 def run(args) -> int:
     """Run the command; returns the exit status (0, or 130 for an interrupted MD run)."""
+    if args.command == "list":
+        from .index import list_potentials
+
+        print("\n".join(list_potentials()))
+        return 0
     from ase import units
     from ase.io import write
 
     from . import workflows
-    from .potential import list_potentials, load_potential
+    from .potential import load_potential
 
-    if args.command == "list":
-        print("\n".join(list_potentials()))
-        return 0
     if args.command in ("finetune", "train"):
         from . import cli_train
 
@@ -218,6 +268,8 @@ def run(args) -> int:
         return 0
 
     frames = _read(args.structure, args.frame)
+    for frame in frames:
+        _check_structure(args, frame)
     stem = Path(args.structure).stem or "structure"
     if len(frames) > 1 and args.command != "single":
         raise UserError(
@@ -241,13 +293,19 @@ def run(args) -> int:
         summary = results[0] if len(frames) == 1 else {"n_frames": len(frames), "frames": results}
         write(out / f"{stem}_single.extxyz", frames)
     elif args.command == "relax":
+        # the cell relaxes only for a crystal: a molecule has none, a slab's vacuum must stay
+        crystal = bool(atoms.pbc.all()) and atoms.cell.rank == 3
         result = workflows.relax(atoms, _calculator(args, "float32"), fmax=args.fmax,
-                                 relax_cell=not args.fixed_cell, max_steps=args.steps,
+                                 relax_cell=crystal and not args.fixed_cell, max_steps=args.steps,
                                  trajectory=str(out / f"{stem}_relax.traj"), progress=progress)  # fmt: skip
         write(out / f"{stem}_relaxed.extxyz", result.atoms)
         summary = {"energy_eV": result.energy_ev, "max_force_eV_per_A": result.max_force_ev_per_a,
                    "max_stress_GPa": result.max_stress_gpa, "steps": result.n_steps,
-                   "converged": result.converged, "volume_A3": result.atoms.get_volume()}  # fmt: skip
+                   "converged": result.converged, "cell_relaxed": crystal and not args.fixed_cell}  # fmt: skip
+        if result.atoms.cell.rank == 3:
+            summary["volume_A3"] = result.atoms.get_volume()
+        if args.plot:
+            result.plot(str(out / f"{stem}_relax.png"))
     elif args.command == "md":
         result = workflows.run_md(atoms, _calculator(args, "float32"), ensemble=args.ensemble,
                                   temperature_k=args.temperature, timestep_fs=args.timestep,
@@ -271,19 +329,33 @@ def run(args) -> int:
                    "min_frequency_THz": result.min_frequency_thz,
                    "imaginary_modes": result.has_imaginary_modes()}  # fmt: skip
         result.phonopy.save(str(out / f"{stem}_phonopy_params.yaml"))
+        write(out / f"{stem}_primitive.extxyz", result.primitive)
+        tables = result.write_tables(str(out / stem))
+        at_300 = int(np.argmin(np.abs(result.temperatures_k - 300.0)))
+        summary["n_atoms_primitive"] = len(result.primitive)
+        summary["free_energy_eV_per_primitive_cell_at_300K"] = float(result.free_energy_ev[at_300])
+        summary["entropy_eV_per_K_per_primitive_cell_at_300K"] = float(result.entropy_ev_per_k[at_300])
+        summary["heat_capacity_eV_per_K_per_primitive_cell_at_300K"] = float(result.heat_capacity_ev_per_k[at_300])
+        summary["tables"] = [Path(t).name for t in tables]
         if args.plot:
             result.plot(str(out / f"{stem}_phonons.png"))
     elif args.command == "eos":
         result = workflows.eos(atoms, _calculator(args, "float64"), max_strain=args.max_strain, progress=progress)
         summary = {"V0_A3": result.v0_a3, "V0_per_atom_A3": result.v0_per_atom_a3, "E0_eV": result.e0_ev,
                    "B0_GPa": result.b0_gpa, "eos": result.eos_name}  # fmt: skip
+        at_v0 = atoms.copy()  # the structure scaled to the fitted equilibrium volume
+        at_v0.set_cell(atoms.cell.array * np.cbrt(result.v0_a3 / atoms.get_volume()), scale_atoms=True)
+        write(out / f"{stem}_eos_v0.extxyz", at_v0)
         if args.plot:
             result.plot(str(out / f"{stem}_eos.png"))
     elif args.command == "elastic":
         result = workflows.elastic_constants(atoms, _calculator(args, "float64"), max_strain=args.max_strain,
                                              progress=progress)  # fmt: skip
-        summary = {"C_GPa_voigt": np.round(result.c_gpa, 3).tolist(), "bulk_modulus_GPa": result.bulk_modulus_gpa,
+        summary = {"C_GPa_voigt": np.round(result.c_gpa, 3).tolist(),
+                   "C_standard_error_GPa_voigt": np.round(result.c_err_gpa, 3).tolist(),
+                   "bulk_modulus_GPa": result.bulk_modulus_gpa,
                    "shear_modulus_GPa": result.shear_modulus_gpa}  # fmt: skip
+        write(out / f"{stem}_elastic.extxyz", atoms)  # the reference state the strains were applied to
     else:  # pragma: no cover - argparse rejects unknown commands
         raise UserError(f"unknown command {args.command!r}")
     _write_summary(out, summary)
@@ -291,6 +363,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+    if "torch" not in sys.modules:  # started as a program: idle OpenMP threads sleep, not spin
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # (README: several processes)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

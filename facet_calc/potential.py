@@ -25,6 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .index import INDEX_FILE, list_potentials, potentials_dir  # noqa: F401  (re-exported)
+from .index import read_index as _read_index
 from .nn.registry import build_model
 
 #: The potential used when none is named.
@@ -32,43 +34,11 @@ DEFAULT_POTENTIAL = "7net-0-spline"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.md"
-INDEX_FILE = "index.json"
 #: files every potential folder has; all of them are checked against the index
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def potentials_dir() -> Path:
-    """Folder of the shipped potentials: inside the installed wheel, or the source checkout."""
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("facet_calc.potentials")))
-        if (path / INDEX_FILE).is_file():
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "potentials"
-
-
-def _read_index(folder: Path) -> dict[str, Any]:
-    index = folder / INDEX_FILE
-    if not index.is_file():
-        return {}
-    try:
-        data = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{index} is not valid JSON ({err}); rewrite it or remove it") from err
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"{index} must map potential names to {{'sha256': {{file: digest}}}} entries")
-    return data
-
-
-def list_potentials() -> list[str]:
-    """Names of the shipped potentials."""
-    return sorted(_read_index(potentials_dir()))
 
 
 def sha256_of(path: Path) -> str:
@@ -103,6 +73,8 @@ class Potential:
     config: dict[str, Any]
     model: torch.nn.Module
     path: Path
+    #: the fidelity a multi-fidelity potential was loaded with (lower case); None for others
+    head: str | None = None
 
     @property
     def cutoff(self) -> float:
@@ -204,8 +176,12 @@ def load_potential(
     device: str | torch.device = "cpu",
     verify: bool = True,
     backend: str = "auto",
+    head: str | None = None,
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
+
+    ``head`` picks the fidelity of a multi-fidelity potential (case-insensitive; default: its
+    ``default_head``); for any other potential it must be None.
 
     A name (a string without a path separator) means a shipped potential, never a folder of
     that name in the working directory; pass ``Path(...)`` or ``"./name"`` for a folder. Every
@@ -220,6 +196,7 @@ def load_potential(
     folder, digests = _locate(potential)
     _verify(folder, digests, verify)
     config = json.loads((folder / CONFIG_FILE).read_text())
+    head = _resolve_head(folder.name, config, head)
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))
     except SafetensorError as err:
@@ -228,7 +205,24 @@ def load_potential(
     load_parameters(model, tensors, source=str(folder / WEIGHTS_FILE))
     model = model.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
     model.set_backend(backend)
-    return Potential(name=folder.name, config=config, model=model, path=folder)
+    if head is not None:
+        model.set_head(config["heads"].index(head))
+    return Potential(name=folder.name, config=config, model=model, path=folder, head=head)
+
+
+def _resolve_head(name: str, config: dict[str, Any], head: str | None) -> str | None:
+    heads = config.get("heads")
+    if not heads:
+        if head is not None:
+            raise ValueError(
+                f"potential {name!r} has a single fidelity, so head={head!r} does not apply; heads "
+                "belong to multi-fidelity potentials such as 7net-mf-0-spline (pbe, r2scan)"
+            )
+        return None
+    chosen = str(head if head is not None else config["default_head"]).lower()
+    if chosen not in heads:
+        raise ValueError(f"potential {name!r} has no head {head!r}; its heads are {', '.join(heads)}")
+    return chosen
 
 
 def load_parameters(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "tensors") -> None:

@@ -18,10 +18,13 @@ TOL_FINITE_DIFFERENCE = 1e-6
 TOL_SYMMETRY = 1e-10
 #: A 2x2x2 supercell has 8x the energy (relative).
 TOL_EXTENSIVITY = 1e-10
-#: Fidelity bounds against the source model in float64.
-TOL_FIDELITY_ENERGY_PER_ATOM = 0.5e-3  # eV/atom
+#: Fidelity to the source model in float64, about 10x the largest deviation measured over the
+#: fidelity structures for the shipped potentials (1.1e-6 eV/atom, 2.0e-3 eV/A for l3i5 and
+#: 0.4e-3 for 7net-0, 4.5e-4 GPa), so that a regression cannot hide under them. The product
+#: bounds the cards promise are looser: 0.5 meV/atom, 5 meV/A, 0.05 GPa.
+TOL_FIDELITY_ENERGY_PER_ATOM = 1e-5  # eV/atom
 TOL_FIDELITY_FORCE = 5e-3  # eV/A
-TOL_FIDELITY_STRESS_GPA = 0.05  # GPa
+TOL_FIDELITY_STRESS_GPA = 5e-3  # GPa
 
 
 def _rattled(atoms: Atoms, stdev: float, seed: int) -> Atoms:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
@@ -126,8 +127,67 @@ def test_bad_options_are_explained(potential64):
         FacetCalculator("7net-0-spline", dtype="float16")
     with pytest.raises(ValueError, match="unknown potential 'nope'.*7net-0-spline"):
         FacetCalculator("nope")
-    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            FacetCalculator("7net-0-spline", device="cuda")
 
+
+def test_settings_are_recorded_and_set_takes_effect(tmp_path):
+    """todict() records the potential, so trajectories and databases do; set() reloads."""
+    from ase.io import Trajectory
+
+    calc = FacetCalculator("7net-0-spline", dtype="float32")
+    assert calc.todict() == {
+        "potential": "7net-0-spline",
+        "device": "cpu",
+        "dtype": "float32",
+        "head": None,
+        "dispersion": None,
+        "arch": "7net-0-spline",  # janus-core keys its results by it
+    }
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.rattle(0.05, seed=4)
+    atoms.calc = calc
+    e32 = atoms.get_potential_energy()
+    calc.set(dtype="float64")
+    assert calc.dtype == torch.float64 and calc.parameters["dtype"] == "float64"
+    e64 = atoms.get_potential_energy()  # recomputed, not the cached float32 result
+    assert e64 != e32 and e64 == pytest.approx(e32, abs=1e-4)
+    with Trajectory(tmp_path / "t.traj", "w") as traj:
+        traj.write(atoms)
+    with Trajectory(tmp_path / "t.traj") as traj:
+        recorded = dict(traj.backend.calculator.parameters)
+    assert recorded["potential"] == "7net-0-spline" and recorded["dtype"] == "float64"
+
+
+def test_unknown_or_misspelt_options_raise_naming_the_known_ones(potential64):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['dispersoin'\].*dispersion"):
+        FacetCalculator(potential64, dispersoin="d3")
+    calc = FacetCalculator(potential64)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['dtyp'\]"):
+        calc.set(dtyp="float32")
+
+
+def test_a_shared_potential_is_never_moved_or_converted(potential64):
+    with pytest.raises(ValueError, match="loaded with dtype=torch.float64, not torch.float32"):
+        FacetCalculator(potential64, dtype="float32")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             FacetCalculator(potential64, device="cuda")
+    calc = FacetCalculator(potential64)
+    with pytest.raises(ValueError, match="never converts a Potential"):
+        calc.set(dtype="float32")
+    assert potential64.dtype == torch.float64 and calc.dtype == torch.float64
+    with pytest.raises(ValueError, match="loaded with head=None, not r2scan"):
+        FacetCalculator(potential64, head="r2scan")
+    with pytest.raises(ValueError, match="single fidelity"):
+        FacetCalculator("7net-0-spline", head="r2scan")
+
+
+def test_switching_potentials_and_heads_with_set():
+    calc = FacetCalculator("7net-mf-0-spline", head="r2scan")
+    assert calc.todict()["arch"] == "7net-mf-0-spline:r2scan"
+    calc.set(head="PBE")
+    assert calc.potential.head == "pbe" and calc.parameters["head"] == "pbe"
+    calc.set(potential="7net-0-spline")  # the single-fidelity potential takes no head
+    assert calc.parameters["head"] is None and calc.parameters["arch"] == "7net-0-spline"

@@ -122,3 +122,65 @@ def test_no_verify_loads_an_unlisted_folder_with_a_warning(tmp_path, capsys):
     assert main(argv) == 2
     with pytest.warns(UserWarning, match="without checking its files"):
         assert main(argv + ["--no-verify"]) == 0
+
+
+def test_molecules_relax_and_jobs_that_need_a_crystal_refuse_them(tmp_path, capsys):
+    from ase.build import molecule
+
+    path = tmp_path / "h2o.xyz"
+    water = molecule("H2O")
+    water.positions[0] += 0.1
+    write(path, water)
+    out = tmp_path / "relax"
+    assert main(["relax", str(path), "--out", str(out), "--quiet", "--fmax", "0.01", "--plot"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["converged"] and not summary["cell_relaxed"] and "volume_A3" not in summary
+    assert (out / "h2o_relax.png").stat().st_size > 1000
+    for job in (["eos"], ["elastic"], ["phonons"], ["md", "--ensemble", "npt"]):
+        assert main([*job, str(path), "--out", str(tmp_path / job[0]), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "periodic in three directions" in err and "a molecule" in err and err.count("\n") == 1
+
+
+def test_plot_is_refused_where_nothing_is_drawn_and_help_is_plain(capsys):
+    with pytest.raises(SystemExit):
+        main(["single", "x.xyz", "--plot"])
+    assert "unrecognized arguments: --plot" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["phonons", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "``" not in text and "default for this job: float64" in text
+
+
+def test_list_and_version_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom facet_calc.cli import main\nmain(['list'])\nprint('torch' in sys.modules)\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "False" and "7net-0-spline" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "facet_calc.cli", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("facet-calc ")
+
+
+def test_phonons_of_a_conventional_cell_use_its_primitive_cell(tmp_path):
+    """8-atom conventional Si: phonopy works on the 2-atom primitive cell (6 bands, no folding),
+    and the band structure, DOS and thermal properties are written with units."""
+    import numpy as np
+
+    path = tmp_path / "si.extxyz"
+    write(path, bulk("Si", "diamond", a=5.45, cubic=True))
+    out = tmp_path / "ph"
+    assert main(["phonons", str(path), "--out", str(out), "--quiet", "--supercell", "2", "2", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_atoms_primitive"] == 2 and len(summary["gamma_frequencies_THz"]) == 6
+    thermal = np.loadtxt(out / "si_thermal.csv", delimiter=",")
+    header = (out / "si_thermal.csv").read_text().splitlines()[0]
+    assert "free_energy_eV" in header and "heat_capacity_cv_eV_per_K" in header
+    # Dulong-Petit: Cv -> 3 k_B per atom at high temperature (2 atoms in the primitive cell)
+    from ase.units import kB
+
+    assert thermal[-1, 3] == pytest.approx(6 * kB, rel=0.05)
+    bands = np.loadtxt(out / "si_phonon_bands.csv", delimiter=",")
+    assert bands.shape[1] == 1 + 6

@@ -73,3 +73,31 @@ def test_7net_0_spline_matches_sevennet_0_in_float32(calc32, sevenn_reference32,
     assert err["energy_per_atom"] < 2e-5
     assert err["force"] < 1e-2
     assert err["stress_gpa"] < 3e-3
+
+
+@pytest.mark.parametrize("head, modal", [("pbe", "PBE"), ("r2scan", "R2SCAN")])
+def test_7net_mf_0_spline_matches_its_source_per_head_in_float64(head, modal):
+    from facet_calc.convert.reference import SevenNetReference
+
+    calc = FacetCalculator("7net-mf-0-spline", dtype="float64", head=head.upper())  # case-insensitive
+    assert calc.parameters["head"] == head
+    reference = SevenNetReference("7net-mf-0", "float64", modal=modal)
+    for name, atoms in STRUCTURES[::6]:  # a spread subset; the recipe measures all 49
+        err = compare_calculators(atoms, calc, reference)
+        assert err["energy_per_atom"] < TOL_FIDELITY_ENERGY_PER_ATOM, name
+        assert err["force"] < TOL_FIDELITY_FORCE, name
+        assert err["stress_gpa"] < TOL_FIDELITY_STRESS_GPA, name
+
+
+def test_mf_heads_differ_and_an_unknown_head_is_named():
+    from ase.build import bulk
+
+    energies = {}
+    for head in ("pbe", "r2scan"):
+        atoms = bulk("Si", "diamond", a=5.43)
+        atoms.calc = FacetCalculator("7net-mf-0-spline", dtype="float64", head=head)
+        energies[head] = atoms.get_potential_energy()
+    assert abs(energies["pbe"] - energies["r2scan"]) > 1.0  # different reference energies per fidelity
+    assert FacetCalculator("7net-mf-0-spline").parameters["head"] == "pbe"  # the source's default
+    with pytest.raises(ValueError, match="no head 'hse'; its heads are r2scan, pbe"):
+        FacetCalculator("7net-mf-0-spline", head="hse")

@@ -19,7 +19,9 @@ class SevenNetReference(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model: str = "7net-0", dtype: str = "float64", device: str = "cpu", **kwargs):
+    def __init__(
+        self, model: str = "7net-0", dtype: str = "float64", device: str = "cpu", modal: str | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         util = _require_sevenn()
         from sevenn.calculator import SevenNetCalculator
@@ -40,7 +42,9 @@ class SevenNetReference(Calculator):
             return data
 
         onehot.forward = onehot_in_dtype
-        self._inner = SevenNetCalculator(net, file_type="model_instance", device=device)
+        self._inner = SevenNetCalculator(net, file_type="model_instance", device=device, modal=modal)
+        #: the fidelity of a multi-fidelity model, in the checkpoint's spelling (e.g. "PBE")
+        self.modal = self._inner.modal
         self.cutoff = self._inner.cutoff
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
@@ -49,6 +53,8 @@ class SevenNetReference(Calculator):
         from sevenn.train.dataload import unlabeled_atoms_to_graph
 
         data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(self.atoms, self.cutoff))
+        if self.modal:
+            data["data_modality"] = self.modal  # as SevenNetCalculator.calculate does
         for key in list(data.keys()):
             value = data[key]
             if torch.is_tensor(value) and value.is_floating_point():

@@ -49,7 +49,10 @@ def _check_supported(cfg: dict[str, Any]) -> None:
     if cfg.get("use_bias_in_linear"):
         problems.append("use_bias_in_linear=True")
     if cfg.get("use_modality"):
-        problems.append("multi-fidelity (use_modality=True)")
+        if cfg.get("use_modal_node_embedding"):
+            problems.append("a fidelity-dependent node embedding (use_modal_node_embedding=True)")
+        if cfg.get("use_modal_wise_scale"):
+            problems.append("fidelity-dependent scales (use_modal_wise_scale=True)")
     if cfg["radial_basis"]["radial_basis_name"] != "bessel":
         problems.append(f"radial basis {cfg['radial_basis']['radial_basis_name']!r}")
     if problems:
@@ -84,6 +87,42 @@ def _radial_samples(model, t: int, r: torch.Tensor) -> tuple[np.ndarray, np.ndar
     return values.numpy(), slopes.numpy()
 
 
+def _split_modal_linear(module, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multi-fidelity IrrepsLinear of sevenn, ``L(concat(x, onehot(head)))``, as the weight of
+    an ``o3.Linear`` on ``x`` alone plus one bias row per head.
+
+    The head's one-hot enters as extra ``0e`` inputs, so ``L`` is affine in ``x``: the bias is
+    ``L(concat(0, onehot))``. The instructions on ``x`` come first in the flat weight, in the
+    same order as in a linear without the extra inputs; only their path normalisation differs
+    (the extra inputs raise the fan-in of the scalar outputs), so each block is rescaled.
+    """
+    from e3nn import o3
+
+    linear = module.linear
+    irreps_x = o3.Irreps(module._irreps_in_wo_modal)
+    plain = o3.Linear(irreps_x, linear.irreps_out, biases=False)
+    weight = linear.weight.detach().to(torch.float64)
+    blocks, start = [], 0
+    plain_instructions = iter(plain.instructions)
+    for ins in linear.instructions:
+        size = int(np.prod(ins.path_shape))
+        if ins.i_in < len(irreps_x):
+            mine = next(plain_instructions)
+            if (mine.i_in, mine.i_out) != (ins.i_in, ins.i_out):
+                raise ValueError("unexpected instruction order in a multi-fidelity linear")
+            blocks.append(weight[start : start + size] * (ins.path_weight / mine.path_weight))
+        start += size
+    with torch.no_grad():
+        inputs = torch.cat([torch.zeros(n_heads, irreps_x.dim), torch.eye(n_heads)], dim=1)
+        bias = linear.to(torch.float64)(inputs.to(torch.float64))
+    scalar = torch.zeros(linear.irreps_out.dim, dtype=torch.bool)
+    for (_, ir), sl in zip(linear.irreps_out, linear.irreps_out.slices()):
+        scalar[sl] = ir == o3.Irrep("0e")
+    if bias[:, ~scalar].abs().sum() > 0:
+        raise ValueError("a multi-fidelity linear has a bias on non-scalar outputs")
+    return torch.cat(blocks), bias
+
+
 def convert_sevennet(
     checkpoint: str, min_intervals: int = DEFAULT_MIN_INTERVALS
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -100,6 +139,11 @@ def convert_sevennet(
     cfg = cp.config
     _check_supported(cfg)
     model = cp.build_model().to(torch.float64).eval()
+    # multi-fidelity: heads in the source's modal order, named in lower case
+    modal_map = cfg.get("_modal_map") or {}
+    heads = sorted(modal_map, key=modal_map.get) if cfg.get("use_modality") else []
+    heads = [name.lower() for name in heads]
+    n_heads = len(heads)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
 
     cutoff = float(cfg["cutoff"])
@@ -146,8 +190,17 @@ def convert_sevennet(
         )
         prefix = f"layers.{t}."
         tensors[prefix + "self_connection.weight"] = sd[f"{t}_self_connection_intro.linear.weight"]
-        tensors[prefix + "linear_in.weight"] = sd[f"{t}_self_interaction_1.linear.weight"]
-        tensors[prefix + "linear_out.weight"] = sd[f"{t}_self_interaction_2.linear.weight"]
+        for ours, theirs in (("linear_in", "self_interaction_1"), ("linear_out", "self_interaction_2")):
+            module = model._modules[f"{t}_{theirs}"]
+            if n_heads:
+                weight, bias = _split_modal_linear(module, n_heads) if module.num_modalities > 1 else (None, None)
+                dim = module.linear.irreps_out.dim
+                tensors[prefix + ours + ".weight"] = sd[f"{t}_{theirs}.linear.weight"] if weight is None else weight
+                bias = torch.zeros(n_heads, dim) if bias is None else bias
+                tensors[prefix + f"head_bias_{ours.split('_')[1]}"] = bias
+                layers[-1]["n_heads"] = n_heads
+            else:
+                tensors[prefix + ours + ".weight"] = sd[f"{t}_{theirs}.linear.weight"]
         tensors[prefix + "convolution.radial.values"] = torch.from_numpy(y)
         tensors[prefix + "convolution.radial.slopes"] = torch.from_numpy(slopes)
 
@@ -157,7 +210,18 @@ def convert_sevennet(
     tensors["readout_out.weight"] = sd["reduce_hidden_to_energy.linear.weight"]
     n_species = len(atomic_numbers)
     tensors["scale"] = sd["rescale_atomic_energy.scale"].reshape(-1).expand(n_species).clone()
-    tensors["shift"] = sd["rescale_atomic_energy.shift"].reshape(-1).expand(n_species).clone()
+    if n_heads:
+        readout = model._modules["reduce_input_to_hidden"]
+        if readout.num_modalities > 1:
+            tensors["readout_hidden.weight"], tensors["head_bias_hidden"] = _split_modal_linear(readout, n_heads)
+        else:
+            tensors["head_bias_hidden"] = torch.zeros(n_heads, readout.linear.irreps_out.dim)
+        shift = sd["rescale_atomic_energy.shift"]
+        shift = shift.reshape(n_heads, n_species) if cfg.get("use_modal_wise_shift") else shift.reshape(1, -1)
+        tensors["head_shift"] = shift.expand(n_heads, n_species).clone()
+        tensors["shift"] = torch.zeros(n_species)
+    else:
+        tensors["shift"] = sd["rescale_atomic_energy.shift"].reshape(-1).expand(n_species).clone()
 
     config = {
         "format_version": 1,
@@ -176,6 +240,9 @@ def convert_sevennet(
         },
         "layers": layers,
     }
+    if n_heads:
+        config["heads"] = heads
+        config["default_head"] = str(cfg.get("default_modal", modal_map and min(modal_map, key=modal_map.get))).lower()
     # The checkpoint holds float32 weights; keep them as stored. Spline tables stay float64.
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     for k, v in tensors.items():

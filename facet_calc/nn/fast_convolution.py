@@ -31,7 +31,7 @@ from e3nn import o3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._kernels import spline_conv_library, triton_backend
+from ._kernels import kernel_threads, spline_conv_library, triton_backend
 from .radial import SplineRadial, spline_basis, spline_from_basis
 
 
@@ -310,7 +310,7 @@ class CpuBackend:
             ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
             _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
             _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(out.shape[1]), _ptr(out_map), c_scale,
-            torch.get_num_threads(),
+            kernel_threads(),
         )  # fmt: skip
 
     def backward_block(self, graph, a, xt, rows, beta, table, path_of_col, dims, grad_block, grad_a, grad_xt,
@@ -321,7 +321,7 @@ class CpuBackend:
             ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
             _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
             _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
-            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), torch.get_num_threads(),
+            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), kernel_threads(),
         )  # fmt: skip
 
 

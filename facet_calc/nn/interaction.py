@@ -137,6 +137,13 @@ class InteractionBlock(nn.Module):
         )
         self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
         self.irreps_out = self.gate.irreps_out
+        # Multi-fidelity potentials (SevenNet-MF): the source feeds a one-hot of the fidelity
+        # to linear_in and linear_out as extra scalar inputs, which is a per-head bias on their
+        # scalar outputs; one row per head, the row ``self.head`` is added (FacetModel.set_head).
+        n_heads = int(spec.get("n_heads", 0))
+        self.head_bias_in = nn.Parameter(torch.zeros(n_heads, irreps_in.dim)) if n_heads else None
+        self.head_bias_out = nn.Parameter(torch.zeros(n_heads, irreps_gate_in.dim)) if n_heads else None
+        self.head = 0
         # The specialised implementations of the same maps: index tables and Clebsch-Gordan
         # constants only (not saved); they read the parameters above at every call.
         self.fast = nn.ModuleDict(
@@ -167,6 +174,8 @@ class InteractionBlock(nn.Module):
         it; the e3nn reference computes everything itself)."""
         sc = self._linear("self_connection", x)
         h = self._linear("linear_in", x)
+        if self.head_bias_in is not None:
+            h = h + self.head_bias_in[self.head]
         if self.backend == "e3nn":
             h = self.convolution(h, sh, r, senders, receivers)
         else:
@@ -176,4 +185,6 @@ class InteractionBlock(nn.Module):
                 use_kernel=self.backend == "kernel", edges=edges,
             )  # fmt: skip
         h = self._linear("linear_out", h) + sc
+        if self.head_bias_out is not None:
+            h = h + self.head_bias_out[self.head]
         return self.gate(h)

@@ -76,6 +76,23 @@ class FacetModel(nn.Module):
         self.readout_out = o3.Linear(o3.Irreps(config["readout_hidden"]), o3.Irreps("1x0e"), biases=False)
         self.scale = nn.Parameter(torch.ones(n_species))
         self.shift = nn.Parameter(torch.zeros(n_species))
+        # Multi-fidelity potentials: per-head energy shifts and readout bias (the source's
+        # fidelity one-hot input, see InteractionBlock); set_head picks the row.
+        n_heads = len(config.get("heads", []))
+        hidden_dim = o3.Irreps(config["readout_hidden"]).dim
+        self.head_shift = nn.Parameter(torch.zeros(n_heads, n_species)) if n_heads else None
+        self.head_bias_hidden = nn.Parameter(torch.zeros(n_heads, hidden_dim)) if n_heads else None
+        self.head = 0
+
+    def set_head(self, index: int) -> FacetModel:
+        """Evaluate head ``index`` of a multi-fidelity model (an index into ``config["heads"]``)."""
+        n_heads = len(self.config.get("heads", []))
+        if not 0 <= index < max(n_heads, 1):
+            raise ValueError(f"head index {index} out of range for a model with {n_heads} heads")
+        self.head = index
+        for layer in self.layers:
+            layer.head = index
+        return self
 
     def set_backend(self, name: str = "auto") -> FacetModel:
         """Choose the implementation of every layer: ``"auto"``, ``"kernel"``, ``"torch"`` or
@@ -111,8 +128,12 @@ class FacetModel(nn.Module):
         edges = EdgeContext(species.shape[0], senders, receivers, r)
         for layer in self.layers:
             x = layer(x, sh, r, senders, receivers, edges=edges)
-        out = self.readout_out(self.readout_hidden(x)).squeeze(-1)
-        return out * self.scale[species] + self.shift[species]
+        hidden = self.readout_hidden(x)
+        if self.head_bias_hidden is not None:
+            hidden = hidden + self.head_bias_hidden[self.head]
+        out = self.readout_out(hidden).squeeze(-1)
+        shift = self.shift if self.head_shift is None else self.shift + self.head_shift[self.head]
+        return out * self.scale[species] + shift[species]
 
 
 def evaluate(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import units
 from ase.calculators.calculator import Calculator
 from ase.eos import EquationOfState
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
 
@@ -32,21 +35,20 @@ class EOSResult:
     b0_gpa: float
     eos_name: str
 
-    def plot(self, filename: str) -> None:
+    def plot(self, filename: str) -> Figure:
         """Write E(V) with the fit to a PNG file."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # a Figure, not pyplot: the user's backend and open figures stay as they were
+        from matplotlib.figure import Figure
 
         fit = EquationOfState(self.volumes_a3, self.energies_ev, eos=self.eos_name)
         fit.fit()
-        fig, ax = plt.subplots(figsize=(5, 4))
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
         fit.plot(ax=ax, show=False)
         ax.set_title(f"V0 = {self.v0_a3:.3f} A^3, B0 = {self.b0_gpa:.1f} GPa")
         fig.tight_layout()
         fig.savefig(filename, dpi=120)
-        plt.close(fig)
+        return fig
 
 
 def eos(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms, units
@@ -12,6 +12,9 @@ from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ._common import as_atoms, progress_bar, resolve_calculator
 
@@ -42,14 +45,13 @@ class MDResult:
     steps_done: int = 0
     interrupted: bool = False
 
-    def plot(self, filename: str) -> None:
+    def plot(self, filename: str) -> Figure:
         """Energies and temperature against time, as PNG."""
-        import matplotlib
+        # a Figure, not pyplot: the user's backend and open figures stay as they were
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_e, ax_t) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
+        fig = Figure(figsize=(6, 5))
+        ax_e, ax_t = fig.subplots(2, 1, sharex=True)
         ax_e.plot(self.time_fs, self.total_energy_ev, label="total")
         ax_e.plot(self.time_fs, self.potential_energy_ev, label="potential")
         ax_e.set_ylabel("energy (eV)")
@@ -59,7 +61,7 @@ class MDResult:
         ax_t.set_xlabel("time (fs)")
         fig.tight_layout()
         fig.savefig(filename, dpi=120)
-        plt.close(fig)
+        return fig
 
     def energy_drift_ev_per_atom(self) -> float:
         """Total-energy change over the run per atom (eV), from a linear fit (NVE check)."""
@@ -141,7 +143,8 @@ def run_md(
 
     bar = progress_bar(steps, f"MD {ensemble.upper()}", progress)
     dyn.attach(record, interval=log_interval)
-    dyn.attach(lambda: bar.update(1), interval=1)
+    # ASE also calls observers once before the first step: count steps, not calls
+    dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
     interrupted = False
     try:
         dyn.run(steps)

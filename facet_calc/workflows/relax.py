@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ._common import as_atoms, progress_bar, resolve_calculator
 
@@ -27,6 +30,7 @@ class RelaxResult:
         max_stress_gpa: largest remaining stress component (GPa; 0 when the cell was fixed).
         n_steps: optimizer steps taken.
         converged: whether ``fmax`` was reached within ``max_steps``.
+        energies_ev, max_forces_ev_per_a: (n_steps + 1,) energy and largest force per step.
     """
 
     atoms: Atoms
@@ -35,6 +39,25 @@ class RelaxResult:
     max_stress_gpa: float
     n_steps: int
     converged: bool
+    energies_ev: np.ndarray | None = None
+    max_forces_ev_per_a: np.ndarray | None = None
+
+    def plot(self, filename: str) -> Figure:
+        """Energy and largest force against optimizer step, as PNG."""
+        # a Figure, not pyplot: the user's backend and open figures stay as they were
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 5))
+        ax_e, ax_f = fig.subplots(2, 1, sharex=True)
+        steps = np.arange(len(self.energies_ev))
+        ax_e.plot(steps, self.energies_ev)
+        ax_e.set_ylabel("energy (eV)")
+        ax_f.semilogy(steps, self.max_forces_ev_per_a)
+        ax_f.set_ylabel("largest force (eV/A)")
+        ax_f.set_xlabel("optimizer step")
+        fig.tight_layout()
+        fig.savefig(filename, dpi=120)
+        return fig
 
 
 def relax(
@@ -56,7 +79,15 @@ def relax(
     target = FrechetCellFilter(atoms) if relax_cell else atoms
     opt = OPTIMIZERS[optimizer](target, trajectory=trajectory, logfile=None)
     bar = progress_bar(max_steps, "relax", progress)
-    opt.attach(lambda: bar.update(1))
+    history = []
+
+    def record():
+        forces = atoms.get_forces()
+        history.append((atoms.get_potential_energy(), np.linalg.norm(forces, axis=1).max() if len(atoms) else 0.0))
+        if len(history) > 1:  # ASE calls observers once before the first step
+            bar.update(1)
+
+    opt.attach(record)
     converged = bool(opt.run(fmax=fmax, steps=max_steps))
     bar.close()
     forces = atoms.get_forces()
@@ -68,4 +99,6 @@ def relax(
         max_stress_gpa=float(np.abs(stress).max() / units.GPa),
         n_steps=int(opt.get_number_of_steps()),
         converged=converged,
+        energies_ev=np.array([e for e, _ in history]),
+        max_forces_ev_per_a=np.array([f for _, f in history]),
     )

@@ -27,7 +27,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("spline_conv.cpp")
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-shared", "-fPIC"]
+# No -ffast-math: linking with it pulls in crtfastmath, which flushes subnormals to zero in the
+# whole process once the library loads (benchmarks/kernel_flags.py: it bought nothing measurable).
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
 
 
 def _cpu_signature() -> str:
@@ -117,6 +119,20 @@ def _compile(compiler: str, target: Path) -> None:
         tmp_digest.write_text(_digest(tmp_lib) + "\n")
         os.replace(tmp_lib, target)
         os.replace(tmp_digest, _digest_file(target))
+
+
+def kernel_threads() -> int:
+    """Threads for one CPU kernel launch: torch's setting (``torch.set_num_threads``, which
+    follows ``OMP_NUM_THREADS``), but never more than the CPUs this process may run on (its
+    affinity mask: ``taskset``, containers, batch schedulers). More threads than CPUs make
+    OpenMP's barriers wait on threads that are not running."""
+    import torch
+
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this platform
+        allowed = os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), allowed))
 
 
 def _trusted(target: Path) -> bool:

@@ -1,0 +1,87 @@
+"""A library must not change the user's process: floating-point modes, plotting backends,
+torch's default dtype, thread counts beyond what the process may use."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from facet_calc.nn._kernels import kernel_threads
+
+
+def test_loading_the_kernel_keeps_subnormal_numbers():
+    """Linking with -ffast-math pulls in crtfastmath, which sets flush-to-zero for the whole
+    process when the library loads; then 1e-310 * 1.0 == 0.0 everywhere."""
+    code = (
+        "import numpy as np\n"
+        "from facet_calc.nn._kernels import spline_conv_library\n"
+        "assert np.float64(1e-310) * 1.0 != 0.0, 'subnormals flushed before the kernel loaded'\n"
+        "lib = spline_conv_library()\n"
+        "print(lib is not None, np.float64(1e-310) * 1.0 != 0.0, np.float32(1e-40) * np.float32(1) != 0)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded, survive64, survive32 = run.stdout.split()
+    if loaded != "True":
+        pytest.skip("no C++ compiler here: the kernel cannot be built")
+    assert survive64 == "True" and survive32 == "True"
+
+
+def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from facet_calc.workflows.eos import EOSResult
+
+    volumes = np.linspace(15.0, 19.0, 7)
+    result = EOSResult(
+        volumes_a3=volumes,
+        energies_ev=0.05 * (volumes - 17.0) ** 2 - 3.7,
+        v0_a3=17.0,
+        v0_per_atom_a3=17.0,
+        e0_ev=-3.7,
+        b0_gpa=0.1 * 17.0 * 160.2,
+        eos_name="birchmurnaghan",
+    )
+    backend = matplotlib.get_backend()
+    figures = plt.get_fignums()
+    fig = result.plot(tmp_path / "eos.png")
+    assert (tmp_path / "eos.png").stat().st_size > 1000
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == figures  # nothing left open in pyplot's figure list
+    assert len(fig.axes) == 1
+
+
+def test_loading_a_potential_keeps_torch_default_dtype(monkeypatch):
+    from facet_calc import load_potential
+    from facet_calc.nn import registry
+
+    before = torch.get_default_dtype()
+    load_potential("7net-0-spline", dtype="float64")
+    assert torch.get_default_dtype() == before
+
+    def broken(config):
+        assert torch.get_default_dtype() == torch.float64  # e3nn builds its constants in float64
+        raise RuntimeError("model construction failed")
+
+    monkeypatch.setitem(registry.ARCHITECTURES, "broken", broken)
+    with pytest.raises(RuntimeError, match="construction failed"):
+        registry.build_model({"format_version": 1, "architecture": "broken"}, torch.float64)
+    assert torch.get_default_dtype() == before
+
+
+def test_kernel_threads_respect_the_affinity_mask_and_torch_setting():
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no affinity masks on this platform")
+    allowed = len(os.sched_getaffinity(0))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(allowed + 3)
+        assert kernel_threads() == allowed
+        torch.set_num_threads(1)
+        assert kernel_threads() == 1
+    finally:
+        torch.set_num_threads(previous)
