@@ -32,7 +32,7 @@ def plain(v, depth=0):
     if isinstance(v, Atoms):
         return {"numbers": v.numbers.tolist(), "positions": v.positions.tolist(), "cell": v.cell.array.tolist(),
                 "pbc": v.pbc.tolist()}
-    if depth == 0 and hasattr(v, "__dataclass_fields__"):
+    if depth == 0 and hasattr(v, "__dataclass_fields__") and not isinstance(v, type):
         fields = {}
         for k in v.__dataclass_fields__:
             try:
