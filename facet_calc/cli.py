@@ -31,6 +31,7 @@ import numpy as np
 DEFAULT_DTYPES = {"single": "float32", "relax": "float32", "md": "float32", "phonons": "float64", "eos": "float64",
                   "elastic": "float64"}  # fmt: skip
 
+
 def _device(text: str) -> str:
     """argparse type: cpu, cuda, cuda:N or auto."""
     import re
