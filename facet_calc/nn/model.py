@@ -187,8 +187,12 @@ def evaluate(
         forces = grad.new_zeros((n_atoms, 3))
         forces = forces.index_add(0, receivers, grad).index_add(0, senders, -grad)
     if compute_virial:
-        per_edge = grad.unsqueeze(2) * edge_vec.detach().unsqueeze(1)  # (E, 3, 3) g_a r_b
-        w = grad.new_zeros((n_structures, 3, 3)).index_add(0, batch[receivers], per_edge)
+        vec = edge_vec.detach()
+        if n_structures == 1:  # one matmul, no (E, 3, 3) intermediate on the calculator's path
+            w = (grad.transpose(0, 1) @ vec).unsqueeze(0)
+        else:
+            per_edge = grad.unsqueeze(2) * vec.unsqueeze(1)  # (E, 3, 3) g_a r_b
+            w = grad.new_zeros((n_structures, 3, 3)).index_add(0, batch[receivers], per_edge)
         virial = 0.5 * (w + w.transpose(1, 2))
     out = {"energy": energy, "energies": energies, "forces": forces, "virial": virial}
     if not create_graph:
