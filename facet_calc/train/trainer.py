@@ -239,35 +239,33 @@ class Trainer:
                 self.on_step(self, epoch, step)
         return metrics.summary("train_")
 
-    def validate(self, configs: Sequence[Configuration] | None = None) -> dict[str, float]:
-        """Metrics of the EMA weights (the ones that are saved) on ``configs`` (default: valid)."""
-        configs = self.valid_set if configs is None else configs
-        metrics = Metrics()
-        context = self.ema.applied() if self.ema else contextlib.nullcontext()
-        with context:
+    def _evaluated(self, configs: Sequence[Configuration]):
+        """(batch, prediction) of the EMA weights (the ones that are saved) over ``configs``."""
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
             for chunk in self._batches(configs, shuffle_epoch=None):
                 batch = collate(chunk, self.dtype, self.device)
-                pred = predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
-                metrics.update(pred, batch, float(loss_terms(pred, batch, self.settings.loss)["total"]))
+                yield batch, predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
+
+    def validate(self, configs: Sequence[Configuration] | None = None) -> dict[str, float]:
+        """Metrics of the EMA weights on ``configs`` (default: the validation set)."""
+        metrics = Metrics()
+        for batch, pred in self._evaluated(self.valid_set if configs is None else configs):
+            metrics.update(pred, batch, float(loss_terms(pred, batch, self.settings.loss)["total"]))
         return metrics.summary("valid_")
 
     def predictions(self, configs: Sequence[Configuration]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(reference, predicted) of the EMA weights: energy per atom (eV), force components
         (eV/A) and stress components (GPa), for parity plots."""
         out: dict[str, tuple[list, list]] = {"energy": ([], []), "forces": ([], []), "stress": ([], [])}
-        context = self.ema.applied() if self.ema else contextlib.nullcontext()
-        with context:
-            for chunk in self._batches(configs, shuffle_epoch=None):
-                batch = collate(chunk, self.dtype, self.device)
-                pred = predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
-                out["energy"][0].append(batch.energy / batch.n_atoms)
-                out["energy"][1].append(pred["energy"] / batch.n_atoms)
-                out["forces"][0].append(batch.forces[batch.force_mask].reshape(-1))
-                out["forces"][1].append(pred["forces"][batch.force_mask].reshape(-1))
-                if pred["virial"] is not None and bool(batch.stress_mask.any()):
-                    stress = predicted_stress(pred["virial"], batch.volume)
-                    out["stress"][0].append(batch.stress[batch.stress_mask].reshape(-1) / GPa)
-                    out["stress"][1].append(stress[batch.stress_mask].reshape(-1) / GPa)
+        for batch, pred in self._evaluated(configs):
+            out["energy"][0].append(batch.energy / batch.n_atoms)
+            out["energy"][1].append(pred["energy"] / batch.n_atoms)
+            out["forces"][0].append(batch.forces[batch.force_mask].reshape(-1))
+            out["forces"][1].append(pred["forces"][batch.force_mask].reshape(-1))
+            if pred["virial"] is not None and bool(batch.stress_mask.any()):
+                stress = predicted_stress(pred["virial"], batch.volume)
+                out["stress"][0].append(batch.stress[batch.stress_mask].reshape(-1) / GPa)
+                out["stress"][1].append(stress[batch.stress_mask].reshape(-1) / GPa)
         return {
             k: (torch.cat(r).double().cpu().numpy(), torch.cat(p).double().cpu().numpy())
             for k, (r, p) in out.items()
