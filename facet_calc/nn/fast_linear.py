@@ -72,6 +72,15 @@ class FastLinear(nn.Module):
             sub = (in_channels[:, None], out_channels[None, :])
             self.register_buffer(f"source_{l}", source[sub].clone(), persistent=False)
             self.register_buffer(f"coef_{l}", coef[sub].clone(), persistent=False)
+        # orders whose input channels are one contiguous slice of x (then read as a view)
+        self.contiguous_input: dict[int, tuple[int, int]] = {}
+        for l in self.orders:
+            gather = getattr(self, f"gather_{l}", None)
+            if gather is None:
+                continue
+            first, stop = int(gather[0]), int(gather[0]) + gather.numel()
+            if torch.equal(gather, torch.arange(first, stop)):
+                self.contiguous_input[l] = (first, stop)
         placed = torch.cat(out_order)
         if sorted(placed.tolist()) != list(range(irreps_out.dim)):
             raise ValueError(f"output irreps {irreps_out} have orders no input reaches")
@@ -96,6 +105,15 @@ class FastLinear(nn.Module):
             return None
         padded = torch.cat((weight, weight.new_zeros(1)))
         return padded[source] * getattr(self, f"coef_{l}").to(weight.dtype)
+
+    def input_of_order(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        """``(n_nodes, mul_in_l, 2l+1)``: the input channels of order ``l`` that
+        :meth:`weight_of_order` multiplies (a view when they are contiguous in ``x``)."""
+        n, d = x.shape[0], 2 * l + 1
+        span = self.contiguous_input.get(l)
+        if span is not None:  # a slice of x: no copy
+            return x[:, span[0] : span[1]].unflatten(1, (-1, d))
+        return x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]

@@ -284,6 +284,8 @@ def initialise_for_training(model: nn.Module, seed: int) -> nn.Module:
     Returns ``model``.
     """
     generator = torch.Generator().manual_seed(int(seed))
+    if hasattr(model, "initialise_parameters"):  # a family that knows its own parameters
+        return model.initialise_parameters(generator)
     done: set[int] = set()
 
     def assign(param: nn.Parameter, value: torch.Tensor) -> None:

@@ -54,7 +54,8 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> n
     computes its constants (Clebsch-Gordan blocks, normalisations) in that precision rather
     than rounding float32 constants up; in float64 that keeps equivariance at 1e-12, not 1e-8.
     """
-    from . import model as _families  # noqa: F401  (registers the built-in families)
+    from . import facet as _facet  # noqa: F401  (registers the built-in families)
+    from . import model as _families  # noqa: F401
 
     version = config.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:

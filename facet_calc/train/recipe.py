@@ -26,14 +26,17 @@ from typing import Any
 import torch
 
 from ..graph import build_graph
-from ..nn import hyperparameters
+from ..nn import facet, hyperparameters
 from ..potential import Potential
 from .data import DataError, LabelKeys
 from .finetune import finetune
 from .trainer import TrainSettings
 
 #: hyperparameters -> full model config, per architecture (for training from scratch)
-CONFIG_BUILDERS = {"facet-spline-nequip": hyperparameters.nequip_spline_config}
+CONFIG_BUILDERS = {
+    "facet-spline-nequip": hyperparameters.nequip_spline_config,
+    "facet": facet.facet_config,
+}
 
 _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", "train_only", "settings", "name"}
 

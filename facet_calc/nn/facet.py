@@ -1,0 +1,303 @@
+"""The Facet model family (``architecture: "facet"``): spline convolutions and spherical-grid mixing.
+
+After Miklaucic et al. (2025), with the changes of ``FACET.md`` (radius graph, fixed cutoff,
+C2 spline radials trained as such, extensive energy, O(3) parity, forces and stress trained)::
+
+    x0  = embed(species)                                    # C0 scalars
+    for t in 1..T-1:                                        # equivariant layers
+        m  = linear_out(conv(linear_in(x), Y(r_ij), w_t(|r_ij|)))   # -> hidden irreps
+        x  = adapter(x) + gamma * norm(S2Mixer(m))          # ScaledResidual, gamma = 0 at start
+    m   = linear_out(conv(linear_in(x), ...))               # last layer: scalars only
+    x   = adapter(x) + gamma * norm(MLP(m))
+    e_i = scale[s_i] * readout(x_i) + shift[s_i]            # extensive: E = sum_i e_i
+
+Features are functions on the sphere, ``lmax`` orders with parity ``(-1)^l`` (0e + 1o + 2e),
+so the spherical-grid mixer applies to them and the model is O(3)-equivariant (inversion too).
+The convolutions keep the tensor-product paths that reach these irreps; they are served by
+the same spline tables and fused kernels as the converted potentials (``nn.backend`` selects).
+
+:func:`facet_config` writes a full config from a few hyperparameters; :class:`FacetS2Model`
+builds from it. Example::
+
+    >>> from facet_calc.nn.registry import build_model
+    >>> config = facet_config([1, 8], hidden="8x0e+4x1o+2x2e", embedding=8, n_layers=2,
+    ...                       mixer={"channels": 4, "grid_degree": 11},
+    ...                       scalar_mlp=[8], avg_num_neighbors=10.0)
+    >>> model = build_model(config)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .backend import check_backend, effective_backend
+from .fast_convolution import EdgeContext, FastSplineConvolution
+from .fast_linear import FastLinear
+from .interaction import SplineConvolution
+from .radial import SplineRadial
+from .registry import register_architecture
+from .residual import ScaledResidual
+from .s2_mixing import S2Mixer
+
+ARCHITECTURE = "facet"
+
+
+def sphere_irreps(muls: Sequence[int]) -> o3.Irreps:
+    """``muls[l]`` copies of each order ``l`` with the parity of a function on the sphere."""
+    return o3.Irreps([(m, (l, (-1) ** l)) for l, m in enumerate(muls) if m > 0])
+
+
+def convolution_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps) -> tuple[o3.Irreps, list]:
+    """The 'uvu' paths (input irrep x harmonic -> an irrep in ``target``) and the irreps of
+    their outputs, one block of ``mul_in`` per path, in NequIP/SevenNet order."""
+    wanted = {ir for _, ir in target}
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in wanted:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    irreps_mid, permutation, _ = o3.Irreps(mid).sort()
+    instructions = sorted(((i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions), key=lambda x: x[2])
+    return irreps_mid, instructions
+
+
+class ScalarMLP(nn.Module):
+    """``x (N, n_in) -> (N, n_out)``: dense layers with SiLU between them, no biases; weights
+    ``N(0, 1)`` scaled by ``1/sqrt(fan_in)`` in the forward pass (e3nn's convention)."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList(nn.Parameter(torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k, w in enumerate(self.weights):
+            x = x @ w / math.sqrt(w.shape[0])
+            if k < len(self.weights) - 1:
+                x = nn.functional.silu(x)
+        return x
+
+
+class FacetLayer(nn.Module):
+    """One Facet layer: spline convolution, then the spherical-grid mixer (or, for a scalar
+    layer, an MLP), then the scaled residual. ``forward(x, sh, r, senders, receivers, edges)``
+    as :class:`~facet_calc.nn.interaction.InteractionBlock`."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_out: o3.Irreps,
+        n_intervals: int,
+        cutoff: float,
+        denominator: float,
+        mixer: dict[str, Any] | None,
+        scalar_mlp: Sequence[int] | None,
+    ) -> None:
+        super().__init__()
+        self.irreps_in, self.irreps_out = irreps_in, irreps_out
+        irreps_tp, instructions = convolution_paths(irreps_in, irreps_sh, irreps_out)
+        self.linear_in = o3.Linear(irreps_in, irreps_in, biases=False)
+        n_weights = sum(irreps_in[i].mul for i, *_ in instructions)
+        zeros = torch.zeros(n_intervals + 1, n_weights)
+        radial = SplineRadial(zeros, zeros, cutoff, c1_only_at=[])
+        self.convolution = SplineConvolution(irreps_in, irreps_sh, irreps_tp, instructions, radial, denominator)
+        self.linear_out = o3.Linear(irreps_tp, irreps_out, biases=False)
+        if mixer is not None:
+            self.mixer = S2Mixer(irreps_out, irreps_out, **mixer)
+        else:
+            if any(ir.l > 0 for _, ir in irreps_out):
+                raise ValueError("a layer without a mixer must output scalars only")
+            self.mixer = ScalarMLP([irreps_out.dim, *(scalar_mlp or []), irreps_out.dim])
+        self.residual = ScaledResidual(irreps_in, irreps_out)
+        self.fast = nn.ModuleDict(
+            {
+                "convolution": FastSplineConvolution(self.convolution),
+                "linear_in": FastLinear(self.linear_in),
+                "linear_out": FastLinear(self.linear_out),
+            }
+        )
+        self.backend = "kernel"
+
+    def set_backend(self, name: str) -> None:
+        self.backend = name
+        fast = name != "e3nn"
+        for module in (self.mixer, self.residual):
+            if hasattr(module, "use_fast"):
+                module.use_fast = fast
+
+    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        linear = getattr(self, name)
+        return linear(x) if self.backend == "e3nn" else self.fast[name](x, linear.weight)
+
+    def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None) -> torch.Tensor:
+        h = self._linear("linear_in", x)
+        if self.backend == "e3nn":
+            h = self.convolution(h, sh, r, senders, receivers)
+        else:
+            h = self.fast["convolution"](
+                h, sh, r, senders, receivers, self.convolution.radial.table(),
+                use_kernel=self.backend == "kernel", edges=edges,
+            )  # fmt: skip
+        m = self._linear("linear_out", h)
+        return self.residual(x, self.mixer(m))
+
+
+@register_architecture(ARCHITECTURE)
+class FacetS2Model(nn.Module):
+    """The Facet model (see module docstring) built from its config.
+
+    ``forward(species, edge_vec, senders, receivers)`` -> per-atom energies ``(n_atoms,)`` eV,
+    the contract of every model family (``nn.model.evaluate`` gives forces and virials).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.cutoff = float(config["cutoff"])
+        self.n_species = len(config["atomic_numbers"])
+        lmax = int(config["lmax"])
+        self.irreps_sh = sphere_irreps([1] * (lmax + 1))
+        self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.embedding = nn.Parameter(torch.randn(self.n_species, int(config["embedding"])))
+        hidden = o3.Irreps(config["hidden"])
+        scalars = o3.Irreps([(mul, ir) for mul, ir in hidden if ir.l == 0])
+        radial = config["radial"]
+        irreps = o3.Irreps(f"{int(config['embedding'])}x0e")
+        layers = []
+        n_layers = int(config["n_layers"])
+        for t in range(n_layers):
+            last = t == n_layers - 1
+            out = scalars if last else hidden
+            layers.append(
+                FacetLayer(
+                    irreps,
+                    self.irreps_sh,
+                    out,
+                    int(radial["n_intervals"]),
+                    self.cutoff,
+                    float(config["avg_num_neighbors"]),
+                    None if last else config["mixer"],
+                    config.get("scalar_mlp"),
+                )  # fmt: skip
+            )
+            irreps = out
+        self.layers = nn.ModuleList(layers)
+        self.readout = nn.Parameter(torch.randn(scalars.dim))
+        self.scale = nn.Parameter(torch.ones(self.n_species))
+        self.shift = nn.Parameter(torch.zeros(self.n_species))
+
+    def set_backend(self, name: str = "auto") -> FacetS2Model:
+        """``"auto"``, ``"kernel"``, ``"torch"`` or ``"e3nn"`` (the reference); see ``nn.backend``."""
+        name = check_backend(name)
+        for layer in self.layers:
+            layer.set_backend(name)
+        return self
+
+    @property
+    def backend(self) -> str:
+        return effective_backend(self.layers[0].backend, self.scale.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.scale.dtype
+
+    def forward(self, species, edge_vec, senders, receivers) -> torch.Tensor:
+        x = self.embedding.index_select(0, species)
+        sh = self.spherical_harmonics(edge_vec)
+        r = torch.linalg.norm(edge_vec, dim=-1)
+        edges = EdgeContext(species.shape[0], senders, receivers, r)
+        for layer in self.layers:
+            x = layer(x, sh, r, senders, receivers, edges=edges)
+        out = x @ self.readout / math.sqrt(self.readout.shape[0])
+        return out * self.scale[species] + self.shift[species]
+
+    @torch.no_grad()
+    def initialise_parameters(self, generator: torch.Generator) -> FacetS2Model:
+        """Deterministic starting values from ``generator`` (float64 draws, rounded to the
+        model's dtype): N(0, 1) for every weight (the forward passes scale by fan-in), random
+        smooth radial tables, zero residual scales (every layer starts as the identity),
+        per-species scale 1 and shift 0."""
+        from .hyperparameters import random_radial_table
+
+        for name, param in self.named_parameters():
+            if name.endswith("residual.norm.weight"):
+                value = torch.zeros(param.shape, dtype=torch.float64)
+            elif name == "scale":
+                value = torch.ones(param.shape, dtype=torch.float64)
+            elif name == "shift":
+                value = torch.zeros(param.shape, dtype=torch.float64)
+            elif name.endswith("radial.slopes"):
+                continue  # set with the values below
+            elif name.endswith("radial.values"):
+                module = self.get_submodule(name.rsplit(".", 1)[0])
+                values, slopes = random_radial_table(module.n_intervals + 1, module.n_out, module.r_max, generator)
+                module.slopes.copy_(slopes.to(param))
+                value = values
+            else:
+                value = torch.randn(param.shape, generator=generator, dtype=torch.float64)
+            param.copy_(value.to(param))
+        for module in self.modules():
+            if isinstance(module, SplineRadial):
+                module.train(module.training)  # recompute the C2 slopes' fixed part
+        return self
+
+
+def facet_config(
+    atomic_numbers: Sequence[int],
+    hidden: str = "64x0e+32x1o+16x2e",
+    embedding: int = 64,
+    n_layers: int = 3,
+    mixer: dict[str, Any] | None = None,
+    scalar_mlp: Sequence[int] = (64,),
+    cutoff: float = 5.0,
+    n_intervals: int = 64,
+    avg_num_neighbors: float = 30.0,
+) -> dict[str, Any]:
+    """A full ``"facet"`` config from hyperparameters (checked here, with messages).
+
+    Args:
+        atomic_numbers: the elements the model knows (species index = position in this list).
+        hidden: irreps of the equivariant layers' features; orders with parity ``(-1)^l``.
+        embedding: number of species-embedding scalars.
+        n_layers: message-passing layers; the last one keeps scalars only.
+        mixer: the spherical-grid mixer (``channels``: width of its MLP on the grid;
+            ``grid_degree``: the Lebedev rule; ``lmax`` is that of ``hidden``).
+        scalar_mlp: hidden widths of the last layer's MLP.
+        cutoff: radius of the graph, A; the spline tables vanish with their slope there.
+        n_intervals: knot intervals of each spline table over ``[0, cutoff]``.
+        avg_num_neighbors: the convolution's normalisation (mean neighbours within the cutoff).
+    """
+    irreps = o3.Irreps(hidden)
+    bad = [str(ir) for _, ir in irreps if ir.p != (-1) ** ir.l]
+    if bad:
+        raise ValueError(f"hidden irreps must be functions on the sphere (parity (-1)^l: 0e, 1o, 2e, ...); got {bad}")
+    if len(set(atomic_numbers)) != len(atomic_numbers) or not atomic_numbers:
+        raise ValueError("atomic_numbers must be a non-empty list without repeats")
+    if n_layers < 2:
+        raise ValueError(f"n_layers must be at least 2 (equivariant layers plus the scalar layer), got {n_layers}")
+    lmax = max(ir.l for _, ir in irreps)
+    mixer = {"channels": 32, "grid_degree": 17, **(mixer or {}), "lmax": lmax}
+    if mixer["grid_degree"] < 2 * lmax:
+        raise ValueError(f"mixer grid_degree must be at least 2 * lmax = {2 * lmax}")
+    return {
+        "format_version": 1,
+        "architecture": ARCHITECTURE,
+        "cutoff": float(cutoff),
+        "atomic_numbers": [int(z) for z in atomic_numbers],
+        "lmax": lmax,
+        "embedding": int(embedding),
+        "hidden": str(irreps),
+        "n_layers": int(n_layers),
+        "mixer": mixer,
+        "scalar_mlp": [int(w) for w in scalar_mlp],
+        "radial": {"kind": "cubic_bspline_c2", "n_intervals": int(n_intervals), "r_max": float(cutoff)},
+        "avg_num_neighbors": float(avg_num_neighbors),
+    }

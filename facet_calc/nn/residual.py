@@ -1,0 +1,81 @@
+"""The residual update of a Facet layer: ``x' = adapter(x) + gamma * norm(block(x))``.
+
+``norm`` is an equivariant layer norm over each node's features: scalars are centred and
+divided by their RMS; every order ``l > 0`` is divided by the RMS of its channels' norms (no
+centring, which would break equivariance). ``gamma`` is one learnable scale per channel,
+initialised to zero, so that every block starts as the identity (ReZero / Facet) and a deep
+stack trains stably from the first step. ``adapter`` is the identity when the block keeps the
+irreps and an equivariant linear map when it changes them.
+
+Example::
+
+    >>> import torch
+    >>> from e3nn import o3
+    >>> res = ScaledResidual(o3.Irreps("4x0e+2x1o"), o3.Irreps("4x0e+2x1o"))
+    >>> x, y = torch.randn(5, 10), torch.randn(5, 10)
+    >>> bool(torch.equal(res(x, y), x))   # gamma = 0 at initialisation
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from .fast_linear import FastLinear
+
+
+class EquivariantLayerNorm(nn.Module):
+    """Per-node layer norm of features with irreps ``irreps`` and a per-channel scale.
+
+    ``forward(x (N, irreps.dim)) -> (N, irreps.dim)``. The scale ``weight (irreps.num_irreps,)``
+    starts at ``init`` (zero for a residual branch). No bias: a bias on ``l > 0`` would break
+    equivariance, and on the scalars the next linear map has one's worth of freedom anyway.
+    """
+
+    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6, init: float = 0.0) -> None:
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.full((self.irreps.num_irreps,), float(init)))
+        self.init = float(init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        out, channel = [], 0
+        for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
+            block = x[:, sl].view(n, mul, ir.dim)
+            if ir.l == 0 and ir.p == 1:
+                block = block - block.mean(dim=1, keepdim=True)
+            # mean over channels of the squared norm per channel, one number per node and block
+            rms = block.square().sum(dim=2).mean(dim=1, keepdim=True).add(self.eps).sqrt()
+            scale = self.weight[channel : channel + mul].view(1, mul, 1)
+            out.append((block / rms.unsqueeze(2) * scale).reshape(n, -1))
+            channel += mul
+        return torch.cat(out, dim=1)
+
+
+class ScaledResidual(nn.Module):
+    """``forward(x, y) = adapter(x) + norm(y)``: ``x (N, irreps_in.dim)`` the layer input,
+    ``y (N, irreps_out.dim)`` the block's output; returns ``(N, irreps_out.dim)``."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> None:
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        self.norm = EquivariantLayerNorm(self.irreps_out)
+        if self.irreps_in == self.irreps_out:
+            self.adapter = None
+        else:
+            self.adapter = o3.Linear(self.irreps_in, self.irreps_out, biases=False)
+            self.fast_adapter = FastLinear(self.adapter)
+        self.use_fast = True
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.adapter is None:
+            skip = x
+        elif self.use_fast:
+            skip = self.fast_adapter(x, self.adapter.weight)
+        else:
+            skip = self.adapter(x)
+        return skip + self.norm(y)
