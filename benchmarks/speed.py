@@ -2,10 +2,13 @@
 
     python benchmarks/speed.py                       # 216-atom Si, float32, CPU
     python benchmarks/speed.py --sizes 64 216 512 --dtype float64 --device cuda
+    python benchmarks/speed.py --sizes 216 1000 --potentials 7net-0-spline facet-s-7net0
 
 Each step moves the atoms slightly (so nothing is cached) and asks for energy, forces and
 stress. Prints ms/step of both calculators and their ratio (sevenn time / facet time; > 1
-means facet_calc is faster). Needs the test extra (sevenn).
+means facet_calc is faster). With more than one ``--potentials``, each further potential (e.g.
+the native Facet one) is timed in the same run and its speed-up over the first is printed.
+Needs the test extra (sevenn).
 """
 
 from __future__ import annotations
@@ -68,15 +71,22 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--potentials", nargs="+", default=["7net-0-spline"],
+        help="facet_calc potentials to time; the first is compared with sevenn, the others with the first",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    facet = FacetCalculator("7net-0-spline", device=args.device, dtype=args.dtype)
+    facet = FacetCalculator(args.potentials[0], device=args.device, dtype=args.dtype)
+    others = {name: FacetCalculator(name, device=args.device, dtype=args.dtype) for name in args.potentials[1:]}
     reference = sevenn_calculator(args.dtype, args.device)
     print(f"# device={args.device} dtype={args.dtype} torch threads={torch.get_num_threads()}")
-    print(f"{'atoms':>7} {'facet ms/step':>14} {'sevenn ms/step':>15} {'speed-up':>9} {'facet us/atom':>14}")
+    print(f"# facet = {args.potentials[0]}; sevenn = SevenNet-0 through sevenn's calculator")
+    extra = "".join(f" {name + ' ms':>20} {'vs facet':>9}" for name in others)
+    print(f"{'atoms':>7} {'facet ms/step':>14} {'sevenn ms/step':>15} {'speed-up':>9} {'facet us/atom':>14}{extra}")
     sevenn_failed = False
     for n in args.sizes:
         atoms = silicon(n)
@@ -85,7 +95,12 @@ def main(argv=None) -> None:
         sevenn_failed = t_sevenn is None  # larger cells would fail too
         ratio = f"{t_sevenn / t_facet:>8.2f}x" if t_facet and t_sevenn else f"{'-':>9}"
         per_atom = f"{1e3 * t_facet / len(atoms):>14.1f}" if t_facet else f"{'-':>14}"
-        print(f"{len(atoms):>7} {_fmt(t_facet):>14} {_fmt(t_sevenn):>15} {ratio} {per_atom}", flush=True)
+        columns = ""
+        for calc in others.values():  # interleaved with the first, in the same process
+            t_other = _attempt(time_steps, atoms, calc, args.repeats)
+            speedup = f"{t_facet / t_other:>8.2f}x" if t_facet and t_other else f"{'-':>9}"
+            columns += f" {_fmt(t_other):>20} {speedup}"
+        print(f"{len(atoms):>7} {_fmt(t_facet):>14} {_fmt(t_sevenn):>15} {ratio} {per_atom}{columns}", flush=True)
 
 
 def _fmt(ms):
