@@ -63,8 +63,12 @@ def held_out_errors(student, frames) -> dict:
         "stress_mae_GPa": float(np.mean(ds)) if ds else None,
         "n_with_stress": len(ds),
         "by_config_type": {
-            k: {"n": len(v[0]), "energy_mae_meV_per_atom": float(np.mean(v[0])), "force_mae_meV_per_A": float(np.mean(v[1]))}
-            for k, v in sorted(by_type.items())
+            kind: {
+                "n": len(e),
+                "energy_mae_meV_per_atom": float(np.mean(e)),
+                "force_mae_meV_per_A": float(np.mean(f)),
+            }
+            for kind, (e, f) in sorted(by_type.items())
         },
         "force_mae_by_element_meV_per_A": {k: float(np.mean(v)) for k, v in sorted(by_element.items())},
     }
@@ -167,13 +171,17 @@ def main(argv=None) -> None:
     figures: dict = {"student": str(args.student), "teacher": args.teacher, "test_file": str(args.test)}
     start = time.perf_counter()
     figures["held_out"] = held_out_errors(FacetCalculator(student), frames)
-    print("held-out:", json.dumps({k: v for k, v in figures["held_out"].items() if not isinstance(v, dict)}), flush=True)
+    summary = {k: v for k, v in figures["held_out"].items() if not isinstance(v, dict)}
+    print("held-out:", json.dumps(summary), flush=True)
     figures["rotation"] = rotation_error(FacetCalculator(student), frames)
     print("rotation:", json.dumps(figures["rotation"]), flush=True)
     figures["size"] = {"student": size(student), "teacher": size(teacher)}
     print("size:", json.dumps(figures["size"]), flush=True)
     if not args.skip_delta:
-        figures["delta"] = {"student": delta_test(FacetCalculator(student)), "teacher": delta_test(FacetCalculator(teacher))}
+        figures["delta"] = {
+            "student": delta_test(FacetCalculator(student)),
+            "teacher": delta_test(FacetCalculator(teacher)),
+        }
         for who in ("student", "teacher"):
             d = figures["delta"][who]
             print(f"delta {who}: V0 MARE {d['v0_mare_pct']:.2f} %, B0 MARE {d['b0_mare_pct']:.2f} % "

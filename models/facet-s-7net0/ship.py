@@ -43,9 +43,8 @@ def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, c
         f"{_mark(held['force_mae_meV_per_A'] <= TARGETS['forces'])} |",
     ]
     if held.get("stress_mae_GPa") is not None:
-        rows.append(
-            f"| stress MAE | {held['stress_mae_GPa']:.3f} GPa | <= 0.2 | {_mark(held['stress_mae_GPa'] <= TARGETS['stress'])} |"
-        )
+        stress = held["stress_mae_GPa"]
+        rows.append(f"| stress MAE | {stress:.3f} GPa | <= 0.2 | {_mark(stress <= TARGETS['stress'])} |")
     delta_text = "not measured"
     if delta:
         s, t = delta["student"], delta["teacher"]
@@ -67,11 +66,23 @@ def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, c
     by_el = held["force_mae_by_element_meV_per_A"]
     worst = sorted(by_el.items(), key=lambda kv: -kv[1])[:8]
     curve = "\n".join(
-        f"| {int(float(r['epoch']))} | {float(r.get('valid_energy_mae', r.get('valid_energy MAE_meV/atom', 'nan'))):.1f} | "
-        f"{float(r.get('valid_forces_mae', r.get('valid_forces MAE_meV/A', 'nan'))):.1f} |"
+        f"| {r['epoch']} | {float(r['valid_energy_mae_meV_per_atom']):.1f} | "
+        f"{float(r['valid_forces_mae_meV_per_A']):.1f} |"
         for r in log
     )
     rot = figures["rotation"]
+    architecture = (
+        f'Facet (`architecture: "facet"`): {config["n_layers"] - 1} equivariant layers with hidden irreps '
+        f"{config['hidden']}, spline convolutions (C2 cubic tables, {config['radial']['n_intervals']} intervals, "
+        f"zero value and slope at the cutoff), spherical-grid mixer (Lebedev degree "
+        f"{config['mixer']['grid_degree']}, {config['mixer']['channels']} channels), then a scalar layer with an "
+        "MLP; zero-initialised scaled residuals; extensive readout; O(3) parity"
+    )
+    flops = (
+        f"{size_s['matmul_gflop_per_atom_energy_forces'] * 1e3:.2f} MFLOP (teacher: "
+        f"{size_t['matmul_gflop_per_atom_energy_forces'] * 1e3:.2f} MFLOP; torch path, 216-atom Si, "
+        f"{size_s['edges_per_atom']:.0f} edges per atom)"
+    )
     return f"""# {NAME} (version {VERSION})
 
 {config["description"]}
@@ -83,12 +94,13 @@ work; use this one where speed matters more than the last meV, and check it on y
 | | |
 |---|---|
 | Teacher | `7net-0-spline` (SevenNet-0, 11Jul2024, MIT; exact spline conversion), float64 labels |
-| Licence | MIT, as its teacher. Cite SevenNet (Park et al., JCTC 20, 4857 (2024)) and Facet (Miklaucic et al., arXiv 2509.08418) |
-| Architecture | Facet (`architecture: "facet"`): {config["n_layers"] - 1} equivariant layers with hidden irreps {config["hidden"]}, spline convolutions (C2 cubic tables, {config["radial"]["n_intervals"]} intervals, zero value and slope at the cutoff), spherical-grid mixer (Lebedev degree {config["mixer"]["grid_degree"]}, {config["mixer"]["channels"]} channels), then a scalar layer with an MLP; zero-initialised scaled residuals; extensive readout; O(3) parity |
+| Licence | MIT, as its teacher. Cite SevenNet (Park et al., JCTC 20, 4857 (2024)) and Facet \
+(Miklaucic et al., arXiv 2509.08418) |
+| Architecture | {architecture} |
 | Elements | {len(config["atomic_numbers"])} (the teacher's) |
 | Cutoff | {config["cutoff"]} A |
 | Parameters | {size_s["parameters"]:,} (teacher: {size_t["parameters"]:,}) |
-| Matrix-product FLOPs per atom, energy + forces | {size_s["matmul_gflop_per_atom_energy_forces"] * 1e3:.2f} MFLOP (teacher: {size_t["matmul_gflop_per_atom_energy_forces"] * 1e3:.2f} MFLOP; torch path, 216-atom Si, {size_s["edges_per_atom"]:.0f} edges per atom) |
+| Matrix-product FLOPs per atom, energy + forces | {flops} |
 | dtype advice | float32 for MD and relaxations; float64 for phonons and finite differences |
 
 ## Data (distillation set)
@@ -141,8 +153,8 @@ exact gradients, so MD conserves energy regardless.
 
 ## Known weaknesses
 
-- Accuracy below the teacher's (see above): it is trained on {data.count("configurations") and "a small"} distillation set with little
-  compute; errors are largest for the elements listed above and for high-temperature snapshots.
+- Accuracy below the teacher's (see above): a small distillation set and little compute;
+  errors are largest for the elements listed above.
 - Receptive field {config["n_layers"]} x {config["cutoff"]} A (the teacher's: 5 x 5 A).
 - Inherits the teacher's own errors (PBE/PBE+U, MPtrj coverage) on top of its own.
 
