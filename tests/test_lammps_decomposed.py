@@ -141,8 +141,21 @@ def _decomposed(model, atoms, n_slabs: int, empty_domain: bool):
     return energy, forces, 0.5 * (virial + virial.T), domains
 
 
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
+@pytest.fixture(scope="module", params=["facet-spline-nequip", "facet"])
+def small_model(request, tmp_path_factory):
+    """A small model of each family (the domain driver relies only on the layer-wise contract)."""
+    if request.param == "facet":
+        from facet_calc.nn.facet import facet_config
+        from facet_calc.nn.hyperparameters import initialise_for_training
+        from facet_calc.nn.registry import build_model
+
+        config = facet_config([8, 14], hidden="8x0e+4x1o+2x2e", embedding=8, mixer={"channels": 4}, cutoff=3.5)
+        model = initialise_for_training(build_model(config), seed=0)
+        with torch.no_grad():  # residual scales on (zero at initialisation: every layer the identity)
+            for name, param in model.named_parameters():
+                if name.endswith("residual.norm.weight"):
+                    param.fill_(0.7)
+        return model.eval().requires_grad_(False)
     folder = write_small_potential(tmp_path_factory.mktemp("pot") / "small-sio", cutoff=3.5)
     return load_potential(folder, dtype="float64").model
 

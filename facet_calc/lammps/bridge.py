@@ -90,7 +90,7 @@ class PairModel:
         self.device = torch.device(device)
         self.dtype = self.potential.dtype
         self.cutoff = self.potential.cutoff
-        widths = [self.model.embedding.irreps_out.dim] + [layer.irreps_out.dim for layer in self.model.layers]
+        widths = self.model.feature_widths
         #: the widest node-feature row exchanged between layers (doubles per atom)
         self.feature_width = int(max(widths))
 

@@ -55,7 +55,8 @@ def evaluate_domain(
     """Per-layer evaluation of one domain.
 
     Args:
-        model: a :class:`facet_calc.nn.model.FacetModel`.
+        model: any model family with the layer-wise contract (``embed``, ``spherical_harmonics``,
+            ``layers``, ``readout``; see :class:`facet_calc.nn.model.FacetModel`).
         species: ``(n_all,)`` int64 species indices of owned then ghost atoms.
         edge_vec: ``(n_edges, 3)`` Angstrom, ``pos[sender] - pos[receiver]`` (ghost positions
             are images, so no cell shift); cast to the model's dtype after differencing in float64.
@@ -67,7 +68,6 @@ def evaluate_domain(
     ``edge_grad (n_edges, 3)`` eV/A = dE_total/d(edge_vec) (E_total of all domains, since the
     feature gradients arriving by ``exchange.reverse`` carry the other domains' energies).
     """
-    dtype = model.scale.dtype
     if n_local == 0:  # then there are no edges either: receivers are owned
         return _empty_domain(model, edge_vec, species.shape[0], exchange)
     # Only the ghosts that send to an owned atom enter the layers: LAMMPS' ghost shell is one
@@ -86,7 +86,7 @@ def evaluate_domain(
     sh_leaf = sh.detach().requires_grad_(True)
     r_leaf = r.detach().requires_grad_(True)
     with torch.no_grad():
-        x = model.embedding(nn.functional.one_hot(species, model.n_species).to(dtype))
+        x = model.embed(species)
     saved = []
     n_layers = len(model.layers)
     for t, layer in enumerate(model.layers):
@@ -99,8 +99,7 @@ def evaluate_domain(
     x_last = saved[-1][1].detach().requires_grad_(True)
     owned_species = species[:n_local]
     with torch.enable_grad():
-        out = model.readout_out(model.readout_hidden(x_last)).squeeze(-1)
-        energies = out * model.scale[owned_species] + model.shift[owned_species]
+        energies = model.readout(x_last, owned_species)
         (grad_x,) = torch.autograd.grad(energies.sum(), [x_last], materialize_grads=True)
     grad_sh = torch.zeros_like(sh_leaf)
     grad_r = torch.zeros_like(r_leaf)

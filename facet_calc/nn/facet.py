@@ -190,7 +190,7 @@ class FacetS2Model(nn.Module):
             )
             irreps = out
         self.layers = nn.ModuleList(layers)
-        self.readout = nn.Parameter(torch.randn(scalars.dim))
+        self.readout_weight = nn.Parameter(torch.randn(scalars.dim))
         self.scale = nn.Parameter(torch.ones(self.n_species))
         self.shift = nn.Parameter(torch.zeros(self.n_species))
 
@@ -209,15 +209,29 @@ class FacetS2Model(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.scale.dtype
 
+    def embed(self, species: torch.Tensor) -> torch.Tensor:
+        """Node features before the first layer, ``(n_atoms, embedding)``."""
+        return self.embedding.index_select(0, species)
+
+    def readout(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies ``(n_atoms,)`` eV from the last layer's scalars: extensive,
+        ``e_i = scale[s_i] * w . x_i + shift[s_i]``."""
+        out = x @ self.readout_weight / math.sqrt(self.readout_weight.shape[0])
+        return out * self.scale[species] + self.shift[species]
+
+    @property
+    def feature_widths(self) -> list[int]:
+        """Widths of the node features entering each layer and leaving the last one."""
+        return [self.embedding.shape[1]] + [layer.irreps_out.dim for layer in self.layers]
+
     def forward(self, species, edge_vec, senders, receivers) -> torch.Tensor:
-        x = self.embedding.index_select(0, species)
+        x = self.embed(species)
         sh = self.spherical_harmonics(edge_vec)
         r = torch.linalg.norm(edge_vec, dim=-1)
         edges = EdgeContext(species.shape[0], senders, receivers, r)
         for layer in self.layers:
             x = layer(x, sh, r, senders, receivers, edges=edges)
-        out = x @ self.readout / math.sqrt(self.readout.shape[0])
-        return out * self.scale[species] + self.shift[species]
+        return self.readout(x, species)
 
     @torch.no_grad()
     def initialise_parameters(self, generator: torch.Generator) -> FacetS2Model:

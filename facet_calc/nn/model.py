@@ -38,6 +38,10 @@ class FacetModel(nn.Module):
     """SE(3)-equivariant message-passing energy model with spline radial weights (the
     SevenNet/NequIP layout; the converted SevenNet potentials use it).
 
+    Layer-wise contract shared by every family (the LAMMPS domain driver runs the layers one by
+    one): ``embed(species)``, ``spherical_harmonics(edge_vec)``, ``layers`` (each
+    ``layer(x, sh, r, senders, receivers)``), ``readout(x, species)``, ``feature_widths``.
+
     Args:
         config: the potential's model config (a plain dict, see ``facet_calc.potential``).
 
@@ -112,6 +116,24 @@ class FacetModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.scale.dtype
 
+    def embed(self, species: torch.Tensor) -> torch.Tensor:
+        """Node features before the first layer, ``(n_atoms, irreps_embedding.dim)``."""
+        return self.embedding(nn.functional.one_hot(species, self.n_species).to(self.scale.dtype))
+
+    def readout(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies ``(n_atoms,)`` eV from the last layer's features."""
+        hidden = self.readout_hidden(x)
+        if self.head_bias_hidden is not None:
+            hidden = hidden + self.head_bias_hidden[self.head]
+        out = self.readout_out(hidden).squeeze(-1)
+        shift = self.shift if self.head_shift is None else self.shift + self.head_shift[self.head]
+        return out * self.scale[species] + shift[species]
+
+    @property
+    def feature_widths(self) -> list[int]:
+        """Widths of the node features entering each layer and leaving the last one."""
+        return [self.embedding.irreps_out.dim] + [layer.irreps_out.dim for layer in self.layers]
+
     def forward(
         self,
         species: torch.Tensor,
@@ -119,21 +141,14 @@ class FacetModel(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
-        dtype = self.scale.dtype
-        onehot = nn.functional.one_hot(species, self.n_species).to(dtype)
-        x = self.embedding(onehot)
+        x = self.embed(species)
         sh = self.spherical_harmonics(edge_vec)
         r = torch.linalg.norm(edge_vec, dim=-1)
         # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
         edges = EdgeContext(species.shape[0], senders, receivers, r)
         for layer in self.layers:
             x = layer(x, sh, r, senders, receivers, edges=edges)
-        hidden = self.readout_hidden(x)
-        if self.head_bias_hidden is not None:
-            hidden = hidden + self.head_bias_hidden[self.head]
-        out = self.readout_out(hidden).squeeze(-1)
-        shift = self.shift if self.head_shift is None else self.shift + self.head_shift[self.head]
-        return out * self.scale[species] + shift[species]
+        return self.readout(x, species)
 
 
 def evaluate(

@@ -28,7 +28,7 @@ from ..potential import Potential, load_potential, save_potential, sha256_of
 from .data import Configuration, DataError, LabelKeys, collate, read_configurations, split
 from .trainer import Trainer, TrainSettings, predict
 
-READOUT_PREFIXES = ("readout_hidden.", "readout_out.", "scale", "shift")
+READOUT_PREFIXES = ("readout_hidden.", "readout_out.", "readout_weight", "scale", "shift")
 
 
 @dataclass
