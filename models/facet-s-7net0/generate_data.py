@@ -561,7 +561,7 @@ def make_slab(sym, facet, fn, st, nn, rng) -> Atoms:
     else:
         kw = {"a": nn * 4 / np.sqrt(3)}
     layers = {"diamond111": 4, "diamond100": 4, "hcp10m10": 4}.get(facet, int(rng.integers(3, 6)))
-    size = (2, 2, layers) if facet not in ("fcc110", "hcp10m10") else (2, 1, layers)
+    size = (2, 2, layers)
     slab = fn(sym, size=size, vacuum=4.0, **kw)  # 4 A each side: 8 A between periodic images
     slab.pbc = True
     return slab
