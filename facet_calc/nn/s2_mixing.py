@@ -139,27 +139,22 @@ class S2Mixer(nn.Module):
             d = 2 * l + 1
             blocks.append(up[:, start : start + c * d].view(n, c, d))
             start += c * d
-        coeffs = torch.cat(blocks, dim=2)  # (N, H, K)
-        values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (N, H, G)
-        back = values @ self.grid.from_grid.to(x.dtype)  # (N, H, K)
-        parts, start = [], 0
-        for l in range(self.lmax + 1):
-            d = 2 * l + 1
-            parts.append(back[:, :, start : start + d].reshape(n, c * d))
-            start += d
-        parts.append(x.index_select(1, self.scalar_index))
-        return self.down(torch.cat(parts, dim=1))
+        return self.down(self._through_grid(torch.cat(blocks, dim=2), x))
 
     def _fast(self, x: torch.Tensor) -> torch.Tensor:
         """Fast path: the linears per order straight into and out of the ``(N, H, K)`` layout
         that makes each grid projection one matrix product (no rearranging copies)."""
-        n = x.shape[0]
         coeffs = []
         for l in range(self.lmax + 1):
             w = self.fast_up.weight_of_order(l, self.up.weight)  # (mul_in_l, H)
             xl = self.fast_up.input_of_order(l, x)  # (N, mul_in_l, 2l+1)
             coeffs.append(torch.einsum("nid,ih->nhd", xl, w))
-        coeffs = torch.cat(coeffs, dim=2)  # (N, H, K)
+        return self.fast_down(self._through_grid(torch.cat(coeffs, dim=2), x), self.down.weight)
+
+    def _through_grid(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``coeffs (N, H, K)`` -> SiLU on the grid -> back to coefficients, in e3nn's layout
+        ``(N, H x (0e + 1o + ...))``, followed by the input scalars: the input of "down"."""
+        n = x.shape[0]
         values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (N, H, G)
         back = values @ self.grid.from_grid.to(x.dtype)  # (N, H, K)
         parts, start = [], 0
@@ -168,7 +163,7 @@ class S2Mixer(nn.Module):
             parts.append(back[:, :, start : start + d].reshape(n, -1))  # e3nn layout (H x d)
             start += d
         parts.append(x.index_select(1, self.scalar_index))
-        return self.fast_down(torch.cat(parts, dim=1), self.down.weight)
+        return torch.cat(parts, dim=1)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
