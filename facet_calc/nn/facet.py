@@ -39,7 +39,8 @@ from torch import nn
 from .backend import check_backend, effective_backend
 from .fast_convolution import EdgeContext, FastSplineConvolution
 from .fast_linear import FastLinear
-from .interaction import SplineConvolution
+from .interaction import SplineConvolution, convolution_paths
+from .model import layered_energies
 from .radial import SplineRadial
 from .registry import register_architecture
 from .residual import ScaledResidual
@@ -51,22 +52,6 @@ ARCHITECTURE = "facet"
 def sphere_irreps(muls: Sequence[int]) -> o3.Irreps:
     """``muls[l]`` copies of each order ``l`` with the parity of a function on the sphere."""
     return o3.Irreps([(m, (l, (-1) ** l)) for l, m in enumerate(muls) if m > 0])
-
-
-def convolution_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps) -> tuple[o3.Irreps, list]:
-    """The 'uvu' paths (input irrep x harmonic -> an irrep in ``target``) and the irreps of
-    their outputs, one block of ``mul_in`` per path, in NequIP/SevenNet order."""
-    wanted = {ir for _, ir in target}
-    mid, instructions = [], []
-    for i, (mul, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_sh) in enumerate(irreps_sh):
-            for ir_out in ir_in * ir_sh:
-                if ir_out in wanted:
-                    instructions.append((i, j, len(mid), "uvu", True))
-                    mid.append((mul, ir_out))
-    irreps_mid, permutation, _ = o3.Irreps(mid).sort()
-    instructions = sorted(((i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions), key=lambda x: x[2])
-    return irreps_mid, instructions
 
 
 class ScalarMLP(nn.Module):
@@ -225,13 +210,7 @@ class FacetS2Model(nn.Module):
         return [self.embedding.shape[1]] + [layer.irreps_out.dim for layer in self.layers]
 
     def forward(self, species, edge_vec, senders, receivers) -> torch.Tensor:
-        x = self.embed(species)
-        sh = self.spherical_harmonics(edge_vec)
-        r = torch.linalg.norm(edge_vec, dim=-1)
-        edges = EdgeContext(species.shape[0], senders, receivers, r)
-        for layer in self.layers:
-            x = layer(x, sh, r, senders, receivers, edges=edges)
-        return self.readout(x, species)
+        return layered_energies(self, species, edge_vec, senders, receivers)
 
     @torch.no_grad()
     def initialise_parameters(self, generator: torch.Generator) -> FacetS2Model:

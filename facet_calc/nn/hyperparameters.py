@@ -30,7 +30,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .interaction import ACTIVATIONS
+from .interaction import ACTIVATIONS, convolution_paths
 from .radial import SplineRadial, fit_clamped_cubic_spline
 
 ARCHITECTURE = "facet-spline-nequip"
@@ -73,18 +73,7 @@ def _layer(
     reachable = {ir_out for _, ir_in in irreps_in for _, ir_sh in irreps_sh for ir_out in ir_in * ir_sh}
     irreps_out = o3.Irreps([(mul, ir) for mul, ir in target if ir in reachable])
 
-    # SevenNet's IrrepsConvolution: one 'uvu' path per (input irrep, harmonic, product irrep
-    # that the layer outputs); the paths' outputs are then sorted by irrep
-    mid: list[tuple[int, o3.Irrep]] = []
-    instructions = []
-    for i, (mul_in, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_sh) in enumerate(irreps_sh):
-            for ir_out in ir_in * ir_sh:
-                if ir_out in irreps_out:
-                    instructions.append((i, j, len(mid), "uvu", True))
-                    mid.append((mul_in, ir_out))
-    irreps_mid, permutation, _ = o3.Irreps(mid).sort()
-    instructions = sorted(((i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions), key=lambda x: x[2])
+    irreps_mid, instructions = convolution_paths(irreps_in, irreps_sh, irreps_out)
     weight_numel = sum(irreps_in[i].mul for i, *_ in instructions)
 
     scalars = [(mul, ir) for mul, ir in irreps_out if ir.l == 0]

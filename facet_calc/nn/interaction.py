@@ -50,6 +50,23 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
+def convolution_paths(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps) -> tuple[o3.Irreps, list]:
+    """The 'uvu' paths (input irrep x harmonic -> an irrep in ``target``) and the irreps of
+    their outputs, one block of ``mul_in`` per path, in NequIP/SevenNet order (SevenNet's
+    ``IrrepsConvolution``: paths' outputs sorted by irrep, instructions by output block)."""
+    wanted = {ir for _, ir in target}
+    mid, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_sh) in enumerate(irreps_sh):
+            for ir_out in ir_in * ir_sh:
+                if ir_out in wanted:
+                    instructions.append((i, j, len(mid), "uvu", True))
+                    mid.append((mul, ir_out))
+    irreps_mid, permutation, _ = o3.Irreps(mid).sort()
+    instructions = sorted(((i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions), key=lambda x: x[2])
+    return irreps_mid, instructions
+
+
 class SplineConvolution(nn.Module):
     """Equivariant convolution ``h_i = sum_j TP(x_j, Y_ij; w(r_ij)) / denominator``.
 

@@ -141,14 +141,26 @@ class FacetModel(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
     ) -> torch.Tensor:
-        x = self.embed(species)
-        sh = self.spherical_harmonics(edge_vec)
-        r = torch.linalg.norm(edge_vec, dim=-1)
-        # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
-        edges = EdgeContext(species.shape[0], senders, receivers, r)
-        for layer in self.layers:
-            x = layer(x, sh, r, senders, receivers, edges=edges)
-        return self.readout(x, species)
+        return layered_energies(self, species, edge_vec, senders, receivers)
+
+
+def layered_energies(
+    model: nn.Module,
+    species: torch.Tensor,
+    edge_vec: torch.Tensor,
+    senders: torch.Tensor,
+    receivers: torch.Tensor,
+) -> torch.Tensor:
+    """The forward pass of any family with the layer-wise contract (``embed``,
+    ``spherical_harmonics``, ``layers``, ``readout``): per-atom energies ``(n_atoms,)`` eV."""
+    x = model.embed(species)
+    sh = model.spherical_harmonics(edge_vec)
+    r = torch.linalg.norm(edge_vec, dim=-1)
+    # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
+    edges = EdgeContext(species.shape[0], senders, receivers, r)
+    for layer in model.layers:
+        x = layer(x, sh, r, senders, receivers, edges=edges)
+    return model.readout(x, species)
 
 
 def evaluate(
