@@ -141,6 +141,19 @@ def _decomposed(model, atoms, n_slabs: int, empty_domain: bool):
     return energy, forces, 0.5 * (virial + virial.T), domains
 
 
+def _whole_system(model, atoms) -> dict:
+    """The reference: :func:`evaluate` on the whole periodic system in one graph."""
+    graph = build_graph(atoms, model.cutoff)
+    numbers = list(model.config["atomic_numbers"])
+    return evaluate(
+        model,
+        torch.as_tensor([numbers.index(z) for z in atoms.numbers]),
+        torch.as_tensor(graph.edge_vectors),
+        torch.as_tensor(graph.senders),
+        torch.as_tensor(graph.receivers),
+    )
+
+
 @pytest.fixture(scope="module", params=["facet-spline-nequip", "facet"])
 def small_model(request, tmp_path_factory):
     """A small model of each family (the domain driver relies only on the layer-wise contract)."""
@@ -172,15 +185,7 @@ def test_domains_sum_to_the_whole_system(small_model, n_slabs):
     atoms = _sio((3, 2, 2), seed=n_slabs)
     energy, forces, virial, domains = _decomposed(small_model, atoms, n_slabs, empty_domain=True)
     assert domains[-1].n_local == 0 and all(d.n_local > 0 for d in domains[:-1])
-    graph = build_graph(atoms, small_model.cutoff)
-    numbers = list(small_model.config["atomic_numbers"])
-    ref = evaluate(
-        small_model,
-        torch.as_tensor([numbers.index(z) for z in atoms.numbers]),
-        torch.as_tensor(graph.edge_vectors),
-        torch.as_tensor(graph.senders),
-        torch.as_tensor(graph.receivers),
-    )
+    ref = _whole_system(small_model, atoms)
     assert abs(energy - float(ref["energy"])) < 1e-12 * abs(float(ref["energy"]))
     scale = np.abs(ref["forces"].numpy()).max()
     assert np.abs(forces - ref["forces"].numpy()).max() < 1e-10 * scale
@@ -193,14 +198,6 @@ def test_shipped_potential_in_two_domains(potential64):
     model = potential64.model
     atoms = _sio((2, 1, 1), seed=7)
     energy, forces, _, _ = _decomposed(model, atoms, 2, empty_domain=False)
-    graph = build_graph(atoms, model.cutoff)
-    numbers = list(model.config["atomic_numbers"])
-    ref = evaluate(
-        model,
-        torch.as_tensor([numbers.index(z) for z in atoms.numbers]),
-        torch.as_tensor(graph.edge_vectors),
-        torch.as_tensor(graph.senders),
-        torch.as_tensor(graph.receivers),
-    )
+    ref = _whole_system(model, atoms)
     assert abs(energy - float(ref["energy"])) < 1e-12 * abs(float(ref["energy"]))
     assert np.abs(forces - ref["forces"].numpy()).max() < 1e-10 * np.abs(ref["forces"].numpy()).max()
