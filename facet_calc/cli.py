@@ -282,14 +282,17 @@ def run(args) -> int:
     progress = not args.quiet
     status = 0
     if args.command == "single":
+        from ase.calculators.singlepoint import SinglePointCalculator
+
         calc = _calculator(args, "float32")
         results = []
-        for atoms in frames:
-            atoms.calc = calc
-            row = {"energy_eV": atoms.get_potential_energy(), "n_atoms": len(atoms)}
-            row["max_force_eV_per_A"] = float(np.linalg.norm(atoms.get_forces(), axis=1).max()) if len(atoms) else 0.0
-            if atoms.cell.rank == 3:
-                row["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (atoms.get_stress() / units.GPa).tolist()
+        # every frame in batched graphs (one model call per batch, not per frame)
+        for atoms, res in zip(frames, calc.calculate_many(frames)):
+            atoms.calc = SinglePointCalculator(atoms, **{k: res[k] for k in ("energy", "forces", "stress") if k in res})
+            row = {"energy_eV": float(res["energy"]), "n_atoms": len(atoms)}
+            row["max_force_eV_per_A"] = float(np.linalg.norm(res["forces"], axis=1).max()) if len(atoms) else 0.0
+            if "stress" in res:
+                row["stress_GPa_voigt_xx_yy_zz_yz_xz_xy"] = (res["stress"] / units.GPa).tolist()
             results.append(row)
         summary = results[0] if len(frames) == 1 else {"n_frames": len(frames), "frames": results}
         write(out / f"{stem}_single.extxyz", frames)

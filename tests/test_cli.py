@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
+
 import pytest
 from ase.build import bulk
-from ase.io import write
+from ase.io import read, write
 
 from facet_calc.cli import main
 
@@ -78,6 +80,13 @@ def test_single_uses_every_frame_and_others_take_frame(tmp_path, calc32):
         atoms = frame.copy()
         atoms.calc = calc32
         assert row["energy_eV"] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+    # the written frames carry the batched results (forces, stress) of each frame
+    written = read(tmp_path / "all" / "frames_single.extxyz", index=":")
+    for frame, back in zip(frames, written):
+        atoms = frame.copy()
+        atoms.calc = calc32
+        np.testing.assert_allclose(back.get_forces(), atoms.get_forces(), atol=1e-5)
+        np.testing.assert_allclose(back.get_stress(), atoms.get_stress(), atol=1e-6)  # float32: measured 1.2e-7
     assert main(["single", str(path), "--frame", "-1", "--out", str(tmp_path / "last"), "--quiet"]) == 0
     last = json.loads((tmp_path / "last" / "summary.json").read_text())
     assert last["energy_eV"] == pytest.approx(summary["frames"][-1]["energy_eV"], abs=1e-6)
