@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .batching import DEFAULT_MAX_EDGES, evaluate_batch, join_graphs, species_indices, species_lookup
+from .chunking import evaluate_in_chunks
 from .dispersion import D3Dispersion, dispersion_options
 from .graph import Graph, build_graph, check_distances, check_neighbour_count
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential, resolve_dtype
@@ -115,8 +116,15 @@ class FacetCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-    #: refuse, before allocating, a CPU step whose estimated memory exceeds what is available
+    #: estimate a CPU step's memory before allocating; one that would not fit is evaluated in
+    #: spatial chunks (:mod:`facet_calc.chunking`: exact, at the cost of each chunk's halo)
+    #: sized to half the available memory, or refused when even a chunk would not fit
     memory_check = True
+    #: evaluate every structure in spatial chunks of at most this many atoms (owned + halo);
+    #: ``None``: only where ``memory_check`` finds that the whole system would not fit
+    max_region_atoms: int | None = None
+    #: a chunk must hold at least this many atoms, or the step is refused as too large
+    MIN_REGION_ATOMS = 2000
 
     #: the settings ``__init__`` and ``set()`` accept; ``arch`` is a label (janus-core keys its
     #: results by it) that defaults to the potential's name and head
@@ -245,8 +253,8 @@ class FacetCalculator(Calculator):
         if properties is None:
             properties = self.implemented_properties
         Calculator.calculate(self, atoms, properties, system_changes)
-        species, graph = self._prepare(self.atoms, properties)
-        self.results = self._evaluate([(self.atoms, species, graph)], need_gradients=True)[0]
+        species, graph, region = self._prepare(self.atoms, properties)
+        self.results = self._evaluate([(self.atoms, species, graph)], need_gradients=True, max_region_atoms=region)[0]
 
     def calculate_many(
         self,
@@ -293,9 +301,14 @@ class FacetCalculator(Calculator):
             if not isinstance(atoms, Atoms):
                 raise TypeError(f"structure {k}: expected ase.Atoms, got {type(atoms).__name__}")
             try:
-                species, graph = self._prepare(atoms, properties)
+                species, graph, region = self._prepare(atoms, properties)
             except (ValueError, PropertyNotImplementedError) as err:
                 raise type(err)(f"structure {k}: {err}") from err
+            if region is not None:  # too large for one call: alone, in spatial chunks
+                results += self._evaluate(pending, need_gradients) if pending else []
+                pending, pending_edges = [], 0
+                results += self._evaluate([(atoms, species, graph)], need_gradients, max_region_atoms=region)
+                continue
             n_edges = len(graph.senders)
             if pending and pending_edges + n_edges > max_edges:
                 results += self._evaluate(pending, need_gradients)
@@ -306,8 +319,9 @@ class FacetCalculator(Calculator):
             results += self._evaluate(pending, need_gradients)
         return results
 
-    def _prepare(self, atoms: Atoms, properties: list[str]) -> tuple[np.ndarray, Graph]:
-        """Species indices and graph of one structure; errors for what cannot be computed."""
+    def _prepare(self, atoms: Atoms, properties: list[str]) -> tuple[np.ndarray, Graph, int | None]:
+        """Species indices, graph and chunk bound (``None``: in one piece) of one structure;
+        errors for what cannot be computed."""
         species = self.species_indices(atoms.numbers)
         if "stress" in properties and atoms.cell.rank != 3:
             raise PropertyNotImplementedError(
@@ -317,45 +331,61 @@ class FacetCalculator(Calculator):
             )
         cutoff = self.potential.cutoff
         estimated_edges = check_neighbour_count(atoms, cutoff)  # refuses unphysical geometry
-        if self.memory_check and self.device.type == "cpu":
+        region = self.max_region_atoms
+        if self.memory_check and self.device.type == "cpu" and len(atoms):
             needed = estimate_step_bytes(self.potential.model, len(atoms), estimated_edges)
             free = available_memory_bytes()
             if free is not None and needed > free:
-                raise MemoryError(
-                    f"this step would need about {needed / 2**30:.1f} GiB ({len(atoms)} atoms, about "
-                    f"{estimated_edges:.3g} edges within {cutoff:g} A) but only {free / 2**30:.1f} GiB is "
-                    "available; use a smaller system, or set calc.memory_check = False to try anyway"
-                )
+                # chunks that fill half of what is free (the graph and the results need the rest)
+                fitting = int(0.5 * free / (needed / len(atoms)))
+                if fitting < self.MIN_REGION_ATOMS:
+                    raise MemoryError(
+                        f"this step would need about {needed / 2**30:.1f} GiB ({len(atoms)} atoms, about "
+                        f"{estimated_edges:.3g} edges within {cutoff:g} A) but only {free / 2**30:.1f} GiB is "
+                        f"available, too little even for spatial chunks of {self.MIN_REGION_ATOMS} atoms; use "
+                        "a smaller system, or set calc.memory_check = False to try anyway"
+                    )
+                region = fitting if region is None else min(region, fitting)
         graph = build_graph(atoms, cutoff, checked=True)
         close = check_distances(graph, atoms.numbers)  # raises for coincident atoms
         if close is not None and not self._warned_close_pairs:
             self._warned_close_pairs = True  # once per calculator: an MD run would repeat it every step
             warnings.warn(close, UserWarning, stacklevel=2)
-        return species, graph
+        return species, graph, region
 
-    def _evaluate(self, items: list[tuple[Atoms, np.ndarray, Graph]], need_gradients: bool) -> list[dict[str, Any]]:
-        """One model call for the structures in ``items``; their results dicts."""
+    def _evaluate(
+        self, items: list[tuple[Atoms, np.ndarray, Graph]], need_gradients: bool, max_region_atoms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """One model call for the structures in ``items`` (or, given ``max_region_atoms``, one
+        structure in spatial chunks of at most that many atoms); their results dicts."""
         has_cell = [atoms.cell.rank == 3 for atoms, _, _ in items]
-        joined = join_graphs([graph for _, _, graph in items])
-        if joined.atom_offsets[-1] == 0:  # only empty structures: nothing for the model to do
+        offsets = np.cumsum([0] + [len(graph.positions) for _, _, graph in items])
+        if offsets[-1] == 0:  # only empty structures: nothing for the model to do
             empty = {"energy": 0.0, "free_energy": 0.0, "energies": np.zeros(0)}
             if need_gradients:
                 empty["forces"] = np.zeros((0, 3))
             return [dict(empty, stress=np.zeros(6)) if c and need_gradients else dict(empty) for c in has_cell]
-        out = evaluate_batch(
-            self.potential,
-            np.concatenate([species for _, species, _ in items]),
-            joined,
-            compute_forces=need_gradients,
-            compute_virial=need_gradients and any(has_cell),
-        )
+        if max_region_atoms is not None:  # the exact chunked path for a system too large at once
+            (_, species, graph), = items
+            out = evaluate_in_chunks(
+                self.potential, species, graph, max_region_atoms,
+                compute_forces=need_gradients, compute_virial=need_gradients and has_cell[0],
+            )  # fmt: skip
+        else:
+            out = evaluate_batch(
+                self.potential,
+                np.concatenate([species for _, species, _ in items]),
+                join_graphs([graph for _, _, graph in items]),
+                compute_forces=need_gradients,
+                compute_virial=need_gradients and any(has_cell),
+            )
         energy = out["energy"].double().cpu().numpy()
         energies = out["energies"].double().cpu().numpy()
         forces = None if out["forces"] is None else out["forces"].double().cpu().numpy()
         virial = None if out["virial"] is None else out["virial"].double().cpu().numpy()
         results = []
         for k, (atoms, _, _) in enumerate(items):
-            atom_range = slice(joined.atom_offsets[k], joined.atom_offsets[k + 1])
+            atom_range = slice(offsets[k], offsets[k + 1])
             result = {"energy": float(energy[k]), "free_energy": float(energy[k]), "energies": energies[atom_range]}
             if forces is not None:
                 result["forces"] = forces[atom_range]

@@ -174,6 +174,7 @@ def evaluate(
     compute_forces: bool = True,
     compute_virial: bool = True,
     create_graph: bool = False,
+    counted: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor | None]:
     """Energies, forces and virials from the gradient with respect to the edge vectors.
 
@@ -192,6 +193,9 @@ def evaluate(
         create_graph: keep the graph of forces and virials so that a loss on them can be
             differentiated with respect to the parameters (training; needs the ``"torch"`` or
             ``"e3nn"`` backend).
+        counted: ``(n_atoms,)`` bool, the atoms whose energies make up ``energy`` and its
+            gradients (``None``: all); the others are context, e.g. the halo of a spatial
+            chunk (:mod:`facet_calc.chunking`). ``energies`` is returned for all atoms.
 
     Returns a dict: ``energy (n_structures,)`` eV, ``energies (n_atoms,)`` eV, ``forces
     (n_atoms, 3)`` eV/A (``None`` unless ``compute_forces``), ``virial (n_structures, 3, 3)``
@@ -204,7 +208,8 @@ def evaluate(
     edge_vec = edge_vec.detach().requires_grad_(need_grad)
     with torch.enable_grad() if need_grad else torch.no_grad():
         energies = model(species, edge_vec, senders, receivers)
-        energy = energies.new_zeros(n_structures).index_add(0, batch, energies)
+        summed = energies if counted is None else torch.where(counted, energies, torch.zeros_like(energies))
+        energy = energies.new_zeros(n_structures).index_add(0, batch, summed)
         grad = None
         if need_grad:
             (grad,) = torch.autograd.grad(energy.sum(), [edge_vec], create_graph=create_graph, materialize_grads=True)
