@@ -46,7 +46,7 @@ TOL_BACKENDS = 1e-12
 ELEMENTS = [1, 3, 6, 7, 8, 14, 26]
 
 
-def small_facet(seed: int = 0, dtype=torch.float64) -> FacetS2Model:
+def small_facet(seed: int = 0, dtype=torch.float64, residual_norm: str = "layer") -> FacetS2Model:
     config = facet_config(
         ELEMENTS,
         hidden="16x0e+8x1o+4x2e",
@@ -57,6 +57,7 @@ def small_facet(seed: int = 0, dtype=torch.float64) -> FacetS2Model:
         cutoff=4.5,
         n_intervals=32,
         avg_num_neighbors=15.0,
+        residual_norm=residual_norm,
     )
     model = initialise_for_training(build_model(config, dtype), seed)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -136,6 +137,8 @@ def test_config_builder_refuses_what_the_grid_cannot_hold():
         facet_config([14], n_layers=1)
     with pytest.raises(ValueError, match="grid_degree"):
         facet_config([14], mixer={"grid_degree": 3})
+    with pytest.raises(ValueError, match="residual_norm"):
+        facet_config([14], residual_norm="batch")
 
 
 def test_a_fresh_model_starts_as_the_identity_per_layer():
@@ -180,6 +183,35 @@ def test_fast_paths_match_the_e3nn_reference(make):
         for key in ("energy", "forces", "virial"):
             ref, got = results["e3nn"][key], results[backend][key]
             assert relative_error(got.numpy(), ref.numpy()) < TOL_BACKENDS, (backend, key)
+
+
+def test_without_the_residual_norm_backends_derivatives_and_o3_hold():
+    """``residual_norm: "none"`` (the scale alone, used by facet-s-7net0 0.2): the same
+    checks, on the oxide, as the layer-normed model gets above and below."""
+    model = small_facet(residual_norm="none")
+    assert not model.layers[0].residual.norm.normalise
+    atoms = _oxide()
+    results = {}
+    for backend in ("e3nn", "kernel"):
+        model.set_backend(backend)
+        results[backend] = _evaluate(model, atoms)
+    for key in ("energy", "forces", "virial"):
+        assert relative_error(results["kernel"][key].numpy(), results["e3nn"][key].numpy()) < TOL_BACKENDS, key
+    calc = FacetCalculator(Potential(name="facet-none", config=model.config, model=model, path=Path(".")))
+    e0, f0, s0 = _efs(atoms, calc)
+    atoms.calc = calc
+    assert relative_error(atoms.get_forces(), finite_difference_forces(atoms, calc)) < TOL_FINITE_DIFFERENCE
+    matrix = -random_rotation(8)  # a rotation with inversion
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ matrix.T
+    moved.set_cell(atoms.cell.array @ matrix.T, scale_atoms=False)
+    e1, f1, s1 = _efs(moved, calc)
+    assert abs(e1 - e0) / abs(e0) < TOL_MODEL_ROTATION
+    assert np.abs(f1 - f0 @ matrix.T).max() < TOL_MODEL_ROTATION
+    assert np.abs(s1 - matrix @ s0 @ matrix.T).max() < TOL_MODEL_ROTATION
+    # and the model differs from the layer-normed one (the option is not ignored)
+    assert abs(e0 - _efs(atoms, FacetCalculator(Potential(name="facet-layer", config=small_facet().config,
+                                                         model=small_facet(), path=Path("."))))[0]) > 1e-3
 
 
 @pytest.mark.parametrize("make", [_oxide, lambda: molecule("CH3CH2OH")])

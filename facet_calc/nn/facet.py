@@ -7,6 +7,7 @@ C2 spline radials trained as such, extensive energy, O(3) parity, forces and str
     for t in 1..T-1:                                        # equivariant layers
         m  = linear_out(conv(linear_in(x), Y(r_ij), w_t(|r_ij|)))   # -> hidden irreps
         x  = adapter(x) + gamma * norm(S2Mixer(m))          # ScaledResidual, gamma = 0 at start
+                                                            # (norm: layer norm, or none)
     m   = linear_out(conv(linear_in(x), ...))               # last layer: scalars only
     x   = adapter(x) + gamma * norm(MLP(m))
     e_i = scale[s_i] * readout(x_i) + shift[s_i]            # extensive: E = sum_i e_i
@@ -85,6 +86,7 @@ class FacetLayer(nn.Module):
         denominator: float,
         mixer: dict[str, Any] | None,
         scalar_mlp: Sequence[int] | None,
+        residual_norm: str = "layer",
     ) -> None:
         super().__init__()
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
@@ -101,7 +103,7 @@ class FacetLayer(nn.Module):
             if any(ir.l > 0 for _, ir in irreps_out):
                 raise ValueError("a layer without a mixer must output scalars only")
             self.mixer = ScalarMLP([irreps_out.dim, *(scalar_mlp or []), irreps_out.dim])
-        self.residual = ScaledResidual(irreps_in, irreps_out)
+        self.residual = ScaledResidual(irreps_in, irreps_out, normalise=residual_norm == "layer")
         self.fast = nn.ModuleDict(
             {
                 "convolution": FastSplineConvolution(self.convolution),
@@ -171,6 +173,7 @@ class FacetS2Model(nn.Module):
                     float(config["avg_num_neighbors"]),
                     None if last else config["mixer"],
                     config.get("scalar_mlp"),
+                    config.get("residual_norm", "layer"),
                 )  # fmt: skip
             )
             irreps = out
@@ -253,6 +256,7 @@ def facet_config(
     cutoff: float = 5.0,
     n_intervals: int = 64,
     avg_num_neighbors: float = 30.0,
+    residual_norm: str = "layer",
 ) -> dict[str, Any]:
     """A full ``"facet"`` config from hyperparameters (checked here, with messages).
 
@@ -267,7 +271,12 @@ def facet_config(
         cutoff: radius of the graph, A; the spline tables vanish with their slope there.
         n_intervals: knot intervals of each spline table over ``[0, cutoff]``.
         avg_num_neighbors: the convolution's normalisation (mean neighbours within the cutoff).
+        residual_norm: ``"layer"`` (Facet's: each block's output is layer-normed before its
+            zero-initialised per-channel scale) or ``"none"`` (the scale alone, so the block's
+            magnitude, e.g. how many neighbours sent messages, reaches the next layer).
     """
+    if residual_norm not in ("layer", "none"):
+        raise ValueError(f"residual_norm must be 'layer' or 'none', got {residual_norm!r}")
     irreps = o3.Irreps(hidden)
     bad = [str(ir) for _, ir in irreps if ir.p != (-1) ** ir.l]
     if bad:
@@ -293,4 +302,5 @@ def facet_config(
         "scalar_mlp": [int(w) for w in scalar_mlp],
         "radial": {"kind": "cubic_bspline_c2", "n_intervals": int(n_intervals), "r_max": float(cutoff)},
         "avg_num_neighbors": float(avg_num_neighbors),
+        "residual_norm": residual_norm,
     }

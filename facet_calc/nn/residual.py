@@ -4,7 +4,10 @@
 divided by their RMS; every order ``l > 0`` is divided by the RMS of its channels' norms (no
 centring, which would break equivariance). ``gamma`` is one learnable scale per channel,
 initialised to zero, so that every block starts as the identity (ReZero / Facet) and a deep
-stack trains stably from the first step. ``adapter`` is the identity when the block keeps the
+stack trains stably from the first step. With ``normalise=False`` (config ``residual_norm:
+"none"``) the norm is skipped and the block's output is only scaled per channel, so its
+magnitude (how many neighbours sent messages, how close they are) reaches the next layer;
+distilling 7net-0 that fitted energies better (``models/facet-s-7net0/ablation``). ``adapter`` is the identity when the block keeps the
 irreps and an equivariant linear map when it changes them.
 
 Example::
@@ -34,10 +37,11 @@ class EquivariantLayerNorm(nn.Module):
     equivariance, and on the scalars the next linear map has one's worth of freedom anyway.
     """
 
-    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6, init: float = 0.0) -> None:
+    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6, init: float = 0.0, normalise: bool = True) -> None:
         super().__init__()
         self.irreps = o3.Irreps(irreps)
         self.eps = eps
+        self.normalise = bool(normalise)
         self.weight = nn.Parameter(torch.full((self.irreps.num_irreps,), float(init)))
         self.init = float(init)
 
@@ -46,13 +50,16 @@ class EquivariantLayerNorm(nn.Module):
         out, channel = [], 0
         for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
             block = x[:, sl].view(n, mul, ir.dim)
+            scale = self.weight[channel : channel + mul].view(1, mul, 1)
+            channel += mul
+            if not self.normalise:  # the scale alone: the block's magnitude passes through
+                out.append((block * scale).reshape(n, -1))
+                continue
             if ir.l == 0 and ir.p == 1:
                 block = block - block.mean(dim=1, keepdim=True)
             # mean over channels of the squared norm per channel, one number per node and block
             rms = block.square().sum(dim=2).mean(dim=1, keepdim=True).add(self.eps).sqrt()
-            scale = self.weight[channel : channel + mul].view(1, mul, 1)
             out.append((block / rms.unsqueeze(2) * scale).reshape(n, -1))
-            channel += mul
         return torch.cat(out, dim=1)
 
 
@@ -60,10 +67,10 @@ class ScaledResidual(nn.Module):
     """``forward(x, y) = adapter(x) + norm(y)``: ``x (N, irreps_in.dim)`` the layer input,
     ``y (N, irreps_out.dim)`` the block's output; returns ``(N, irreps_out.dim)``."""
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps) -> None:
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, normalise: bool = True) -> None:
         super().__init__()
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        self.norm = EquivariantLayerNorm(self.irreps_out)
+        self.norm = EquivariantLayerNorm(self.irreps_out, normalise=normalise)
         if self.irreps_in == self.irreps_out:
             self.adapter = None
         else:
