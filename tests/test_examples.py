@@ -228,7 +228,15 @@ def test_every_example_has_a_check():
     assert sorted(CHECKS) == [p.name for p in EXAMPLES]
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+#: examples that take minutes (a fine-tuning run): in the slow selection, which CI also runs
+SLOW_EXAMPLES = {"10_finetune_si_gpaw.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW_EXAMPLES else p for p in EXAMPLES],
+    ids=[p.name for p in EXAMPLES],
+)
 def test_example_shows_what_it_claims(script, tmp_path, request):
     env = dict(os.environ, MPLBACKEND="Agg")
     # no timeout: on a busy machine a correct example may take long, and a test must not pass

@@ -33,6 +33,7 @@ def test_si_phonons_are_stable_with_zero_acoustic_modes(calc64, relaxed_si):
     assert result.gamma_frequencies_thz.max() > 10  # the optical mode of Si is near 15 THz
 
 
+@pytest.mark.slow  # 500 steps of 64 atoms in float64: about a minute on 2 cores
 def test_nve_energy_drift_below_1_mev_per_atom_over_1_ps(calc64):
     # the same 1 ps of the same 64 atoms in 500 steps of 2 fs: half the evaluations of 1 fs
     # steps, and a harder test of the integration (drift grows with the step)
