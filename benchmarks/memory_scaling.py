@@ -1,5 +1,7 @@
 """Peak memory per atom and per edge of one energy + forces + stress step, 10^3 to 10^6 atoms,
-beside sevenn's where it runs.
+beside sevenn's where it runs. Where the step would not fit in memory the calculator evaluates
+it in spatial chunks (``facet_calc.chunking``); the last columns say how many, and how many
+atom evaluations they took per atom (the halo's overhead).
 
     python benchmarks/memory_scaling.py --sizes 1000 8000 27000 64000 125000 --sevenn-max 2000
     python benchmarks/memory_scaling.py --sizes 1000000 --kinds crystal          # once, at the end
@@ -44,9 +46,12 @@ def rss():
         fields = dict(line.split(":", 1) for line in f)
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
+plans = []  # region sizes of the spatial chunks, where the calculator chunked
 if which == "facet":
-    from facet_calc import FacetCalculator
+    from facet_calc import FacetCalculator, chunking
     calc = FacetCalculator("7net-0-spline", dtype="float32")
+    plan = chunking.plan_chunks
+    chunking.plan_chunks = lambda *a, **k: plans.append(plan(*a, **k)) or plans[-1]
 else:
     from sevenn.calculator import SevenNetCalculator
     calc = SevenNetCalculator("7net-0", device="cpu")
@@ -68,7 +73,8 @@ if n_edges is None:  # big crystals: the model's own graph, counted after the st
     from facet_calc.graph import build_graph
     n_edges = len(build_graph(atoms, 5.0).receivers)
 print(json.dumps({"atoms": len(atoms), "edges": n_edges, "step_bytes": peak - before, "peak_bytes": peak,
-                  "seconds": seconds, "energy_per_atom": energy / len(atoms)}))
+                  "seconds": seconds, "energy_per_atom": energy / len(atoms),
+                  "chunks": sum(len(p) for p in plans) if which == "facet" else 0, "chunk_atoms": sum(len(c.region) for p in plans for c in p)}))
 """
 
 
@@ -88,7 +94,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print("# CPU float32, one energy+forces+stress step; step memory = peak RSS in the step - RSS before it")
     print(f"{'kind':>8} {'code':>7} {'atoms':>8} {'edges':>10} {'step MiB':>9} {'B/atom':>8} {'B/edge':>8} "
-          f"{'peak MiB':>9} {'s':>7}")  # fmt: skip
+          f"{'peak MiB':>9} {'s':>7} {'chunks':>6} {'halo x':>6}")  # fmt: skip
     for kind in args.kinds:
         for n in args.sizes:
             for which in ("facet", "sevenn"):
@@ -101,7 +107,8 @@ def main(argv=None) -> None:
                 per_edge = step / r["edges"] if r["edges"] else float("nan")
                 print(f"{kind:>8} {which:>7} {r['atoms']:>8} {r['edges']:>10} {step / 2**20:>9.0f} "
                       f"{step / r['atoms']:>8.0f} {per_edge:>8.0f} {r['peak_bytes'] / 2**20:>9.0f} "
-                      f"{r['seconds']:>7.1f}", flush=True)  # fmt: skip
+                      f"{r['seconds']:>7.1f} {r['chunks']:>6} {max(1, r['chunk_atoms']) / r['atoms'] if r['chunks'] else 1:>6.2f}",
+                      flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
