@@ -162,6 +162,8 @@ def main(argv=None) -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--skip-delta", action="store_true")
+    parser.add_argument("--teacher-delta", type=Path, help="figures.json of an earlier run with the same "
+                        "teacher: reuse its teacher Delta figures instead of measuring them again")
     parser.add_argument("--no-verify", action="store_true", help="load a student folder without an index")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -179,10 +181,14 @@ def main(argv=None) -> None:
     figures["size"] = {"student": size(student), "teacher": size(teacher)}
     print("size:", json.dumps(figures["size"]), flush=True)
     if not args.skip_delta:
-        figures["delta"] = {
-            "student": delta_test(FacetCalculator(student)),
-            "teacher": delta_test(FacetCalculator(teacher)),
-        }
+        if args.teacher_delta:  # the teacher is fixed, so its figures are too
+            earlier = json.loads(args.teacher_delta.read_text())
+            if earlier.get("teacher") != args.teacher or "delta" not in earlier:
+                raise SystemExit(f"{args.teacher_delta} holds no Delta figures of teacher {args.teacher!r}")
+            teacher_delta = earlier["delta"]["teacher"]
+        else:
+            teacher_delta = delta_test(FacetCalculator(teacher))
+        figures["delta"] = {"student": delta_test(FacetCalculator(student)), "teacher": teacher_delta}
         for who in ("student", "teacher"):
             d = figures["delta"][who]
             print(f"delta {who}: V0 MARE {d['v0_mare_pct']:.2f} %, B0 MARE {d['b0_mare_pct']:.2f} % "

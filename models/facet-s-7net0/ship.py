@@ -22,7 +22,7 @@ from facet_calc.potential import save_potential
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NAME = "facet-s-7net0"
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 #: the issue's targets, against which the card marks each figure
 TARGETS = {"energy": 10.0, "forces": 50.0, "stress": 0.2, "v0_pp": 1.0, "b0_pp": 3.0, "speedup": 3.0}
@@ -88,9 +88,9 @@ def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, c
 
 {config["description"]}
 
-**Status: experimental, not for production.** With the compute spent on it so far (22 minutes of
-one CPU core) its errors against the teacher are hundreds of meV (below): it misses every accuracy
-target of its issue and is the default of nothing. It is shipped to exercise the Facet family end
+**Status: experimental, not for production.** With the compute spent on it so far (about an hour
+of one CPU core) its errors against the teacher are hundreds of meV (below): it misses every
+accuracy target of its issue and is the default of nothing. It is shipped to exercise the Facet family end
 to end (loading, fast kernels, MD, LAMMPS, benchmarks) and as the checkpoint further training
 starts from. Use `7net-0-spline` for science.
 
