@@ -648,6 +648,19 @@ def run_md(a: Atoms, temp: float, steps: int, every: int, rng) -> list[Atoms]:
     return snaps
 
 
+def md_elemental_cell(z: int, st: str, lat) -> Atoms:
+    """Element ``z`` in structure ``st`` at the teacher's spacing, repeated to 16-24 atoms."""
+    a = elemental_cell(chemical_symbols[z], st, nn_of(lat, z, st))
+    return a.repeat({1: (3, 3, 2), 2: (2, 2, 3), 4: (2, 2, 1), 8: (2, 1, 1)}[len(a)])
+
+
+def md_frames(a: Atoms, temp: float, steps: int, every: int, rng, kind: str, run_id: str, seed: int):
+    """The snapshots of one teacher MD run as recipe tuples: config_type ``<kind>_<T>K``,
+    config_id ``<run_id>:<md step>``."""
+    for s in run_md(a, temp, steps, every, rng):
+        yield s, f"{kind}_{int(temp)}K", f"{run_id}:{s.info['md_step']}", seed, {"temperature_K": temp}
+
+
 def md_binary_cell(rng, first, els, lat) -> Atoms:
     """A 16-32 atom binary cell: rocksalt, CsCl, L1_2 or an fcc/bcc substitution."""
     kind = ["rocksalt", "cscl", "l12", "sub"][rng.integers(4)]
@@ -670,24 +683,15 @@ def gen_md(stage: str, els, lat, temps, binary_runs: int, steps=40, every=10):
             idx = f"el-{chemical_symbols[z]}-{temp}"
             rng, seed = rng_of(stage, idx)
             st = ground_struct(lat, z) if rng.random() < 0.6 else STRUCTS[rng.integers(len(STRUCTS))]
-            a = elemental_cell(chemical_symbols[z], st, nn_of(lat, z, st))
-            a = a.repeat({1: (3, 3, 2), 2: (2, 2, 3), 4: (2, 2, 1), 8: (2, 1, 1)}[len(a)])
-            for s in run_md(a, temp, steps, every, rng):
-                yield (
-                    s,
-                    f"md_elemental_{int(temp)}K",
-                    f"{stage}:{idx}:{s.info['md_step']}",
-                    seed,
-                    {"temperature_K": temp},
-                )
+            a = md_elemental_cell(z, st, lat)
+            yield from md_frames(a, temp, steps, every, rng, "md_elemental", f"{stage}:{idx}", seed)
     order = cycled(stage, els)
     for i in range(binary_runs):
         temp = temps[i % len(temps)]
         idx = f"bin-{i}"
         rng, seed = rng_of(stage, idx)
         a = md_binary_cell(rng, order[i % len(order)], els, lat)
-        for s in run_md(a, temp, steps, every, rng):
-            yield s, f"md_binary_{int(temp)}K", f"{stage}:{idx}:{s.info['md_step']}", seed, {"temperature_K": temp}
+        yield from md_frames(a, temp, steps, every, rng, "md_binary", f"{stage}:{idx}", seed)
 
 
 def gen_test(els, lat):
@@ -726,29 +730,14 @@ def gen_md_test(els, lat):
         idx = f"el-{chemical_symbols[z]}"
         rng, seed = rng_of(stage, idx)
         st = STRUCTS[rng.integers(len(STRUCTS))]
-        a = elemental_cell(chemical_symbols[z], st, nn_of(lat, z, st))
-        a = a.repeat({1: (3, 3, 2), 2: (2, 2, 3), 4: (2, 2, 1), 8: (2, 1, 1)}[len(a)])
-        for s in run_md(a, temp, 40, 20, rng):
-            yield (
-                s,
-                f"test_md_elemental_{int(temp)}K",
-                f"{stage}:{idx}:{s.info['md_step']}",
-                seed,
-                {"temperature_K": temp},
-            )
+        a = md_elemental_cell(z, st, lat)
+        yield from md_frames(a, temp, 40, 20, rng, "test_md_elemental", f"{stage}:{idx}", seed)
     order = cycled(stage, els)
     for i in range(40):
         temp = (600.0, 2000.0)[i % 2]
         rng, seed = rng_of(stage, f"bin-{i}")
         a = md_binary_cell(rng, order[(i * 2 + 1) % len(order)], els, lat)
-        for s in run_md(a, temp, 40, 20, rng):
-            yield (
-                s,
-                f"test_md_binary_{int(temp)}K",
-                f"{stage}:bin-{i}:{s.info['md_step']}",
-                seed,
-                {"temperature_K": temp},
-            )
+        yield from md_frames(a, temp, 40, 20, rng, "test_md_binary", f"{stage}:bin-{i}", seed)
 
 
 def gen_pool(els, lat):
@@ -860,19 +849,12 @@ def run_stage(stage: str, els, args) -> None:
     )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(els) -> None:
     import ase
     import torch
 
     import facet_calc
+    from facet_calc.potential import sha256_of
 
     stats = json.loads((DATA / "stats.json").read_text()) if (DATA / "stats.json").exists() else {}
     files = {}
@@ -890,7 +872,7 @@ def write_manifest(els) -> None:
         missing = [chemical_symbols[z] for z in els if chemical_symbols[z] not in per_el]
         files[name] = {
             "file": path.name,
-            "sha256": sha256_file(path),
+            "sha256": sha256_of(path),
             "configs": len(frames),
             "atoms": int(sum(len(f) for f in frames)),
             "with_stress": int(sum("REF_stress" in f.info for f in frames)),
@@ -899,7 +881,7 @@ def write_manifest(els) -> None:
             "elements_missing": missing,
         }
     other_files = {
-        str(p.relative_to(DATA)): sha256_file(p)
+        str(p.relative_to(DATA)): sha256_of(p)
         for p in [DATA / "lattice.json", *sorted(PARTS.glob("*.extxyz"))]
         if p.exists()
     }
