@@ -46,7 +46,7 @@ def rss():
         fields = dict(line.split(":", 1) for line in f)
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
-plans = []  # region sizes of the spatial chunks, where the calculator chunked
+plans = []  # the chunk plans of each step the calculator evaluated in spatial chunks
 if which == "facet":
     from facet_calc import FacetCalculator, chunking
     calc = FacetCalculator("7net-0-spline", dtype="float32")
@@ -74,7 +74,8 @@ if n_edges is None:  # big crystals: the model's own graph, counted after the st
     n_edges = len(build_graph(atoms, 5.0).receivers)
 print(json.dumps({"atoms": len(atoms), "edges": n_edges, "step_bytes": peak - before, "peak_bytes": peak,
                   "seconds": seconds, "energy_per_atom": energy / len(atoms),
-                  "chunks": sum(len(p) for p in plans) if which == "facet" else 0, "chunk_atoms": sum(len(c.region) for p in plans for c in p)}))
+                  "chunks": sum(len(p) for p in plans),
+                  "chunk_atoms": sum(len(c.region) for p in plans for c in p)}))
 """
 
 
@@ -105,9 +106,10 @@ def main(argv=None) -> None:
                     continue
                 step = r["step_bytes"]
                 per_edge = step / r["edges"] if r["edges"] else float("nan")
+                halo = r["chunk_atoms"] / r["atoms"] if r["chunks"] else 1.0  # atom evaluations per atom
                 print(f"{kind:>8} {which:>7} {r['atoms']:>8} {r['edges']:>10} {step / 2**20:>9.0f} "
                       f"{step / r['atoms']:>8.0f} {per_edge:>8.0f} {r['peak_bytes'] / 2**20:>9.0f} "
-                      f"{r['seconds']:>7.1f} {r['chunks']:>6} {max(1, r['chunk_atoms']) / r['atoms'] if r['chunks'] else 1:>6.2f}",
+                      f"{r['seconds']:>7.1f} {r['chunks']:>6} {halo:>6.2f}",
                       flush=True)  # fmt: skip
 
 

@@ -79,7 +79,9 @@ def test_energy_only_chunks(potential64):
     graph = build_graph(atoms, potential64.cutoff)
     species = species_indices(potential64, species_lookup(potential64), atoms.numbers)
     full = evaluate_in_chunks(potential64, species, graph, max_region_atoms=10**9)
-    part = evaluate_in_chunks(potential64, species, graph, max_region_atoms=70, compute_forces=False, compute_virial=False)
+    part = evaluate_in_chunks(
+        potential64, species, graph, max_region_atoms=70, compute_forces=False, compute_virial=False
+    )
     assert part["forces"] is None and part["virial"] is None
     assert float(part["energy"]) == pytest.approx(float(full["energy"]), rel=TOL_ENERGY)
 

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 import pytest
 from ase.build import bulk
 from ase.io import read, write

@@ -210,8 +210,9 @@ def test_without_the_residual_norm_backends_derivatives_and_o3_hold():
     assert np.abs(f1 - f0 @ matrix.T).max() < TOL_MODEL_ROTATION
     assert np.abs(s1 - matrix @ s0 @ matrix.T).max() < TOL_MODEL_ROTATION
     # and the model differs from the layer-normed one (the option is not ignored)
-    assert abs(e0 - _efs(atoms, FacetCalculator(Potential(name="facet-layer", config=small_facet().config,
-                                                         model=small_facet(), path=Path("."))))[0]) > 1e-3
+    layered = small_facet()
+    layer_calc = FacetCalculator(Potential(name="facet-layer", config=layered.config, model=layered, path=Path(".")))
+    assert abs(e0 - _efs(atoms, layer_calc)[0]) > 1e-3
 
 
 @pytest.mark.parametrize("make", [_oxide, lambda: molecule("CH3CH2OH")])

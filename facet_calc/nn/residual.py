@@ -7,8 +7,9 @@ initialised to zero, so that every block starts as the identity (ReZero / Facet)
 stack trains stably from the first step. With ``normalise=False`` (config ``residual_norm:
 "none"``) the norm is skipped and the block's output is only scaled per channel, so its
 magnitude (how many neighbours sent messages, how close they are) reaches the next layer;
-distilling 7net-0 that fitted energies better (``models/facet-s-7net0/ablation``). ``adapter`` is the identity when the block keeps the
-irreps and an equivariant linear map when it changes them.
+distilling 7net-0 that fitted energies better (``models/facet-s-7net0/ablation``).
+``adapter`` is the identity when the block keeps the irreps and an equivariant linear map when
+it changes them.
 
 Example::
 
