@@ -15,9 +15,10 @@ receivers only. Per message-passing layer ``t``:
 
 Edge-vector gradients collected on the way give forces and virial exactly as
 :func:`facet_calc.nn.model.evaluate` does for the whole system; the ghost shell is one cutoff,
-not layers x cutoff. Only the model's public pieces are used: ``embedding``,
-``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers)``, ``readout_hidden``,
-``readout_out``, ``scale`` and ``shift``.
+not layers x cutoff. Only the model's layer-wise contract is used (``embed``,
+``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers, edges=, n_out=)``,
+``readout``): each layer computes the owned rows only (``n_out``), so ghosts cost the
+convolution's messages they send and nothing node-wise.
 
 Every domain calls ``exchange.forward`` and ``exchange.reverse`` the same number of times
 (``len(layers) - 1`` each), also with no owned atoms: the exchanges are collective.
@@ -29,6 +30,9 @@ from typing import Protocol
 
 import torch
 from torch import nn
+
+from ..nn.fast_convolution import EdgeContext
+from ..nn.radial import spline_basis
 
 
 class Exchange(Protocol):
@@ -80,11 +84,13 @@ def evaluate_domain(
     senders = compact[senders]
     species = species[nodes]
     edge_vec = edge_vec.detach().requires_grad_(True)
-    sh = model.spherical_harmonics(edge_vec)
-    r = torch.linalg.norm(edge_vec, dim=-1)
+    with torch.enable_grad():
+        sh = model.spherical_harmonics(edge_vec)
+        r = torch.linalg.norm(edge_vec, dim=-1)
     # leaves: each layer's backward adds into them, the edge-vector chain runs once at the end
     sh_leaf = sh.detach().requires_grad_(True)
     r_leaf = r.detach().requires_grad_(True)
+    edges = _LayerwiseEdges(nodes.shape[0], senders, receivers, r)
     with torch.no_grad():
         x = model.embed(species)
     saved = []
@@ -92,7 +98,8 @@ def evaluate_domain(
     for t, layer in enumerate(model.layers):
         x_in = x.detach().requires_grad_(t > 0)  # the embedding has nothing to differentiate
         with torch.enable_grad():
-            y = layer(x_in, sh_leaf, r_leaf, senders, receivers)[:n_local]
+            # n_out: the layer's node-wise work (linears, gate, mixer) for owned rows only
+            y = layer(x_in, sh_leaf, r_leaf, senders, receivers, edges=edges, n_out=n_local)
         saved.append((x_in, y))
         if t < n_layers - 1:
             x = exchange.forward(y.detach())[nodes]
@@ -103,19 +110,49 @@ def evaluate_domain(
         (grad_x,) = torch.autograd.grad(energies.sum(), [x_last], materialize_grads=True)
     grad_sh = torch.zeros_like(sh_leaf)
     grad_r = torch.zeros_like(r_leaf)
+    basis_leaves = [leaf for _, leaf in edges.basis_leaves]
+    grad_basis = [torch.zeros_like(leaf) for leaf in basis_leaves]
     for t in range(n_layers - 1, -1, -1):
         x_in, y = saved[t]
-        inputs = [sh_leaf, r_leaf] + ([x_in] if t > 0 else [])
+        inputs = [sh_leaf, r_leaf, *basis_leaves] + ([x_in] if t > 0 else [])
         grads = torch.autograd.grad(y, inputs, grad_outputs=grad_x, materialize_grads=True)
         grad_sh += grads[0]
         grad_r += grads[1]
+        for total, grad in zip(grad_basis, grads[2 : 2 + len(basis_leaves)]):
+            total += grad
         if t > 0:
-            rows = grads[2].new_zeros((n_all, grads[2].shape[1]))
-            rows[nodes] = grads[2]
+            rows = grads[-1].new_zeros((n_all, grads[-1].shape[1]))
+            rows[nodes] = grads[-1]
             grad_x = exchange.reverse(rows)
         saved[t] = None  # free the layer's graph as soon as it is spent
-    (edge_grad,) = torch.autograd.grad([sh, r], [edge_vec], grad_outputs=[grad_sh, grad_r], materialize_grads=True)
+    (edge_grad,) = torch.autograd.grad(
+        [sh, r, *(beta for beta, _ in edges.basis_leaves)],
+        [edge_vec],
+        grad_outputs=[grad_sh, grad_r, *grad_basis],
+        materialize_grads=True,
+    )
     return {"energy": energies.detach().sum(), "energies": energies.detach(), "edge_grad": edge_grad.detach()}
+
+
+class _LayerwiseEdges(EdgeContext):
+    """The per-edge work shared by the layers (sortedness, CSR offsets, spline basis), for a
+    driver that differentiates one layer at a time: each spline basis is handed to the layers as
+    a leaf, so a layer's backward stops there instead of running (and freeing) the basis' own
+    graph; ``basis_leaves`` lists ``(basis in the graph of r, its leaf)`` for the final chain."""
+
+    def __init__(self, n_nodes: int, senders: torch.Tensor, receivers: torch.Tensor, r: torch.Tensor) -> None:
+        super().__init__(n_nodes, senders, receivers, r)
+        self.basis_leaves: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def spline_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (int(n_intervals), float(r_max))
+        if key not in self._basis:
+            with torch.enable_grad():
+                rows, beta = spline_basis(self.r, n_intervals, r_max)
+            leaf = beta.detach().requires_grad_(True)
+            self.basis_leaves.append((beta, leaf))
+            self._basis[key] = (rows, leaf)
+        return self._basis[key]
 
 
 def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange: Exchange) -> dict[str, torch.Tensor]:

@@ -74,7 +74,7 @@ class ScalarMLP(nn.Module):
 class FacetLayer(nn.Module):
     """One Facet layer: spline convolution, then the spherical-grid mixer (or, for a scalar
     layer, an MLP), then the scaled residual. ``forward(x, sh, r, senders, receivers, edges)``
-    as :class:`~facet_calc.nn.interaction.InteractionBlock`."""
+    as :class:`~facet_calc.nn.interaction.InteractionBlock`, ``n_out`` too."""
 
     def __init__(
         self,
@@ -124,7 +124,8 @@ class FacetLayer(nn.Module):
         linear = getattr(self, name)
         return linear(x) if self.backend == "e3nn" else self.fast[name](x, linear.weight)
 
-    def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None) -> torch.Tensor:
+    def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None, n_out: int | None = None):
+        n = x.shape[0] if n_out is None else n_out
         h = self._linear("linear_in", x)
         if self.backend == "e3nn":
             h = self.convolution(h, sh, r, senders, receivers)
@@ -133,8 +134,8 @@ class FacetLayer(nn.Module):
                 h, sh, r, senders, receivers, self.convolution.radial.table(),
                 use_kernel=self.backend == "kernel", edges=edges,
             )  # fmt: skip
-        m = self._linear("linear_out", h)
-        return self.residual(x, self.mixer(m))
+        m = self._linear("linear_out", h[:n])
+        return self.residual(x[:n], self.mixer(m))
 
 
 @register_architecture(ARCHITECTURE)

@@ -186,10 +186,14 @@ class InteractionBlock(nn.Module):
         senders: torch.Tensor,
         receivers: torch.Tensor,
         edges: EdgeContext | None = None,
+        n_out: int | None = None,
     ) -> torch.Tensor:
         """``edges``: per-edge work shared by the layers of one evaluation (the fast paths use
-        it; the e3nn reference computes everything itself)."""
-        sc = self._linear("self_connection", x)
+        it; the e3nn reference computes everything itself). ``n_out``: compute the first
+        ``n_out`` rows only (all receivers must be below it; the other rows only send, like a
+        LAMMPS domain's ghosts), so that node-wise work is not spent on them."""
+        n = x.shape[0] if n_out is None else n_out
+        sc = self._linear("self_connection", x[:n])
         h = self._linear("linear_in", x)
         if self.head_bias_in is not None:
             h = h + self.head_bias_in[self.head]
@@ -201,7 +205,7 @@ class InteractionBlock(nn.Module):
                 h, sh, r, senders, receivers, radial.table(),
                 use_kernel=self.backend == "kernel", edges=edges,
             )  # fmt: skip
-        h = self._linear("linear_out", h) + sc
+        h = self._linear("linear_out", h[:n]) + sc
         if self.head_bias_out is not None:
             h = h + self.head_bias_out[self.head]
         return self.gate(h)

@@ -40,7 +40,8 @@ class FacetModel(nn.Module):
 
     Layer-wise contract shared by every family (the LAMMPS domain driver runs the layers one by
     one): ``embed(species)``, ``spherical_harmonics(edge_vec)``, ``layers`` (each
-    ``layer(x, sh, r, senders, receivers)``), ``readout(x, species)``, ``feature_widths``.
+    ``layer(x, sh, r, senders, receivers, edges=None, n_out=None)``: ``n_out`` rows computed, the
+    rest only send), ``readout(x, species)``, ``feature_widths``.
 
     Args:
         config: the potential's model config (a plain dict, see ``facet_calc.potential``).
