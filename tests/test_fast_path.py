@@ -224,3 +224,50 @@ def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeyp
     assert counts == {"basis": 1, "index": 1 if kernels else 0}
     for key in ("energy", "forces", "virial"):
         assert torch.allclose(shared[key], separate[key], rtol=0, atol=1e-12), key
+
+
+def test_frozen_parameter_caches_follow_in_place_changes():
+    """Inference reuses matrices and tables derived from frozen parameters
+    (nn.derived.DerivedCache); changing a parameter in place must invalidate them: the
+    changed model equals a fresh one built from its state dict, on the fast paths and the
+    e3nn reference alike."""
+    atoms = STRUCTURES["triclinic LiFeO"]()
+    for backend in ("kernel", "torch", "e3nn"):
+        potential = load_potential("7net-0-spline", dtype="float64", backend=backend)
+        before = _results(potential, atoms)["energy"]  # fills the caches
+        with torch.no_grad():
+            for name, param in potential.model.named_parameters():
+                if name.endswith(("weight", "values")):
+                    param.mul_(1.02)
+        changed = _results(potential, atoms)
+        fresh = load_potential("7net-0-spline", dtype="float64", backend=backend)
+        fresh.model.load_state_dict(potential.model.state_dict())
+        expected = _results(fresh, atoms)
+        assert abs(float(changed["energy"] - before)) > 1e-3, backend
+        assert abs(float(changed["energy"] - expected["energy"])) < 1e-12 * abs(float(expected["energy"])), backend
+        assert np.abs(changed["forces"] - expected["forces"]).max() < 1e-10, backend
+
+
+def test_derived_cache_is_bypassed_while_sources_train():
+    from facet_calc.nn.derived import DerivedCache
+
+    cache, calls = DerivedCache(), []
+    weight = torch.ones(3)
+
+    def make():
+        calls.append(1)
+        return weight * 2
+
+    assert cache.get("w", (weight,), make) is cache.get("w", (weight,), make) and len(calls) == 1
+    weight.add_(1.0)  # in place: the version changes
+    assert torch.equal(cache.get("w", (weight,), make), torch.full((3,), 4.0)) and len(calls) == 2
+    other = weight.clone()  # equal values, another tensor: not the cached one's source
+    cache.get("w", (other,), make)
+    assert len(calls) == 3
+    weight.requires_grad_(True)
+    out = cache.get("w", (weight,), make)
+    assert out.requires_grad and len(calls) == 4  # training: recomputed, in the graph
+    with torch.no_grad():
+        cache.get("w", (weight,), make)
+        cache.get("w", (weight,), make)
+    assert len(calls) == 5

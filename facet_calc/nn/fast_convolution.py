@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ._kernels import kernel_threads, spline_conv_library, triton_backend
+from .derived import DerivedCache
 from .radial import SplineRadial, spline_basis, spline_from_basis
 
 
@@ -118,6 +119,7 @@ class FastSplineConvolution(nn.Module):
         #: fused path: largest per-edge coupling A of one block (entries) formed at once
         #: (2**24: 64 MiB in float32); bounds the step's per-edge memory, see _FusedConvolution
         self.max_fused_chunk_elements = 2**24
+        self._derived = DerivedCache()  # per block: the table's columns, while the table is frozen
         fast_index = torch.cat(out_index)
         if sorted(fast_index.tolist()) != list(range(self.irreps_out.dim)):
             raise ValueError("fast convolution layout does not cover the tensor-product output")
@@ -200,24 +202,25 @@ class FastSplineConvolution(nn.Module):
     def _fused(self, backend, x, sh, edges: EdgeContext, table) -> torch.Tensor:
         """Fused kernel (edges sorted by receiver): per-edge messages are never materialised,
         and each block is written straight into e3nn's output layout."""
-        n_nodes = x.shape[0]
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
-        xts, blocks = [], []
+        blocks = []
         for block in self.blocks:
-            b, mul, m1, cols = block["id"], block["mul"], block["m1"], block["cols"]
-            xts.append(x[:, block["in_slice"]].view(n_nodes, mul, m1).transpose(1, 2))  # (N, m1, mul)
+            b = block["id"]
+            columns = getattr(self, f"path_table_columns_{b}")
             blocks.append(
                 (
+                    block["in_slice"],
                     getattr(self, f"coupling_{b}"),
-                    table.index_select(1, getattr(self, f"path_table_columns_{b}")).contiguous(),
+                    # the block's table columns, reused while the table is the same frozen one
+                    self._derived.get(b, (table, columns), lambda: table.index_select(1, columns).contiguous()),
                     getattr(self, f"path_of_col_{b}"),
                     getattr(self, f"out_map_{b}"),
-                    (mul, m1, cols, block["n_paths"]),
+                    (block["mul"], block["m1"], block["cols"], block["n_paths"]),
                 )
             )
         static = (backend, edges.index, rows, blocks, self.irreps_out.dim,
                   1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
-        return _FusedConvolution.apply(beta, sh, static, *xts)
+        return _FusedConvolution.apply(beta, sh, x, static)
 
 
 def kernel_backend(device: torch.device):
@@ -326,35 +329,40 @@ class CpuBackend:
 
 
 class _FusedConvolution(torch.autograd.Function):
-    """out (N, dim_out) in e3nn layout from the spherical harmonics sh (E, dim_sh), per block
-    x^T (N, m1, mul), and the spline coefficients beta (E, 4); ``backend`` runs the kernels.
+    """out (N, dim_out) in e3nn layout from the spherical harmonics sh (E, dim_sh), the node
+    features x (N, dim_in) in e3nn layout, and the spline coefficients beta (E, 4); ``backend``
+    runs the kernels, one input block at a time on x^T (N, m1, mul).
 
     Each block's per-edge coupling ``A = sh @ coupling`` (E, cols, m1) is formed for one chunk
     of edges at a time, in the forward pass and again in the backward pass, never for all edges
     at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
     for 7net-0 in float32). Forward chunks are ranges of receivers (contiguous edges); backward
-    chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list, so
-    the kernels accumulate node gradients without write conflicts, as before.
+    chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list
+    once for all blocks, so the kernels accumulate node gradients without write conflicts. The
+    gradient of x is written block by block into one (N, dim_in) tensor (autograd's split of x
+    into blocks would add a concatenation and zero-filled slices).
     """
 
     @staticmethod
-    def forward(ctx, beta, sh, static, *xts):
+    def forward(ctx, beta, sh, x, static):
         backend, graph, rows, blocks, dim_out, scale, budget = static
         beta, sh = beta.contiguous(), sh.contiguous()
-        xts = [t.contiguous() for t in xts]
-        out = beta.new_empty((graph.n_nodes, dim_out))
-        for xt, (coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
-            mul, m1, cols, _ = dims
-            for n0, n1 in _node_chunks(graph.recv_ptr, budget // (cols * m1)):
-                e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
-                local = _LocalEdges(
-                    n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1]
-                )
+        n_nodes = x.shape[0]
+        xts = [x[:, in_slice].view(n_nodes, dims[0], dims[1]).transpose(1, 2).contiguous()
+               for in_slice, *_, dims in blocks]  # fmt: skip
+        out = beta.new_empty((n_nodes, dim_out))
+        width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
+        for n0, n1 in _node_chunks(graph.recv_ptr, budget // width):
+            e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
+            local = _LocalEdges(n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1])
+            for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+                mul, m1, cols, _ = dims
                 a = (sh[e0:e1] @ coupling).view(e1 - e0, cols, m1)
                 backend.forward_block(local, a, xt, rows[e0:e1], beta[e0:e1], table, path_of_col, out_map, dims,
                                       out[n0:n1], scale)  # fmt: skip
         ctx.save_for_backward(beta, sh, *xts)
         ctx.static = static
+        ctx.x_shape = x.shape
         return out
 
     @staticmethod
@@ -371,32 +379,47 @@ class _FusedConvolution(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_beta = torch.zeros_like(beta)
         grad_sh = torch.zeros_like(sh)
-        grads = []
-        for xt, (coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
-            mul, m1, cols, _ = dims
-            # this block's output gradient in block layout (N, cols, mul), scale included: reading
-            # it through the column map for every edge would be slower than one gather here
-            grad_block = grad_out.index_select(1, out_map.long()).mul_(scale)
-            grad_xt = torch.empty_like(xt)
-            for n0, n1 in _node_chunks(graph.send_ptr, budget // (cols * m1)):
-                q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
-                edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
-                k = q1 - q0
-                local = _LocalEdges(
-                    n_nodes=n1 - n0,
-                    send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
-                    by_sender=torch.arange(k, device=sh.device),
-                    receivers=graph.receivers.index_select(0, edges),
-                )
-                a = (sh.index_select(0, edges) @ coupling).view(k, cols, m1)
-                grad_a, grad_beta_k = torch.empty_like(a), beta.new_empty((k, 4))
-                backend.backward_block(local, a, xt[n0:n1], rows.index_select(0, edges),
-                                       beta.index_select(0, edges), table, path_of_col, dims, grad_block, grad_a,
-                                       grad_xt[n0:n1], grad_beta_k)  # fmt: skip
-                grad_sh.index_add_(0, edges, grad_a.view(k, cols * m1) @ coupling.transpose(0, 1))
-                grad_beta.index_add_(0, edges, grad_beta_k)
-            grads.append(grad_xt)
-        return (grad_beta, grad_sh, None, *grads)
+        grad_x = grad_out.new_zeros(ctx.x_shape) if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty(ctx.x_shape)
+        grad_xts = [torch.empty_like(xt) for xt in xts]
+        # each block's output gradient in block layout (N, cols, mul), scale included: reading
+        # it through the column map for every edge would be slower than one gather here
+        grad_blocks = [grad_out.index_select(1, out_map.long()).mul_(scale) for *_, out_map, _ in blocks]
+        width = max(dims[2] * dims[1] for *_, dims in blocks)
+        for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
+            q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+            edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
+            k = q1 - q0
+            local = _LocalEdges(
+                n_nodes=n1 - n0,
+                send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
+                by_sender=torch.arange(k, device=sh.device),
+                receivers=graph.receivers.index_select(0, edges),
+            )
+            sh_k, rows_k, beta_k = sh.index_select(0, edges), rows.index_select(0, edges), beta.index_select(0, edges)
+            grad_sh_k = sh.new_zeros((k, sh.shape[1]))
+            grad_beta_k = beta.new_zeros((k, 4))
+            part = beta.new_empty((k, 4))
+            for xt, grad_xt, grad_block, (_, coupling, table, path_of_col, _, dims) in zip(
+                xts, grad_xts, grad_blocks, blocks
+            ):
+                mul, m1, cols, _ = dims
+                a = (sh_k @ coupling).view(k, cols, m1)
+                grad_a = torch.empty_like(a)
+                backend.backward_block(local, a, xt[n0:n1], rows_k, beta_k, table, path_of_col, dims, grad_block,
+                                       grad_a, grad_xt[n0:n1], part)  # fmt: skip
+                grad_sh_k.addmm_(grad_a.view(k, cols * m1), coupling.transpose(0, 1))
+                grad_beta_k += part
+            grad_sh.index_add_(0, edges, grad_sh_k)
+            grad_beta.index_add_(0, edges, grad_beta_k)
+        n_nodes = ctx.x_shape[0]
+        for grad_xt, (in_slice, *_, dims) in zip(grad_xts, blocks):
+            grad_x[:, in_slice].view(n_nodes, dims[0], dims[1]).copy_(grad_xt.transpose(1, 2))
+        return grad_beta, grad_sh, grad_x, None
+
+
+def _leaves_gaps(blocks, dim_in: int) -> bool:
+    """Whether some input columns belong to no block (no path uses them: zero gradient)."""
+    return sum(s.stop - s.start for s, *_ in blocks) != dim_in
 
 
 class _LocalEdges:

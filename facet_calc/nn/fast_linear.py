@@ -5,9 +5,10 @@ zero-fills a full-size gradient for every input slice. An equivariant linear map
 matrix for every component m of an order l, so here each order l is one gather and one matmul:
 ``out_l (N, mul_out, 2l+1) = W_l^T @ x_l (N, mul_in, 2l+1)``.
 
-``W_l`` is assembled from the e3nn module's *current* flat weight at every call (a gather and a
-scale, differentiable), so the fast path follows the parameters during training and nothing
-derived is stored in a potential file.
+``W_l`` is assembled from the e3nn module's *current* flat weight (a gather and a scale,
+differentiable), so the fast path follows the parameters during training and nothing derived is
+stored in a potential file; while the weight is frozen the assembled ``W_l`` is reused
+(:class:`~facet_calc.nn.derived.DerivedCache`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 from torch import nn
+
+from .derived import DerivedCache
 
 
 class FastLinear(nn.Module):
@@ -97,14 +100,20 @@ class FastLinear(nn.Module):
         )
         self.gather_sizes = [g.numel() for g in gathers]
         self.identity_gather = bool(torch.equal(self.gather_all, torch.arange(irreps_in.dim)))
+        self._derived = DerivedCache()  # the assembled W_l while the weight is frozen
 
     def weight_of_order(self, l: int, weight: torch.Tensor) -> torch.Tensor | None:
         """``(mul_in_l, mul_out_l)`` matrix of order ``l`` from the flat e3nn ``weight``."""
         source = getattr(self, f"source_{l}", None)
         if source is None:
             return None
-        padded = torch.cat((weight, weight.new_zeros(1)))
-        return padded[source] * getattr(self, f"coef_{l}").to(weight.dtype)
+        coef = getattr(self, f"coef_{l}")
+
+        def assemble():
+            padded = torch.cat((weight, weight.new_zeros(1)))
+            return padded[source] * coef.to(weight.dtype)
+
+        return self._derived.get(l, (weight, source, coef), assemble)
 
     def input_of_order(self, l: int, x: torch.Tensor) -> torch.Tensor:
         """``(n_nodes, mul_in_l, 2l+1)``: the input channels of order ``l`` that
@@ -128,7 +137,7 @@ class FastLinear(nn.Module):
                 continue
             xl = next(pieces).view(n, -1, d)  # (N, mul_in, d)
             if w.requires_grad:  # training: the weight's gradient needs the input kept
-                out = torch.einsum("nid,io->nod", xl, w)
+                out = _per_component(xl, w)
             else:
                 out = _ConstantLinear.apply(xl, w)
             parts.append(out.reshape(n, -1))
@@ -138,15 +147,26 @@ class FastLinear(nn.Module):
 
 
 class _ConstantLinear(torch.autograd.Function):
-    """``out (N, mul_out, d) = einsum("nid,io->nod", x, weight)`` for a weight that takes no
+    """``out (N, mul_out, d) = sum_i x[n, i, d] weight[i, o]`` for a weight that takes no
     gradient. Autograd's einsum would keep ``x`` for a weight gradient never asked for; this keeps
     nothing per node, which is most of what a large system's step would otherwise hold."""
 
     @staticmethod
     def forward(ctx, x, weight):
         ctx.weight = weight  # a buffer of the module: no copy, nothing per node
-        return torch.einsum("nid,io->nod", x, weight)
+        return _per_component(x, weight)
 
     @staticmethod
     def backward(ctx, grad):
-        return torch.einsum("nod,io->nid", grad, ctx.weight), None
+        return _per_component(grad, ctx.weight.t()), None
+
+
+def _per_component(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``einsum("nid,io->nod", x, weight)`` as one matmul: ``x (N, i, d)``, ``weight (i, o)``
+    -> ``(N, o, d)``. (einsum's equation parsing cost as much as the product at small N.)"""
+    n, i, d = x.shape
+    if d == 1:
+        return (x.reshape(n, i) @ weight).unsqueeze(2)
+    # explicitly one (N d, i) @ (i, o) product: matmul on a strided 3-D operand can fall back to
+    # a batched product over N with the weight broadcast, several times slower
+    return (x.transpose(1, 2).reshape(n * d, i) @ weight).view(n, d, -1).transpose(1, 2)

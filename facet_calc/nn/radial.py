@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .derived import DerivedCache
+
 
 class SplineRadial(nn.Module):
     """Cubic Hermite spline ``w(r)`` of a vector-valued function on uniform knots.
@@ -71,6 +73,7 @@ class SplineRadial(nn.Module):
         self.slopes = nn.Parameter(slopes.clone())
         self.c2 = c1_only_at is not None
         self._trained = False  # set by train(True); eval() then writes the derived slopes back
+        self._derived = DerivedCache()
         if self.c2:
             breaks = [int(round(b / self.h)) for b in c1_only_at]
             eye = np.eye(self.n_intervals + 1)
@@ -88,8 +91,9 @@ class SplineRadial(nn.Module):
     def table(self) -> torch.Tensor:
         """``(2 * n_knots, n_out)``: knot values stacked over knot slopes, as :func:`hermite_spline`
         reads them; in training mode derived from the trainable values (see class docstring)."""
-        if not self._trained:
-            return torch.cat((self.values, self.slopes), dim=0)
+        if not self._trained:  # inference: the same table at every call while the knots stay
+            return self._derived.get("table", (self.values, self.slopes),
+                                     lambda: torch.cat((self.values, self.slopes), dim=0))  # fmt: skip
         values = torch.cat((self.values[:-1], torch.zeros_like(self.values[-1:])), dim=0)
         if not self.c2:
             slopes = torch.cat((self.slopes[:-1], torch.zeros_like(self.slopes[-1:])), dim=0)
