@@ -90,6 +90,8 @@ class FastLinear(nn.Module):
         inverse = torch.empty_like(placed)
         inverse[placed] = torch.arange(placed.numel())
         self.register_buffer("to_output", inverse, persistent=False)
+        self.register_buffer("from_output", placed, persistent=False)
+        self.out_widths = [mul * (2 * l + 1) for l, mul in zip(self.orders, self.out_muls)]
         self.identity_order = bool(torch.equal(inverse, torch.arange(placed.numel())))
 
         # one gather for all orders: its backward is a single scatter into one (N, dim_in) buffer
@@ -125,40 +127,58 @@ class FastLinear(nn.Module):
         return x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        weights = [self.weight_of_order(l, weight) for l in self.orders]
+        if torch.is_grad_enabled() and weight.requires_grad:  # training: autograd through the ops
+            return self.apply_weights(x, weights)
+        # frozen weight: one autograd node that keeps nothing per node (autograd's products
+        # would keep x for a weight gradient never asked for, and each of the ~10 small
+        # operations would be a node of its own: most of a small system's linear cost)
+        return _FrozenLinear.apply(x, self, weights)
+
+    def apply_weights(self, x: torch.Tensor, weights: list[torch.Tensor | None]) -> torch.Tensor:
+        """``(n_nodes, irreps_out.dim)`` from ``x`` and the per-order matrices ``weights``."""
         n = x.shape[0]
         gathered = x if self.identity_gather else x.index_select(1, self.gather_all)
         pieces = iter(torch.split(gathered, self.gather_sizes, dim=1))
         parts = []
-        for l, mul_out in zip(self.orders, self.out_muls):
+        for l, mul_out, w in zip(self.orders, self.out_muls, weights):
             d = 2 * l + 1
-            w = self.weight_of_order(l, weight)
             if w is None:
                 parts.append(x.new_zeros((n, mul_out * d)))
                 continue
             xl = next(pieces).view(n, -1, d)  # (N, mul_in, d)
-            if w.requires_grad:  # training: the weight's gradient needs the input kept
-                out = _per_component(xl, w)
-            else:
-                out = _ConstantLinear.apply(xl, w)
-            parts.append(out.reshape(n, -1))
+            parts.append(_per_component(xl, w).reshape(n, -1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         # (outputs are assembled grouped by order; put them back in irreps_out's layout)
         return out if self.identity_order else out.index_select(1, self.to_output)
 
+    def apply_transposed(self, grad: torch.Tensor, weights: list[torch.Tensor | None], dim_in: int) -> torch.Tensor:
+        """The adjoint of :meth:`apply_weights`: ``(n_nodes, irreps_out.dim)`` gradients ->
+        ``(n_nodes, dim_in)``."""
+        n = grad.shape[0]
+        grouped = grad if self.identity_order else grad.index_select(1, self.from_output)
+        parts = []
+        for piece, l, w in zip(torch.split(grouped, self.out_widths, dim=1), self.orders, weights):
+            if w is not None:
+                parts.append(_per_component(piece.view(n, -1, 2 * l + 1), w.t()).reshape(n, -1))
+        gathered = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if self.identity_gather:
+            return gathered
+        return grad.new_zeros((n, dim_in)).index_copy_(1, self.gather_all, gathered)
 
-class _ConstantLinear(torch.autograd.Function):
-    """``out (N, mul_out, d) = sum_i x[n, i, d] weight[i, o]`` for a weight that takes no
-    gradient. Autograd's einsum would keep ``x`` for a weight gradient never asked for; this keeps
-    nothing per node, which is most of what a large system's step would otherwise hold."""
+
+class _FrozenLinear(torch.autograd.Function):
+    """:meth:`FastLinear.apply_weights` for weights that take no gradient, as one node; its
+    backward is :meth:`FastLinear.apply_transposed`."""
 
     @staticmethod
-    def forward(ctx, x, weight):
-        ctx.weight = weight  # a buffer of the module: no copy, nothing per node
-        return _per_component(x, weight)
+    def forward(ctx, x, linear, weights):
+        ctx.linear, ctx.weights, ctx.dim_in = linear, weights, x.shape[1]  # nothing per node
+        return linear.apply_weights(x, weights)
 
     @staticmethod
     def backward(ctx, grad):
-        return _per_component(grad, ctx.weight.t()), None
+        return ctx.linear.apply_transposed(grad.contiguous(), ctx.weights, ctx.dim_in), None, None
 
 
 def _per_component(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from e3nn.nn import Gate
 from torch import nn
 
 from .fast_convolution import EdgeContext, FastSplineConvolution
+from .fast_gate import FastGate
 from .fast_linear import FastLinear
 from .radial import SplineRadial
 
@@ -169,6 +170,7 @@ class InteractionBlock(nn.Module):
                 "self_connection": FastLinear(self.self_connection),
                 "linear_in": FastLinear(self.linear_in),
                 "linear_out": FastLinear(self.linear_out),
+                "gate": FastGate(self.gate),
             }
         )
         #: which implementation runs; set through ``FacetModel.set_backend`` (see ``nn.backend``)
@@ -208,4 +210,4 @@ class InteractionBlock(nn.Module):
         h = self._linear("linear_out", h[:n]) + sc
         if self.head_bias_out is not None:
             h = h + self.head_bias_out[self.head]
-        return self.gate(h)
+        return self.gate(h) if self.backend == "e3nn" else self.fast["gate"](h)
