@@ -128,13 +128,13 @@ class FacetLayer(nn.Module):
         n = x.shape[0] if n_out is None else n_out
         h = self._linear("linear_in", x)
         if self.backend == "e3nn":
-            h = self.convolution(h, sh, r, senders, receivers)
+            h = self.convolution(h, sh, r, senders, receivers, n_rows=n)
         else:
             h = self.fast["convolution"](
                 h, sh, r, senders, receivers, self.convolution.radial.table(),
-                use_kernel=self.backend == "kernel", edges=edges,
+                use_kernel=self.backend == "kernel", edges=edges, n_rows=n,
             )  # fmt: skip
-        m = self._linear("linear_out", h[:n])
+        m = self._linear("linear_out", h)
         return self.residual(x[:n], self.mixer(m))
 
 

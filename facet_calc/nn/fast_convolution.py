@@ -137,12 +137,15 @@ class FastSplineConvolution(nn.Module):
         table: torch.Tensor,
         use_kernel: bool = True,
         edges: EdgeContext | None = None,
+        n_rows: int | None = None,
     ) -> torch.Tensor:
         """``table``: the radial's ``(2 * n_knots, n_out)`` table (``SplineRadial.table()``).
         ``use_kernel``: run the fused kernel when one serves ``x.device`` (see ``nn.backend``);
         it needs edges sorted by receiver, gives no gradient for ``table`` and is differentiable
         once; the torch path is differentiable twice. ``edges``: the per-edge work shared by
-        the layers of one model evaluation (built here when not given)."""
+        the layers of one model evaluation (built here when not given). ``n_rows``: rows of
+        the output (default all of ``x``'s; every receiver must be below it)."""
+        n_rows = x.shape[0] if n_rows is None else n_rows
         if edges is None:
             edges = EdgeContext(x.shape[0], senders, receivers, r)
         kernel = kernel_backend(x.device) if use_kernel else None
@@ -152,11 +155,11 @@ class FastSplineConvolution(nn.Module):
                     "the fused convolution kernel gives no gradients for the spline tables; "
                     "train with model.set_backend('torch') (facet_calc.train does this)"
                 )
-            return self._fused(kernel, x, sh, edges, table)
-        outputs = self._tensor_ops(x, sh, edges, table)
+            return self._fused(kernel, x, sh, edges, table, n_rows)
+        outputs = self._tensor_ops(x, sh, edges, table, n_rows)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
-    def _tensor_ops(self, x, sh, edges: EdgeContext, table) -> list[torch.Tensor]:
+    def _tensor_ops(self, x, sh, edges: EdgeContext, table, n_rows: int) -> list[torch.Tensor]:
         """Pure-torch path (any device): per-edge messages, then index_add.
 
         Edges are processed in chunks of at most ``max_chunk_elements`` message entries; when
@@ -165,7 +168,7 @@ class FastSplineConvolution(nn.Module):
         """
         senders, receivers = edges.senders, edges.receivers
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
-        n_edges, n_nodes = rows.shape[0], x.shape[0]
+        n_edges, n_nodes = rows.shape[0], n_rows
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
@@ -177,7 +180,7 @@ class FastSplineConvolution(nn.Module):
             for start in range(0, n_edges, chunk):
                 part = slice(start, min(start + chunk, n_edges))
                 args = (xb, sh[part], rows[part], beta[part], senders[part], receivers[part], block_table,
-                        coupling, (mul, m1, cols))  # fmt: skip
+                        coupling, (mul, m1, cols, n_rows))  # fmt: skip
                 if chunk < n_edges and torch.is_grad_enabled():
                     out = out + checkpoint(self._block_messages, *args, use_reentrant=False)
                 else:
@@ -186,8 +189,8 @@ class FastSplineConvolution(nn.Module):
         return outputs
 
     def _block_messages(self, xb, sh, rows, beta, senders, receivers, table, coupling, dims) -> torch.Tensor:
-        """Sum over the given edges of one block's messages, ``(n_nodes, cols * mul)``."""
-        mul, m1, cols = dims
+        """Sum over the given edges of one block's messages, ``(n_rows, cols * mul)``."""
+        mul, m1, cols, n_rows = dims
         n_edges = rows.shape[0]
         w = spline_from_basis(rows, beta, table)  # (E, cols * mul)
         a = (sh @ coupling).view(n_edges, cols, m1)
@@ -197,9 +200,9 @@ class FastSplineConvolution(nn.Module):
         else:
             t = torch.bmm(a, xj.transpose(1, 2))  # (E, cols, mul)
         msg = t.reshape(n_edges, cols * mul) * w
-        return xb.new_zeros((xb.shape[0], cols * mul)).index_add_(0, receivers, msg)
+        return xb.new_zeros((n_rows, cols * mul)).index_add_(0, receivers, msg)
 
-    def _fused(self, backend, x, sh, edges: EdgeContext, table) -> torch.Tensor:
+    def _fused(self, backend, x, sh, edges: EdgeContext, table, n_rows: int) -> torch.Tensor:
         """Fused kernel (edges sorted by receiver): per-edge messages are never materialised,
         and each block is written straight into e3nn's output layout."""
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
@@ -218,7 +221,7 @@ class FastSplineConvolution(nn.Module):
                     (block["mul"], block["m1"], block["cols"], block["n_paths"]),
                 )
             )
-        static = (backend, edges.index, rows, blocks, self.irreps_out.dim,
+        static = (backend, edges.index, rows, blocks, (n_rows, self.irreps_out.dim),
                   1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
         return _FusedConvolution.apply(beta, sh, x, static)
 
@@ -368,9 +371,9 @@ class _FusedConvolution(torch.autograd.Function):
         n_nodes = x.shape[0]
         xts = [x[:, in_slice].view(n_nodes, dims[0], dims[1]).transpose(1, 2).contiguous()
                for in_slice, *_, dims in blocks]  # fmt: skip
-        out = beta.new_empty((n_nodes, dim_out))
+        out = beta.new_empty(dim_out)  # (n_rows, dim): receivers are the first n_rows nodes
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
-        for n0, n1 in _node_chunks(graph.recv_ptr, budget // width):
+        for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
             local = _LocalEdges(n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1])
             for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):

@@ -116,10 +116,12 @@ class SplineConvolution(nn.Module):
         r: torch.Tensor,
         senders: torch.Tensor,
         receivers: torch.Tensor,
+        n_rows: int | None = None,
     ) -> torch.Tensor:
+        """``n_rows``: rows of the output (default: all of ``x``'s; receivers must be below)."""
         weights = self.radial(r)
         messages = self.tp(x[senders], sh, weights)
-        out = x.new_zeros((x.shape[0], messages.shape[1]))
+        out = x.new_zeros((x.shape[0] if n_rows is None else n_rows, messages.shape[1]))
         out.index_add_(0, receivers, messages)
         return out / self.denominator
 
@@ -200,14 +202,14 @@ class InteractionBlock(nn.Module):
         if self.head_bias_in is not None:
             h = h + self.head_bias_in[self.head]
         if self.backend == "e3nn":
-            h = self.convolution(h, sh, r, senders, receivers)
+            h = self.convolution(h, sh, r, senders, receivers, n_rows=n)
         else:
             radial = self.convolution.radial
             h = self.fast["convolution"](
                 h, sh, r, senders, receivers, radial.table(),
-                use_kernel=self.backend == "kernel", edges=edges,
+                use_kernel=self.backend == "kernel", edges=edges, n_rows=n,
             )  # fmt: skip
-        h = self._linear("linear_out", h[:n]) + sc
+        h = self._linear("linear_out", h) + sc
         if self.head_bias_out is not None:
             h = h + self.head_bias_out[self.head]
         return self.gate(h) if self.backend == "e3nn" else self.fast["gate"](h)
