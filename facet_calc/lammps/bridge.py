@@ -24,7 +24,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ..potential import load_potential
 from .decomposed import evaluate_domain
 
-_EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+_EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int)
 #: LAMMPS' virial order xx yy zz xy xz yz as (row, column) of a 3x3 tensor
 VOIGT_LAMMPS = ([0, 1, 2, 0, 0, 1], [0, 1, 2, 1, 2, 2])
 
@@ -41,7 +41,10 @@ def _view(address: int, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
 class LammpsExchange:
     """Ghost exchanges through the pair style's forward/reverse communication.
 
-    LAMMPS' buffers are float64, so features travel as float64 (exact for float32 models too).
+    LAMMPS' buffers are float64. Float64 features travel as they are (``reverse`` adds into
+    float64 CPU rows in place, without a copy); float32 features travel two to a double, bits
+    unchanged, and the reverse sums are taken in float32 (the model's own precision), which
+    halves the traffic and skips the conversions.
     """
 
     def __init__(self, function: int, pair: int, n_local: int, n_all: int) -> None:
@@ -53,21 +56,30 @@ class LammpsExchange:
     def forward(self, owned: torch.Tensor) -> torch.Tensor:
         if owned.shape[0] != self.n_local:
             raise ValueError(f"forward exchange needs {self.n_local} owned rows, got {owned.shape[0]}")
-        width = owned.shape[1]
-        buffer = np.zeros((self.n_all, width), dtype=np.float64)
-        buffer[: self.n_local] = owned.detach().to("cpu", torch.float64).numpy()
-        self._call(self._pair, buffer.ctypes.data, width, 0)
-        return torch.from_numpy(buffer).to(owned.device, owned.dtype)
+        buffer, width = self._buffer(owned.shape[1], owned.dtype, empty=True)  # every ghost row is written
+        buffer[: self.n_local, : owned.shape[1]] = owned.detach().to("cpu", buffer.dtype)
+        self._call(self._pair, buffer.data_ptr(), width, 0, int(buffer.dtype == torch.float32))
+        return buffer[:, : owned.shape[1]].to(owned.device)
 
     def reverse(self, rows: torch.Tensor) -> torch.Tensor:
         if rows.shape[0] != self.n_all:  # LAMMPS reads every ghost row: a short buffer would be overrun
             raise ValueError(f"reverse exchange needs {self.n_all} rows (owned + ghosts), got {rows.shape[0]}")
-        width = rows.shape[1]
-        buffer = np.ascontiguousarray(rows.detach().to("cpu", torch.float64).numpy(), dtype=np.float64)
-        if buffer.base is not None or not buffer.flags.writeable:
-            buffer = buffer.copy()
-        self._call(self._pair, buffer.ctypes.data, width, 1)
-        return torch.from_numpy(buffer[: self.n_local].copy()).to(rows.device, rows.dtype)
+        d = rows.shape[1]
+        if rows.dtype == torch.float64 and rows.device.type == "cpu" and rows.is_contiguous():
+            buffer, width = rows.detach(), d
+        else:
+            buffer, width = self._buffer(d, rows.dtype, empty=False)
+            buffer[:, :d] = rows.detach().to("cpu", buffer.dtype)
+        self._call(self._pair, buffer.data_ptr(), width, 1, int(buffer.dtype == torch.float32))
+        return buffer[: self.n_local, :d].to(rows.device, rows.dtype)
+
+    def _buffer(self, d: int, dtype: torch.dtype, empty: bool) -> tuple[torch.Tensor, int]:
+        """A CPU ``(n_all, columns)`` buffer for ``d`` features and its width in doubles."""
+        make = torch.empty if empty else torch.zeros
+        if dtype == torch.float32:
+            width = (d + 1) // 2
+            return make((self.n_all, 2 * width), dtype=torch.float32), width
+        return make((self.n_all, d), dtype=torch.float64), d
 
 
 class PairModel:

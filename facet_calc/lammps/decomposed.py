@@ -40,11 +40,11 @@ class Exchange(Protocol):
 
     def forward(self, owned: torch.Tensor) -> torch.Tensor:
         """``(n_local, d)`` owned rows -> ``(n_all, d)``: the same rows followed by the ghosts'
-        values, copied from their owners."""
+        values, copied from their owners (in ``owned``'s dtype or float64)."""
 
     def reverse(self, rows: torch.Tensor) -> torch.Tensor:
         """``(n_all, d)`` gradients -> ``(n_local, d)``: each owned row plus every ghost row that
-        is a copy of it, in this or any other domain."""
+        is a copy of it, in this or any other domain (``rows`` may serve as the buffer)."""
 
 
 def evaluate_domain(
@@ -102,7 +102,7 @@ def evaluate_domain(
             y = layer(x_in, sh_leaf, r_leaf, senders, receivers, edges=edges, n_out=n_local)
         saved.append((x_in, y))
         if t < n_layers - 1:
-            x = exchange.forward(y.detach())[nodes]
+            x = exchange.forward(y.detach())[nodes].to(y.dtype)
     x_last = saved[-1][1].detach().requires_grad_(True)
     owned_species = species[:n_local]
     with torch.enable_grad():

@@ -52,7 +52,7 @@ typedef struct {
 } lammpsplugin_t;
 typedef void (*lammpsplugin_regfunc)(lammpsplugin_t *, void *);
 void lammpsplugin_init(void *, void *, void *);
-void facet_pair_exchange(void *pair, double *data, int width, int reverse);
+void facet_pair_exchange(void *pair, double *data, int width, int reverse, int float32);
 }
 
 namespace {
@@ -133,7 +133,9 @@ class PairFacet : public Pair {
 
   // called from Python between layers: forward (reverse=0) or reverse communication of an
   // (nlocal + nghost, width) row-major array of node features or their gradients
-  void exchange(double *data, int width, int reverse);
+  // float32: each double of a row carries two float32 features (forward: bits copied;
+  // reverse: added as floats), halving the traffic of a float32 model
+  void exchange(double *data, int width, int reverse, int float32);
 
  private:
   PyObject *model = nullptr;    // facet_calc.lammps.bridge.PairModel
@@ -141,6 +143,7 @@ class PairFacet : public Pair {
   std::vector<int64_t> species_of_type;    // LAMMPS type (1-based) -> model species index
   double *comm_data = nullptr;
   int comm_width = 0;
+  int comm_float32 = 0;
   std::vector<int64_t> species, receivers, senders;
   std::vector<double> edge_vec;
 
@@ -307,12 +310,13 @@ void PairFacet::compute(int eflag, int vflag)
     for (int k = 0; k < 6; k++) virial[k] += out[1 + k];
 }
 
-void PairFacet::exchange(double *data, int width, int reverse)
+void PairFacet::exchange(double *data, int width, int reverse, int float32)
 {
   if (width > comm_forward)
     error->one(FLERR, "pair_style facet: exchange of width {} exceeds the {} set up", width, comm_forward);
   comm_data = data;
   comm_width = width;
+  comm_float32 = float32;
   if (reverse)
     comm->reverse_comm(this, width);
   else
@@ -343,6 +347,14 @@ int PairFacet::pack_reverse_comm(int n, int first, double *buf)
 void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
 {
   const int w = comm_width;
+  if (comm_float32) {
+    for (int i = 0; i < n; i++) {
+      float *row = reinterpret_cast<float *>(comm_data + (size_t) list[i] * w);
+      const float *src = reinterpret_cast<const float *>(buf + (size_t) i * w);
+      for (int k = 0; k < 2 * w; k++) row[k] += src[k];
+    }
+    return;
+  }
   for (int i = 0; i < n; i++) {
     double *row = comm_data + (size_t) list[i] * w;
     const double *src = buf + (size_t) i * w;
@@ -350,9 +362,9 @@ void PairFacet::unpack_reverse_comm(int n, int *list, double *buf)
   }
 }
 
-extern "C" void facet_pair_exchange(void *pair, double *data, int width, int reverse)
+extern "C" void facet_pair_exchange(void *pair, double *data, int width, int reverse, int float32)
 {
-  static_cast<PairFacet *>(pair)->exchange(data, width, reverse);
+  static_cast<PairFacet *>(pair)->exchange(data, width, reverse, float32);
 }
 
 static Pair *facet_creator(LAMMPS *lmp)
