@@ -137,17 +137,23 @@ def estimate_edges(atoms: Atoms, cutoff: float, reduce_cell: bool = True) -> tup
     return edges, image_factor
 
 
+#: structures up to this many atoms estimate their edges from the cell as given (see
+#: :func:`check_neighbour_count`)
+REDUCE_CELL_ABOVE_ATOMS = 1000
+
+
 def check_neighbour_count(atoms: Atoms, cutoff: float) -> float:
     """Refuse (``GeometryError``) a structure with more than :data:`MAX_NEIGHBOURS_PER_ATOM`
     estimated neighbours per atom; return the estimated edge count otherwise. Validates the
     geometry first (:func:`validate_geometry`)."""
     validate_geometry(atoms)
     n = len(atoms)
-    # the cell as given first: reduced, the estimate only falls; small structures, where the
-    # reduction is a noticeable part of a step and the estimate feeds no memory decision, are
-    # reduced only when the plain estimate would refuse them
-    edges, image_factor = estimate_edges(atoms, cutoff, reduce_cell=n > 1000)
-    if n <= 1000 and edges / max(n, 1) > MAX_NEIGHBOURS_PER_ATOM:
+    # reduced, the estimate only falls; small structures, where the reduction is a noticeable
+    # part of a step and the estimate feeds no memory decision, take the cell as given first and
+    # are reduced only when that plain estimate would refuse them
+    reduce_cell = n > REDUCE_CELL_ABOVE_ATOMS
+    edges, image_factor = estimate_edges(atoms, cutoff, reduce_cell=reduce_cell)
+    if not reduce_cell and edges / max(n, 1) > MAX_NEIGHBOURS_PER_ATOM:
         edges, image_factor = estimate_edges(atoms, cutoff, reduce_cell=True)
     if n == 0 or edges / n <= MAX_NEIGHBOURS_PER_ATOM:
         return edges

@@ -144,15 +144,12 @@ class _LayerwiseEdges(EdgeContext):
         super().__init__(n_nodes, senders, receivers, r)
         self.basis_leaves: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def spline_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (int(n_intervals), float(r_max))
-        if key not in self._basis:
-            with torch.enable_grad():
-                rows, beta = spline_basis(self.r, n_intervals, r_max)
-            leaf = beta.detach().requires_grad_(True)
-            self.basis_leaves.append((beta, leaf))
-            self._basis[key] = (rows, leaf)
-        return self._basis[key]
+    def _make_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            rows, beta = spline_basis(self.r, n_intervals, r_max)
+        leaf = beta.detach().requires_grad_(True)
+        self.basis_leaves.append((beta, leaf))
+        return rows, leaf
 
 
 def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange: Exchange) -> dict[str, torch.Tensor]:

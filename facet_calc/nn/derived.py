@@ -38,6 +38,3 @@ class DerivedCache:
         value = make()
         self._entries[key] = (sources, tuple(s._version for s in sources), value)
         return value
-
-    def clear(self) -> None:
-        self._entries.clear()

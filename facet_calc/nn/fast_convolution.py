@@ -215,7 +215,7 @@ class FastSplineConvolution(nn.Module):
                     block["in_slice"],
                     getattr(self, f"coupling_{b}"),
                     # the block's table columns, reused while the table is the same frozen one
-                    self._derived.get(b, (table, columns), lambda: table.index_select(1, columns).contiguous()),
+                    self._derived.get(b, (table, columns), lambda c=columns: table.index_select(1, c).contiguous()),
                     getattr(self, f"path_of_col_{b}"),
                     getattr(self, f"out_map_{b}"),
                     (block["mul"], block["m1"], block["cols"], block["n_paths"]),
@@ -276,8 +276,13 @@ class EdgeContext:
     def spline_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
         key = (int(n_intervals), float(r_max))
         if key not in self._basis:
-            self._basis[key] = spline_basis(self.r, n_intervals, r_max)
+            self._basis[key] = self._make_basis(n_intervals, r_max)
         return self._basis[key]
+
+    def _make_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, beta)`` of one knot grid (a driver that differentiates layer by layer
+        overrides this to hand out leaves)."""
+        return spline_basis(self.r, n_intervals, r_max)
 
 
 class _EdgeIndex:
@@ -375,7 +380,9 @@ class _FusedConvolution(torch.autograd.Function):
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
         for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
-            local = _LocalEdges(n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1])
+            local = _LocalEdges(
+                n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1]
+            )
             for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
                 mul, m1, cols, _ = dims
                 a = (sh[e0:e1] @ coupling).view(e1 - e0, cols, m1)
@@ -400,7 +407,8 @@ class _FusedConvolution(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_beta = torch.zeros_like(beta)
         grad_sh = torch.zeros_like(sh)
-        grad_x = grad_out.new_zeros(ctx.x_shape) if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty(ctx.x_shape)
+        # zeros only where some input columns feed no block (their gradient is zero)
+        grad_x = (grad_out.new_zeros if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty)(ctx.x_shape)
         grad_xts = [torch.empty_like(xt) for xt in xts]
         # each block's output gradient in block layout (N, cols, mul), scale included: reading
         # it through the column map for every edge would be slower than one gather here

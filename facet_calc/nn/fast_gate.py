@@ -29,8 +29,9 @@ class FastGate(nn.Module):
         scalars, gates, gated = (piece[0].round().long() for piece in gate.sc(columns))
         self.pieces = []
         for name, index in (("scalars", scalars), ("gates", gates), ("gated", gated)):
-            contiguous = index.numel() > 0 and torch.equal(index, torch.arange(int(index[0]), int(index[0]) + index.numel()))
-            span = (int(index[0]), int(index[0]) + index.numel()) if contiguous else None
+            first = int(index[0]) if index.numel() else 0
+            contiguous = index.numel() > 0 and torch.equal(index, torch.arange(first, first + index.numel()))
+            span = (first, first + index.numel()) if contiguous else None
             self.register_buffer(f"{name}_index", index, persistent=False)
             self.pieces.append((name, span))
         # gate number of every gated component (gate k multiplies the k-th gated irrep)
