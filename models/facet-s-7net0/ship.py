@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -35,9 +36,9 @@ def _mark(ok: bool) -> str:
 
 def _median_b0(delta: dict) -> float:
     """Median absolute relative B0 error (%) over the elements of a Delta-test result."""
-    errors = sorted(abs(v["b0_rel_err_pct"]) for v in delta["per_element"].values() if v.get("b0_rel_err_pct") is not None)
-    mid = len(errors) // 2
-    return errors[mid] if len(errors) % 2 else 0.5 * (errors[mid - 1] + errors[mid])
+    return statistics.median(
+        abs(v["b0_rel_err_pct"]) for v in delta["per_element"].values() if v.get("b0_rel_err_pct") is not None
+    )
 
 
 def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, compute: str) -> str:
@@ -80,6 +81,7 @@ def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, c
         f"{float(r['valid_energy_mae_meV_per_atom']):.1f} | {float(r['valid_forces_mae_meV_per_A']):.1f} |"
         for k, r in enumerate(log)
     )
+    hours = sum(float(r["seconds"]) for r in log) / 3600
     rot = figures["rotation"]
     architecture = (
         f'Facet (`architecture: "facet"`): {config["n_layers"] - 1} equivariant layers with hidden irreps '
@@ -98,10 +100,10 @@ def card(config: dict, figures: dict, log: list[dict], data: dict, speed: str, c
 {config["description"]}
 
 **Status: experimental, not for production.** With the compute spent on it so far (about
-{sum(float(r["seconds"]) for r in log) / 3600:.1f} hours of one CPU core) its errors against the teacher are over a hundred meV (below): it misses every
-accuracy target of its issue and is the default of nothing. It is shipped to exercise the Facet family end
-to end (loading, fast kernels, MD, LAMMPS, benchmarks) and as the checkpoint further training
-starts from. Use `7net-0-spline` for science.
+{hours:.1f} hours of wall time on one CPU core) its errors against the teacher are over a hundred
+meV (below): it misses every accuracy target of its issue and is the default of nothing. It is
+shipped to exercise the Facet family end to end (loading, fast kernels, MD, LAMMPS, benchmarks)
+and as the checkpoint further training starts from. Use `7net-0-spline` for science.
 
 | | |
 |---|---|
@@ -199,7 +201,7 @@ def main(argv=None) -> None:
     for path in [*args.previous_log, args.run / "log.csv"]:
         with open(path) as fh:
             rows = list(csv.DictReader(fh))
-        label = path.stem if path != args.run / "log.csv" else f"{args.run.name}"
+        label = path.stem if path in args.previous_log else args.run.name
         log += [dict(r, stage=f"{label} {r['epoch']}" if args.previous_log else "") for r in rows]
     text = card(
         config,
