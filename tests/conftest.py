@@ -1,13 +1,15 @@
 """Shared fixtures: loaded potentials are expensive (seconds), so each is built once."""
 
 import os
+import sys
 import warnings
 
-# Before torch loads its OpenMP runtime: idle threads sleep instead of spinning, so the tests
-# (and the example scripts they start, which inherit this) do not fight each other or other
-# processes for the cores. On a busy 2-core machine a 64-atom step took 3.8 s spinning and
-# 56 ms passive. A user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads its OpenMP runtime: idle threads spin briefly and then sleep (as
+# `facet-calc` sets it), so the tests and the example scripts they start (which inherit this) do
+# not burn the cores other processes need; a user's own setting wins.
+from facet_calc.cli import short_openmp_spin  # noqa: E402 (imports no torch)
+
+short_openmp_spin(os.environ, "torch" in sys.modules)
 
 import pytest  # noqa: E402
 

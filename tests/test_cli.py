@@ -172,6 +172,21 @@ def test_list_and_version_do_not_import_torch():
     assert run.returncode == 0 and run.stdout.startswith("facet-calc ")
 
 
+def test_openmp_spin_is_set_only_before_torch_and_never_over_a_users_choice():
+    from facet_calc.cli import OPENMP_SPIN_COUNT, short_openmp_spin
+
+    env = {}
+    short_openmp_spin(env, torch_loaded=False)
+    assert env == {"GOMP_SPINCOUNT": OPENMP_SPIN_COUNT}
+    for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        env = dict(mine)
+        short_openmp_spin(env, torch_loaded=False)
+        assert env == mine  # the user's setting stands, and nothing is added beside it
+    env = {}
+    short_openmp_spin(env, torch_loaded=True)  # libgomp has read its settings: too late to matter
+    assert env == {}
+
+
 def test_phonons_of_a_conventional_cell_use_its_primitive_cell(tmp_path):
     """8-atom conventional Si: phonopy works on the 2-atom primitive cell (6 bands, no folding),
     and the band structure, DOS and thermal properties are written with units."""
