@@ -8,7 +8,8 @@ energy, forces and stress, timed as
   * one by one: ``FacetCalculator.calculate`` per structure (what an ASE loop does);
   * batched: ``FacetCalculator.calculate_many`` (graphs joined within the edge budget);
   * torch-sim: ``FacetTorchSimModel`` on one SimState of all cells (needs the torchsim extra);
-  * sevenn's torch-sim wrapper on the same SimState (7net-0): ``sevenn.torchsim`` where it
+  * sevenn's torch-sim wrapper on the same cells (7net-0; SimStates of 100 cells, since one
+    state of 1000 cells needs more than 23 GiB): ``sevenn.torchsim`` where it
     imports (sevenn 0.13 with torch-sim >= 0.4), else torch-sim 0.3's own
     ``torch_sim.models.sevennet`` (given the one name, ``torch_script_type``, that it imports
     from sevenn.calculator and sevenn 0.13 no longer has).
@@ -118,7 +119,13 @@ def part1(n: int, dtype: str) -> None:
                 sevenn_model = load_checkpoint(pretrained_name_to_path("7net-0")).build_model()
                 peer = SevenNetModel(model=sevenn_model, device="cpu", dtype=tdtype)
                 peer(ts.io.atoms_to_state(cells[:20], torch.device("cpu"), tdtype))
-                t_sevenn = timed(lambda: peer(state))
+                # in SimStates of at most 100 cells: sevenn keeps the whole graph's tensor
+                # products, and 1000 cells (8,300 atoms) in one state took more than 23 GiB
+                states = [
+                    ts.io.atoms_to_state(cells[i : i + 100], torch.device("cpu"), tdtype)
+                    for i in range(0, len(cells), 100)
+                ]
+                t_sevenn = timed(lambda: [peer(chunk) for chunk in states])
                 rows.append(("sevenn 7net-0, torch-sim SevenNetModel", t_sevenn))
         except Exception as err:  # noqa: BLE001 - report why the peer could not run
             print(f"  sevenn's torch-sim wrapper did not run: {type(err).__name__}: {err}")
