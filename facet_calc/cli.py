@@ -367,8 +367,9 @@ def run(args) -> int:
 
 
 #: libgomp's spin count for ``facet-calc``: idle OpenMP threads spin this many times, then sleep
-#: (``benchmarks/contention.py``, 216-atom Si on 2 cores: 69 ms/step idle and 258 ms beside three
-#: busy processes, against libgomp's default 65 / 416 ms and OMP_WAIT_POLICY=passive 97 / 234 ms)
+#: (``benchmarks/contention.py --competitors 3``, 216-atom Si on 2 cores, two threads: 70 ms/step
+#: idle and 227 ms beside three busy processes, against libgomp's default 65 / 667 ms and
+#: OMP_WAIT_POLICY=passive 101 / 199 ms)
 OPENMP_SPIN_COUNT = "10000"
 
 
