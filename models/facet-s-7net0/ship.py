@@ -1,9 +1,9 @@
 """Ship a trained facet-s-7net0 run: copy its weights into ``potentials/``, write the card from
 the measured figures, and record the digests in the index.
 
-    python models/facet-s-7net0/ship.py --run models/facet-s-7net0/run-al2-s001 \
+    python models/facet-s-7net0/ship.py --run models/facet-s-7net0/run-al3 \
         --previous-log models/facet-s-7net0/log-0.2.0.csv --previous-log models/facet-s-7net0/log-0.3.0.csv \
-        --previous-log models/facet-s-7net0/log-0.4.0.csv \
+        --previous-log models/facet-s-7net0/log-0.4.0.csv --previous-log models/facet-s-7net0/log-0.5.0.csv \
         --figures models/facet-s-7net0/figures.json --speed models/facet-s-7net0/speed.txt
 
 The card quotes only what ``evaluate.py`` (figures.json), the training log (log.csv) and the
@@ -25,7 +25,7 @@ from facet_calc.potential import save_potential
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 NAME = "facet-s-7net0"
-VERSION = "0.5.0"
+VERSION = "0.6.0"
 
 #: the issue's targets, against which the card marks each figure
 TARGETS = {"energy": 10.0, "forces": 50.0, "stress": 0.2, "v0_pp": 1.0, "b0_pp": 3.0, "speedup": 3.0}
