@@ -13,10 +13,14 @@ with their species embedding alone, which is all the owned energies need from th
 The cost is the halo: a chunk of side ``s`` evaluates about ``((s + 2 L r_c) / s)^3`` times its
 owned atoms, so chunks are made as large as memory allows (:func:`plan_chunks`).
 
+:class:`MemoryPlan` decides when a step is chunked: it estimates a step's memory before
+anything is allocated and compares it with what the machine had free when the plan was made
+(read once per calculator, not at every step).
+
 Example::
 
-    >>> graph = build_graph(atoms, potential.cutoff)               # doctest: +SKIP
-    >>> out = evaluate_in_chunks(potential, species, graph, max_region_atoms=100_000)  # doctest: +SKIP
+    >>> graph = graph_from_atoms(atoms, potential.cutoff, potential.species)  # doctest: +SKIP
+    >>> out = evaluate_in_chunks(potential.model, graph, max_region_atoms=100_000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .graph import Graph
-from .nn.model import evaluate
+from .graph import AtomicGraph, NeighbourList
+from .nn.forward import evaluate
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Chunk:
     edges: np.ndarray
 
 
-def spatial_bins(graph: Graph, n_bins: int) -> np.ndarray:
+def spatial_bins(graph: NeighbourList, n_bins: int) -> np.ndarray:
     """``(n_atoms,)`` int bin of each atom: a grid of about ``n_bins`` compact boxes.
 
     Periodic full-rank cells are binned in fractional coordinates (wrapped), anything else in
@@ -72,7 +76,7 @@ def spatial_bins(graph: Graph, n_bins: int) -> np.ndarray:
     return (index[:, 0] * divisions[1] + index[:, 1]) * divisions[2] + index[:, 2]
 
 
-def chunk_of(graph: Graph, owned_atoms: np.ndarray, n_layers: int) -> Chunk:
+def chunk_of(graph: NeighbourList, owned_atoms: np.ndarray, n_layers: int) -> Chunk:
     """The ``n_layers``-hop neighbourhood of ``owned_atoms`` (global indices) and its edges."""
     n_atoms = len(graph.positions)
     inside = np.zeros(n_atoms, dtype=bool)
@@ -90,7 +94,7 @@ def chunk_of(graph: Graph, owned_atoms: np.ndarray, n_layers: int) -> Chunk:
     return Chunk(region=region, owned=owned[region], edges=edges)
 
 
-def plan_chunks(graph: Graph, n_layers: int, max_region_atoms: int) -> list[Chunk]:
+def plan_chunks(graph: NeighbourList, n_layers: int, max_region_atoms: int) -> list[Chunk]:
     """Chunks whose regions (owned + halo) hold at most ``max_region_atoms`` atoms where the
     geometry allows: the grid is refined until they do, or until one bin's halo alone is too
     large (then the smallest chunks found are used, with a region over the bound)."""
@@ -111,10 +115,18 @@ def plan_chunks(graph: Graph, n_layers: int, max_region_atoms: int) -> list[Chun
     return best
 
 
+def _neighbour_list(graph: AtomicGraph) -> NeighbourList:
+    """The numpy view of a one-structure graph that chunk planning works on."""
+    return NeighbourList(
+        positions=graph.positions.cpu().numpy(), cell=graph.cell[0].cpu().numpy(),
+        receivers=graph.receivers.cpu().numpy(), senders=graph.senders.cpu().numpy(),
+        shifts=graph.shifts.cpu().numpy(),
+    )  # fmt: skip
+
+
 def evaluate_in_chunks(
-    potential,
-    species: np.ndarray,
-    graph: Graph,
+    model: torch.nn.Module,
+    graph: AtomicGraph,
     max_region_atoms: int,
     compute_forces: bool = True,
     compute_virial: bool = True,
@@ -122,40 +134,27 @@ def evaluate_in_chunks(
     """One structure's energy, per-atom energies, forces and virial, chunk by chunk.
 
     Args:
-        potential: a loaded :class:`~facet_calc.potential.Potential` (its dtype and device).
-        species: ``(n_atoms,)`` model species indices.
-        graph: the structure's graph (edges sorted by receiver).
+        model: a model family (:class:`~facet_calc.nn.contract.EnergyModel`).
+        graph: the structure's graph (one structure, edges sorted by receiver), on the
+            model's device.
         max_region_atoms: bound on the atoms of one chunk's region (owned + halo).
 
-    Returns what :func:`facet_calc.nn.model.evaluate` returns for one structure, detached:
+    Returns what :func:`facet_calc.nn.forward.evaluate` returns for one structure, detached:
     ``energy (1,)``, ``energies (n_atoms,)``, ``forces (n_atoms, 3)`` or None, ``virial (1, 3, 3)``
     or None.
     """
-    model = potential.model
-    dtype, device = potential.dtype, potential.device
-    n_atoms = len(graph.positions)
-    chunks = plan_chunks(graph, len(model.layers), max_region_atoms)
+    dtype, device = model.dtype, graph.species.device
+    n_atoms = graph.n_atoms
+    chunks = plan_chunks(_neighbour_list(graph), len(model.layers), max_region_atoms)
     energies = torch.zeros(n_atoms, dtype=dtype, device=device)
     forces = torch.zeros((n_atoms, 3), dtype=dtype, device=device) if compute_forces else None
     virial = torch.zeros((1, 3, 3), dtype=dtype, device=device) if compute_virial else None
-    species = np.asarray(species)
     for chunk in chunks:
-        local = np.full(n_atoms, -1, dtype=np.int64)
-        local[chunk.region] = np.arange(len(chunk.region))
-        senders, receivers = graph.senders[chunk.edges], graph.receivers[chunk.edges]
-        # float64 differences, then cast (as Graph.edge_vectors)
-        vec = graph.positions[senders] - graph.positions[receivers] + graph.shifts[chunk.edges] @ graph.cell
         owned = torch.as_tensor(chunk.owned, device=device)
         out = evaluate(
-            model,
-            species=torch.as_tensor(species[chunk.region], dtype=torch.int64, device=device),
-            edge_vec=torch.as_tensor(vec, dtype=dtype, device=device),
-            senders=torch.as_tensor(local[senders], device=device),
-            receivers=torch.as_tensor(local[receivers], device=device),
-            compute_forces=compute_forces,
-            compute_virial=compute_virial,
-            counted=owned,
-        )
+            model, graph.subgraph(chunk.region, chunk.edges),
+            compute_forces=compute_forces, compute_virial=compute_virial, counted=owned,
+        )  # fmt: skip
         region = torch.as_tensor(chunk.region, device=device)
         energies[region[owned]] = out["energies"][owned]
         if compute_forces:
@@ -164,3 +163,77 @@ def evaluate_in_chunks(
             virial += out["virial"]
     # the total in float64: a float32 sum over 10^6 atoms would lose digits
     return {"energy": energies.double().sum().reshape(1), "energies": energies, "forces": forces, "virial": virial}
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process may still take: the smaller of the kernel's MemAvailable and the room
+    left under a cgroup (container) limit; ``None`` where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            limit = handle.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as handle:
+            used = int(handle.read().strip())
+        if limit != "max":
+            limits.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def estimate_step_bytes(model, n_atoms: int, n_edges: float) -> float:
+    """Peak memory of one energy + forces + stress step, estimated before anything is allocated.
+
+    Measured with ``benchmarks/memory_scaling.py`` for 7net-0-spline on the CPU in float32:
+    54-61 KB per atom at 64,000-125,000 atoms in a dilute gas and in a crystal alike, about five
+    node tensors as wide as the widest tensor-product output (3136 entries), the per-edge part
+    being small since the per-edge couplings are never kept. The estimate is five such tensors
+    per atom plus 600 bytes per edge (neighbour list in float64, spherical harmonics, spline
+    coefficients), scaled by the model's width and dtype."""
+    itemsize = torch.finfo(model.dtype).bits // 8
+    widest = max(int(layer.convolution.irreps_out.dim) for layer in model.layers)
+    per_atom = 5 * widest * itemsize
+    per_edge = 100 * itemsize + 200
+    return n_atoms * per_atom + n_edges * per_edge
+
+
+class MemoryPlan:
+    """Whether a CPU step fits in memory, and if not, the spatial chunks that do.
+
+    Args:
+        model: the model whose steps are planned.
+        free_bytes: memory available to the process; ``None``: read once now
+            (:func:`available_memory_bytes`), not at every step.
+        min_region_atoms: a chunk must hold at least this many atoms, or the step is refused.
+    """
+
+    def __init__(self, model, free_bytes: int | None = None, min_region_atoms: int = 2000) -> None:
+        self.model = model
+        self.free_bytes = available_memory_bytes() if free_bytes is None else free_bytes
+        self.min_region_atoms = min_region_atoms
+
+    def region_atoms(self, n_atoms: int, n_edges: float, cutoff: float) -> int | None:
+        """``None`` when the step fits whole; else the largest chunk region (atoms) that fills
+        half of the free memory (the graph and the results need the rest). ``MemoryError``
+        when even a chunk of ``min_region_atoms`` would not fit."""
+        if self.free_bytes is None or n_atoms == 0:
+            return None
+        needed = estimate_step_bytes(self.model, n_atoms, n_edges)
+        if needed <= self.free_bytes:
+            return None
+        fitting = int(0.5 * self.free_bytes / (needed / n_atoms))
+        if fitting < self.min_region_atoms:
+            raise MemoryError(
+                f"this step would need about {needed / 2**30:.1f} GiB ({n_atoms} atoms, about "
+                f"{n_edges:.3g} edges within {cutoff:g} A) but only {self.free_bytes / 2**30:.1f} GiB is "
+                f"available, too little even for spatial chunks of {self.min_region_atoms} atoms; use "
+                "a smaller system, or set the calculator's memory_check=False to try anyway"
+            )
+        return fitting

@@ -36,6 +36,7 @@ from ase.units import Bohr, Hartree
 from vesin import NeighborList
 
 from .graph import validate_geometry
+from .nn.forward import edge_forces_and_virial
 
 #: damping functions torch-dftd implements: rational (Becke-Johnson), zero, and their
 #: modified forms (Sherrill et al.)
@@ -172,18 +173,18 @@ class D3Dispersion:
         energies = Hartree * self.energies(numbers, (vectors * vectors).sum(-1) / Bohr**2, i, j)
         energy = energies.sum()
         (grad,) = torch.autograd.grad(energy, [vectors])
-        # vector = pos[j] - pos[i] + ...: dE/dpos_j += g, dE/dpos_i -= g (as nn.model.evaluate)
-        forces = torch.zeros((n_atoms, 3), dtype=dtype, device=device)
-        forces.index_add_(0, i, grad)
-        forces.index_add_(0, j, -grad)
+        # vector = pos[j] - pos[i] + ...: j is the sender, i the receiver (as the model's edges)
+        has_volume = atoms.cell.rank == 3
+        scattered = edge_forces_and_virial(grad, vectors, senders=j, receivers=i, n_atoms=n_atoms,
+                                           compute_virial=has_volume)  # fmt: skip
         out = {
             "energy": float(energy.detach().double()),
             "energies": energies.detach().double().cpu().numpy(),
-            "forces": forces.double().cpu().numpy(),
+            "forces": scattered["forces"].double().cpu().numpy(),
         }
-        if atoms.cell.rank == 3:
-            w = (grad.transpose(0, 1) @ vectors.detach()).double().cpu().numpy()
-            out["stress"] = full_3x3_to_voigt_6_stress(0.5 * (w + w.T) / atoms.get_volume())
+        if has_volume:
+            w = scattered["virial"][0].double().cpu().numpy()
+            out["stress"] = full_3x3_to_voigt_6_stress(w / atoms.get_volume())
         return out
 
     def energies(self, numbers: torch.Tensor, r2: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:

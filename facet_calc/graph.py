@@ -1,24 +1,41 @@
-"""Atoms -> graph: validated arrays and the directed edges within the cutoff.
+"""Structures -> AtomicGraph: the one graph type every engine and the trainer evaluate.
+
+A structure (atomic numbers, positions, cell, periodicity; from ASE Atoms, a torch-sim state or
+training data) is validated, its directed edges within the cutoff are found by ``vesin``, and
+the edge vectors are differenced in float64 before any cast (in float32, differences of
+positions far from the origin would lose most of their digits). Several graphs are joined by
+:func:`collate` into one disjoint graph; :func:`group_by_edge_budget` bounds a batch's memory.
 
 The neighbour list comes from ``vesin`` (measured about 2.5x faster than matscipy on a
 216-atom Si cell here, and it accepts mixed and absent periodicity); tests compare it with
 ASE's ``primitive_neighbor_list``. Cells shorter than the cutoff, skewed triclinic cells,
 atoms outside the cell and molecules far from the origin are all handled by vesin.
+
+Example::
+
+    >>> from ase.build import bulk
+    >>> from facet_calc.species import SpeciesTable
+    >>> g = graph_from_atoms(bulk("Si", "diamond", a=5.43), 5.0, SpeciesTable([14]))
+    >>> g.n_atoms, g.n_graphs
+    (2, 1)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
-from ase import Atoms
+import torch
 from vesin import NeighborList
+
+from .species import SpeciesTable
 
 
 @dataclass(frozen=True)
-class Graph:
-    """Directed edges ``(receiver i, sender j)`` with ``r_ij = pos[j] - pos[i] + shift @ cell``,
-    sorted by receiver.
+class NeighbourList:
+    """Directed edges ``(receiver i, sender j)`` of one structure with ``r_ij = pos[j] - pos[i]
+    + shift @ cell``, sorted by receiver (numpy, float64).
 
     Attributes:
         positions: ``(n_atoms, 3)`` float64, Angstrom.
@@ -58,9 +75,52 @@ class GeometryError(ValueError):
     """A structure that cannot be physical, refused before any number is computed."""
 
 
-def validate_geometry(atoms: Atoms) -> None:
+@dataclass(frozen=True)
+class Structure:
+    """One structure as plain arrays: what every engine hands to :func:`build_graph`.
+
+    Attributes: ``numbers (n,)`` int64 atomic numbers; ``positions (n, 3)`` float64 A;
+    ``cell (3, 3)`` float64 A, rows are lattice vectors; ``pbc (3,)`` bool.
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+
+    @classmethod
+    def from_atoms(cls, atoms) -> Structure:
+        """The arrays of an ``ase.Atoms`` (copied in float64)."""
+        return cls.from_arrays(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+
+    @classmethod
+    def from_arrays(cls, numbers, positions, cell, pbc) -> Structure:
+        pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+        return cls(
+            numbers=np.asarray(numbers, dtype=np.int64).reshape(-1),
+            positions=np.ascontiguousarray(positions, dtype=np.float64).reshape(-1, 3),
+            cell=np.ascontiguousarray(cell, dtype=np.float64).reshape(3, 3),
+            pbc=pbc,
+        )
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def has_volume(self) -> bool:
+        """Three non-zero lattice vectors (ASE's ``cell.rank == 3``, its rule for a stress)."""
+        return bool(self.cell.any(axis=1).all())
+
+
+def _structure(atoms) -> Structure:
+    """``atoms`` as a :class:`Structure` (an ``ase.Atoms`` is converted)."""
+    return atoms if isinstance(atoms, Structure) else Structure.from_atoms(atoms)
+
+
+def validate_geometry(atoms) -> None:
     """Raise ``GeometryError`` for non-finite positions or cell, or a cell that is singular
-    along a periodic direction."""
+    along a periodic direction. ``atoms``: a :class:`Structure` or an ``ase.Atoms``."""
+    atoms = _structure(atoms)
     positions = atoms.positions
     if not np.all(np.isfinite(positions)):
         bad = np.unique(np.nonzero(~np.isfinite(positions))[0])
@@ -68,7 +128,7 @@ def validate_geometry(atoms: Atoms) -> None:
             f"atoms {bad[:10].tolist()} have NaN or infinite positions; fix the structure "
             "(a diverged MD run or optimisation usually causes this)"
         )
-    cell = atoms.cell.array
+    cell = atoms.cell
     if not np.all(np.isfinite(cell)):
         raise GeometryError(f"the cell contains NaN or infinite entries: {cell.tolist()}")
     pbc = atoms.pbc
@@ -85,10 +145,10 @@ def validate_geometry(atoms: Atoms) -> None:
             )
 
 
-def _periodic_lattice(atoms: Atoms, reduce: bool = True) -> np.ndarray:
+def _periodic_lattice(atoms: Structure, reduce: bool = True) -> np.ndarray:
     """``(d, 3)`` periodic lattice vectors, Minkowski-reduced where ASE can (shortest first)
     and ``reduce`` is on."""
-    cell, pbc = atoms.cell.array, atoms.pbc
+    cell, pbc = atoms.cell, atoms.pbc
     if not reduce:
         return cell[pbc]
     try:
@@ -100,7 +160,7 @@ def _periodic_lattice(atoms: Atoms, reduce: bool = True) -> np.ndarray:
         return cell[pbc]
 
 
-def estimate_edges(atoms: Atoms, cutoff: float, reduce_cell: bool = True) -> tuple[float, float]:
+def estimate_edges(atoms, cutoff: float, reduce_cell: bool = True) -> tuple[float, float]:
     """Estimated number of directed edges within ``cutoff`` and the image factor, computed in
     O(n) before any neighbour list is built.
 
@@ -112,7 +172,9 @@ def estimate_edges(atoms: Atoms, cutoff: float, reduce_cell: bool = True) -> tup
     matter; what matters is that it is finite and grows with the real edge count.
     ``reduce_cell``: take the plane spacings of the Minkowski-reduced cell (a skewed cell's own
     spacings overestimate the images; the reduction costs ~0.1 ms, much of a small step).
+    ``atoms``: a :class:`Structure` or an ``ase.Atoms``.
     """
+    atoms = _structure(atoms)
     positions = atoms.positions
     n = len(atoms)
     if n == 0:
@@ -142,10 +204,11 @@ def estimate_edges(atoms: Atoms, cutoff: float, reduce_cell: bool = True) -> tup
 REDUCE_CELL_ABOVE_ATOMS = 1000
 
 
-def check_neighbour_count(atoms: Atoms, cutoff: float) -> float:
+def check_neighbour_count(atoms, cutoff: float) -> float:
     """Refuse (``GeometryError``) a structure with more than :data:`MAX_NEIGHBOURS_PER_ATOM`
     estimated neighbours per atom; return the estimated edge count otherwise. Validates the
-    geometry first (:func:`validate_geometry`)."""
+    geometry first (:func:`validate_geometry`). ``atoms``: a :class:`Structure` or ``ase.Atoms``."""
+    atoms = _structure(atoms)
     validate_geometry(atoms)
     n = len(atoms)
     # reduced, the estimate only falls; small structures, where the reduction is a noticeable
@@ -174,12 +237,12 @@ def check_neighbour_count(atoms: Atoms, cutoff: float) -> float:
     )
 
 
-def _periodic_plane_spacings(atoms: Atoms) -> np.ndarray:
+def _periodic_plane_spacings(atoms: Structure) -> np.ndarray:
     lattice = _periodic_lattice(atoms)
     return 1.0 / np.linalg.norm(np.linalg.pinv(lattice), axis=0)
 
 
-def check_distances(graph: Graph, numbers: np.ndarray) -> str | None:
+def check_distances(graph: NeighbourList, numbers: np.ndarray) -> str | None:
     """Refuse (``GeometryError``) pairs closer than :data:`COINCIDENT_FRACTION` of their covalent
     radii sum (an atom and its own periodic image included); return a warning sentence for
     pairs closer than :data:`CLOSE_FRACTION`, else ``None``."""
@@ -213,31 +276,234 @@ def check_distances(graph: Graph, numbers: np.ndarray) -> str | None:
     )
 
 
-def build_graph(atoms: Atoms, cutoff: float, checked: bool = False) -> Graph:
-    """All directed pairs with distance < ``cutoff`` (Angstrom), including periodic images.
-
-    Raises ``GeometryError`` (a ``ValueError``) before building anything for a geometry that
-    cannot be physical (see :func:`validate_geometry`, :func:`check_neighbour_count`);
-    ``checked=True`` skips those checks when the caller has just run them."""
-    if not checked:
-        validate_geometry(atoms)
-        check_neighbour_count(atoms, cutoff)
-    positions = np.ascontiguousarray(atoms.positions, dtype=np.float64)
-    cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
-    pbc = atoms.pbc
-    if len(atoms) == 0:
+def neighbour_list(structure: Structure, cutoff: float) -> NeighbourList:
+    """All directed pairs with distance < ``cutoff`` (Angstrom), periodic images included,
+    sorted by receiver (the fused CPU convolution needs it, and it keeps memory access local).
+    No checks: :func:`build_graph` validates first."""
+    positions, cell, pbc = structure.positions, structure.cell, structure.pbc
+    if len(structure) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return Graph(positions, cell, empty, empty, np.zeros((0, 3)))
+        return NeighbourList(positions, cell, empty, empty, np.zeros((0, 3)))
     box = cell.copy()
     box[~pbc] = 0.0  # vesin ignores the box along non-periodic directions
     nl = NeighborList(cutoff=cutoff, full_list=True)
     i, j, shifts = nl.compute(positions, box, [bool(p) for p in pbc], "ijS")
-    # edges sorted by receiver: the fused CPU convolution needs it, and it keeps memory access local
     order = np.argsort(i, kind="stable")
-    return Graph(
+    return NeighbourList(
         positions=positions,
         cell=cell,
         receivers=i[order].astype(np.int64),
         senders=j[order].astype(np.int64),
         shifts=shifts[order].astype(np.float64),
     )
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Reference values of the graphs of a training batch (ASE units and sign).
+
+    Attributes: ``energy (n_graphs,)`` eV; ``forces (n_atoms, 3)`` eV/A (rows of graphs
+    without forces are zero and masked out by ``force_mask (n_atoms,)``); ``stress (n_graphs,
+    3, 3)`` eV/A^3, used where ``stress_mask (n_graphs,)``; ``weight (n_graphs,)`` in the loss.
+    """
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    force_mask: torch.Tensor
+    stress: torch.Tensor
+    stress_mask: torch.Tensor
+    weight: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AtomicGraph:
+    """One or more structures as a disjoint directed graph of torch tensors, edges sorted by
+    receiver within each structure (structure ``k``'s atoms follow structure ``k - 1``'s).
+
+    Attributes:
+        species: ``(n_atoms,)`` int64 model species indices.
+        edge_vectors: ``(n_edges, 3)`` A, ``pos[sender] - pos[receiver] + shift @ cell``,
+            differenced in float64 (and cast by :meth:`to`).
+        senders, receivers: ``(n_edges,)`` int64 atom indices.
+        batch: ``(n_atoms,)`` int64 structure index of each atom.
+        counts: ``(n_graphs,)`` int64 atoms per structure.
+        edge_counts: ``(n_graphs,)`` int64 edges per structure.
+        positions: ``(n_atoms, 3)`` float64 A; cell ``(n_graphs, 3, 3)`` float64 A (rows);
+            shifts ``(n_edges, 3)`` float64 integer cell shifts (spatial chunks and the
+            strain reference path use them).
+        labels: training targets, or ``None``.
+    """
+
+    species: torch.Tensor
+    edge_vectors: torch.Tensor
+    senders: torch.Tensor
+    receivers: torch.Tensor
+    batch: torch.Tensor
+    counts: torch.Tensor
+    edge_counts: torch.Tensor
+    positions: torch.Tensor
+    cell: torch.Tensor
+    shifts: torch.Tensor
+    labels: Labels | None = None
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.species.shape[0])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.senders.shape[0])
+
+    @property
+    def n_graphs(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def atom_offsets(self) -> np.ndarray:
+        """``(n_graphs + 1,)``: structure ``k`` owns atoms ``atom_offsets[k]:atom_offsets[k + 1]``."""
+        return np.concatenate([[0], np.cumsum(self.counts.cpu().numpy())]).astype(np.int64)
+
+    @property
+    def volumes(self) -> torch.Tensor:
+        """``(n_graphs,)`` float64 cell volumes, A^3 (0 for a cell without full rank)."""
+        return torch.linalg.det(self.cell).abs()
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicGraph:
+        """On ``device``, with edge vectors and float labels in ``dtype`` (positions, cell and
+        shifts stay float64: they are references, not model inputs)."""
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            cast = dtype if (dtype is not None and t.is_floating_point()) else None
+            return t.to(device=device, dtype=cast)
+
+        labels = None if self.labels is None else Labels(**{f.name: move(getattr(self.labels, f.name))
+                                                            for f in fields(Labels)})  # fmt: skip
+        kept = {name: getattr(self, name).to(device) for name in ("positions", "cell", "shifts")}
+        return AtomicGraph(
+            species=self.species.to(device), edge_vectors=move(self.edge_vectors),
+            senders=self.senders.to(device), receivers=self.receivers.to(device), batch=self.batch.to(device),
+            counts=self.counts.to(device), edge_counts=self.edge_counts.to(device), labels=labels, **kept,
+        )  # fmt: skip
+
+    def with_labels(self, labels: Labels | None) -> AtomicGraph:
+        return replace(self, labels=labels)
+
+    def subgraph(self, atoms: np.ndarray, edges: np.ndarray) -> AtomicGraph:
+        """One structure's atoms ``atoms`` (sorted global indices) and edges ``edges`` (global
+        edge indices whose both ends are in ``atoms``), renumbered; no labels."""
+        local = np.full(self.n_atoms, -1, dtype=np.int64)
+        local[atoms] = np.arange(len(atoms))
+        device = self.species.device
+        atoms_t, edges_t = torch.as_tensor(atoms, device=device), torch.as_tensor(edges, device=device)
+        to_local = torch.as_tensor(local, device=device)
+        return AtomicGraph(
+            species=self.species[atoms_t], edge_vectors=self.edge_vectors[edges_t],
+            senders=to_local[self.senders[edges_t]], receivers=to_local[self.receivers[edges_t]],
+            batch=torch.zeros(len(atoms), dtype=torch.int64, device=device),
+            counts=torch.tensor([len(atoms)], device=device), edge_counts=torch.tensor([len(edges)], device=device),
+            positions=self.positions[atoms_t], cell=self.cell[:1], shifts=self.shifts[edges_t],
+        )  # fmt: skip
+
+
+def build_graph(
+    structure: Structure,
+    cutoff: float,
+    species: SpeciesTable,
+    checked: bool = False,
+    on_close_pairs=None,
+) -> AtomicGraph:
+    """The :class:`AtomicGraph` of one structure (CPU tensors, edge vectors in float64).
+
+    Every engine and the trainer build graphs here, so every one refuses the same things
+    (``GeometryError``, a ``ValueError``): non-finite or singular geometry, more neighbours
+    than matter can have (:func:`check_neighbour_count`, skipped when ``checked``: the caller
+    just ran it), and coincident atoms (:func:`check_distances`); an element the potential
+    lacks raises ``UnknownElementError``. Pairs that are close but not coincident call
+    ``on_close_pairs(message)`` (default: ``warnings.warn``).
+    """
+    index = species.indices(structure.numbers)
+    if not checked:
+        check_neighbour_count(structure, cutoff)
+    nl = neighbour_list(structure, cutoff)
+    close = check_distances(nl, structure.numbers)
+    if close is not None:
+        if on_close_pairs is None:
+            import warnings
+
+            warnings.warn(close, UserWarning, stacklevel=2)
+        else:
+            on_close_pairs(close)
+    n, n_edges = len(structure), len(nl.senders)
+    return AtomicGraph(
+        species=torch.from_numpy(index),
+        edge_vectors=torch.from_numpy(nl.edge_vectors),
+        senders=torch.from_numpy(nl.senders),
+        receivers=torch.from_numpy(nl.receivers),
+        batch=torch.zeros(n, dtype=torch.int64),
+        counts=torch.tensor([n]),
+        edge_counts=torch.tensor([n_edges]),
+        positions=torch.from_numpy(structure.positions),
+        cell=torch.from_numpy(structure.cell).unsqueeze(0),
+        shifts=torch.from_numpy(nl.shifts),
+    )
+
+
+def graph_from_atoms(atoms, cutoff: float, species: SpeciesTable, **options) -> AtomicGraph:
+    """:func:`build_graph` of an ``ase.Atoms``."""
+    return build_graph(Structure.from_atoms(atoms), cutoff, species, **options)
+
+
+def collate(graphs: Sequence[AtomicGraph]) -> AtomicGraph:
+    """Join graphs into one disjoint graph (atom indices offset per structure; no edge crosses
+    structures). All graphs have labels, or none has."""
+    if not graphs:
+        raise ValueError("collate needs at least one graph")
+    if len(graphs) == 1:
+        return graphs[0]
+    atom_offsets = np.cumsum([0] + [g.n_atoms for g in graphs[:-1]])
+    graph_offsets = np.cumsum([0] + [g.n_graphs for g in graphs[:-1]])
+
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(g, name) for g in graphs])
+
+    labels = None
+    if graphs[0].labels is not None:
+        if any(g.labels is None for g in graphs):
+            raise ValueError("collate: some graphs have labels and some do not")
+        labels = Labels(**{f.name: torch.cat([getattr(g.labels, f.name) for g in graphs]) for f in fields(Labels)})
+    return AtomicGraph(
+        species=cat("species"),
+        edge_vectors=cat("edge_vectors"),
+        senders=torch.cat([g.senders + int(o) for g, o in zip(graphs, atom_offsets)]),
+        receivers=torch.cat([g.receivers + int(o) for g, o in zip(graphs, atom_offsets)]),
+        batch=torch.cat([g.batch + int(o) for g, o in zip(graphs, graph_offsets)]),
+        counts=cat("counts"),
+        edge_counts=cat("edge_counts"),
+        positions=cat("positions"),
+        cell=cat("cell"),
+        shifts=cat("shifts"),
+        labels=labels,
+    )
+
+
+def group_by_edge_budget(edge_counts: Sequence[int], max_edges: int) -> list[range]:
+    """Consecutive groups of structures whose edges add up to at most ``max_edges`` (a
+    structure larger than the budget forms a group of its own), so that a batch's memory
+    stays bounded whatever the number of structures."""
+    if max_edges < 1:
+        raise ValueError(f"max_edges must be a positive number of edges, got {max_edges}")
+    groups, start, total = [], 0, 0
+    for k, n in enumerate(edge_counts):
+        if k > start and total + n > max_edges:
+            groups.append(range(start, k))
+            start, total = k, 0
+        total += int(n)
+    if start < len(edge_counts):
+        groups.append(range(start, len(edge_counts)))
+    return groups
+
+
+#: Default edge budget of one batched call. Memory of a call grows with its edges: about
+#: 10 kB per edge for 7net-0-spline in float64 on the CPU kernel (forward and backward), so
+#: this bounds a call to well under a GB.
+DEFAULT_MAX_EDGES = 2**16

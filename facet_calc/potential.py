@@ -25,9 +25,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .graph import AtomicGraph, graph_from_atoms
 from .index import INDEX_FILE, list_potentials, potentials_dir  # noqa: F401  (re-exported)
 from .index import read_index as _read_index
-from .nn.registry import build_model
+from .nn import build_model
+from .options import resolve_device, resolve_dtype, same_device
+from .species import SpeciesTable
 
 #: The potential used when none is named.
 DEFAULT_POTENTIAL = "7net-0-spline"
@@ -38,23 +41,12 @@ CARD_FILE = "card.md"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
-    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
 @dataclass
@@ -64,7 +56,7 @@ class Potential:
     Attributes:
         name: potential name (folder name).
         config: the model config and metadata from ``config.json``.
-        model: the model its ``architecture`` names (see ``facet_calc.nn.registry``), in eval
+        model: the model its ``architecture`` names (see ``facet_calc.nn.families``), in eval
             mode with frozen parameters, on ``device`` with ``dtype``.
         path: the folder it was loaded from.
     """
@@ -85,12 +77,26 @@ class Potential:
         return list(self.config["atomic_numbers"])
 
     @property
+    def species(self) -> SpeciesTable:
+        """The potential's elements and their species indices."""
+        table = self.__dict__.get("_species")
+        if table is None:
+            table = self.__dict__["_species"] = SpeciesTable(self.atomic_numbers, f"potential {self.name!r}")
+        return table
+
+    @property
     def dtype(self) -> torch.dtype:
-        return self.model.scale.dtype
+        return self.model.dtype
+
+    def graph(self, atoms) -> AtomicGraph:
+        """The :class:`~facet_calc.graph.AtomicGraph` of an ``ase.Atoms`` within this
+        potential's cutoff, on its device with edge vectors in its dtype (validated as every
+        engine validates)."""
+        return graph_from_atoms(atoms, self.cutoff, self.species).to(self.device, self.dtype)
 
     @property
     def device(self) -> torch.device:
-        return self.model.scale.device
+        return self.model.device
 
 
 def _is_path(potential: str | Path) -> bool:
@@ -142,8 +148,8 @@ def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
         if verify:
             raise ValueError(
                 f"potential folder {folder} is not listed in an {INDEX_FILE} beside it, so "
-                "its files cannot be checked; write one with facet_calc.potential.save_potential "
-                "(or write_index), or pass verify=False (--no-verify) to load it unchecked"
+                "its files cannot be checked; write one with facet_calc.potential.save_potential, "
+                "or pass verify=False (--no-verify) to load it unchecked"
             )
         warnings.warn(
             f"loading the potential folder {folder} without checking its files (verify=False): "
@@ -172,15 +178,16 @@ def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
 
 def load_potential(
     potential: str | Path = DEFAULT_POTENTIAL,
-    dtype: str | torch.dtype = "float32",
-    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
     verify: bool = True,
     backend: str = "auto",
     head: str | None = None,
 ) -> Potential:
     """Load a potential by name (see :func:`list_potentials`) or folder path.
 
-    ``head`` picks the fidelity of a multi-fidelity potential (case-insensitive; default: its
+    ``dtype`` and ``device`` as :mod:`facet_calc.options` resolves them (default float32 and
+    ``"auto"``: CUDA when available). ``head`` picks the fidelity of a multi-fidelity potential (case-insensitive; default: its
     ``default_head``); for any other potential it must be None.
 
     A name (a string without a path separator) means a shipped potential, never a folder of
@@ -193,6 +200,7 @@ def load_potential(
     (``requires_grad=False``); ``facet_calc.train`` unfreezes the ones it trains.
     """
     torch_dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
     folder, digests = _locate(potential)
     _verify(folder, digests, verify)
     config = json.loads((folder / CONFIG_FILE).read_text())
@@ -208,6 +216,34 @@ def load_potential(
     if head is not None:
         model.set_head(config["heads"].index(head))
     return Potential(name=folder.name, config=config, model=model, path=folder, head=head)
+
+
+def use_potential(
+    potential: str | Path | Potential,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    head: str | None = None,
+) -> Potential:
+    """``potential`` loaded (a name or folder) or, for a loaded :class:`Potential`, checked: a
+    shared Potential is used as it is, never moved or converted, so a ``dtype``, ``device`` or
+    ``head`` that differs from its own is an error. Every engine adapter starts here."""
+    if not isinstance(potential, Potential):
+        return load_potential(potential, dtype=dtype, device=device, head=head)
+    wanted = {
+        "device": None if device is None else resolve_device(device),
+        "dtype": None if dtype is None else resolve_dtype(dtype),
+        "head": None if head is None else str(head).lower(),
+    }
+    for key, have in (("device", potential.device), ("dtype", potential.dtype), ("head", potential.head)):
+        if wanted[key] is None:
+            continue
+        if not (same_device(have, wanted[key]) if key == "device" else wanted[key] == have):
+            raise ValueError(
+                f"this Potential is loaded with {key}={have}, not {wanted[key]}; a shared Potential is "
+                f"never converted. Load one with load_potential({potential.name!r}, {key}=...), or pass "
+                "the name instead"
+            )
+    return potential
 
 
 def _resolve_head(name: str, config: dict[str, Any], head: str | None) -> str | None:

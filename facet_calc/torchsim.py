@@ -3,7 +3,8 @@
 torch-sim (``pip install "facet_calc[torchsim]"``) runs relaxations and MD of many systems at
 once; :class:`FacetTorchSimModel` is its ``ModelInterface`` for any facet_calc potential. All
 systems of a state are evaluated in one graph, with the same numbers as ``FacetCalculator``
-gives structure by structure (the two share :mod:`facet_calc.batching`).
+gives structure by structure (both build :class:`~facet_calc.graph.AtomicGraph` and call
+:func:`facet_calc.nn.forward.evaluate`).
 
 Example::
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from ase import Atoms
 
 try:
     from torch_sim.models.interface import ModelInterface
@@ -33,9 +33,9 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         '(or pip install torch-sim-atomistic "torch==<your torch version>")'
     ) from err
 
-from .batching import evaluate_batch, join_graphs, species_indices, species_lookup
-from .graph import build_graph
-from .potential import DEFAULT_POTENTIAL, Potential, load_potential, resolve_dtype
+from .graph import Structure, build_graph, collate
+from .nn.forward import evaluate
+from .potential import DEFAULT_POTENTIAL, Potential, use_potential
 
 
 class FacetTorchSimModel(ModelInterface):
@@ -43,9 +43,10 @@ class FacetTorchSimModel(ModelInterface):
 
     Args:
         potential: a shipped potential name, a potential folder, or a loaded
-            :class:`~facet_calc.potential.Potential` (then moved to ``device`` and used in its
-            own dtype, which must equal ``dtype`` when that is given).
-        device: ``"cpu"``, ``"cuda"`` or a ``torch.device``; default: CUDA when available.
+            :class:`~facet_calc.potential.Potential` (used as it is: a conflicting ``device``
+            or ``dtype`` is an error, as for ``FacetCalculator``).
+        device: ``"auto"`` (the default: CUDA when available), ``"cpu"``, ``"cuda"`` or a
+            ``torch.device``.
         dtype: ``torch.float32`` (the default; MD, relaxations) or ``torch.float64``.
         compute_forces, compute_stress: which gradients ``forward`` returns.
 
@@ -64,16 +65,7 @@ class FacetTorchSimModel(ModelInterface):
         compute_stress: bool = True,
     ) -> None:
         super().__init__()
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if isinstance(potential, Potential):
-            if dtype is not None and resolve_dtype(dtype) != potential.dtype:
-                raise ValueError(
-                    f"the potential is loaded in {potential.dtype} but dtype={dtype} was asked for; "
-                    "load it in that dtype (load_potential(..., dtype=...)) or pass its name"
-                )
-            potential.model.to(device=device)
-        else:
-            potential = load_potential(potential, dtype=resolve_dtype(dtype or torch.float32), device=device)
+        potential = use_potential(potential, dtype=dtype, device=device)
         self.potential = potential
         self.model = potential.model  # registered, so that .to() and parameters() see it
         self._device = potential.device
@@ -81,7 +73,6 @@ class FacetTorchSimModel(ModelInterface):
         self._compute_forces = bool(compute_forces)
         self._compute_stress = bool(compute_stress)
         self._memory_scales_with = "n_atoms_x_density"
-        self._species_of_z = species_lookup(potential)
 
     @ModelInterface.compute_stress.setter
     def compute_stress(self, value: bool) -> None:
@@ -107,29 +98,24 @@ class FacetTorchSimModel(ModelInterface):
         if n_systems and np.any(np.diff(system_idx) < 0):
             raise ValueError("state.system_idx must be sorted (atoms of each system contiguous), as torch-sim keeps it")
         bounds = np.searchsorted(system_idx, np.arange(n_systems + 1))
+        potential = self.potential
         graphs = []
         for k in range(n_systems):
             atoms = slice(bounds[k], bounds[k + 1])
-            system = Atoms(numbers=numbers[atoms], positions=positions[atoms], cell=cells[k], pbc=pbc)
+            structure = Structure.from_arrays(numbers[atoms], positions[atoms], cells[k], pbc)
             try:
-                graphs.append(build_graph(system, self.potential.cutoff))
+                graphs.append(build_graph(structure, potential.cutoff, potential.species))
             except ValueError as err:
                 raise ValueError(f"system {k}: {err}") from err
-        species = species_indices(self.potential, self._species_of_z, numbers)
+        graph = collate(graphs).to(self._device, self._dtype)
         need_gradients = self._compute_forces or self._compute_stress
-        out = evaluate_batch(
-            self.potential,
-            species,
-            join_graphs(graphs),
-            compute_forces=need_gradients,
-            compute_virial=self._compute_stress,
-        )
+        out = evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress)
         results = {"energy": out["energy"].to(self._dtype)}
         if self._compute_forces:
             results["forces"] = out["forces"].to(self._dtype)
         if self._compute_stress:
-            volume = torch.as_tensor(np.abs(np.linalg.det(cells)), dtype=self._dtype, device=self._device)
-            has_volume = torch.as_tensor([Atoms(cell=c).cell.rank == 3 for c in cells], device=self._device)
+            volume = graph.volumes.to(self._dtype)
+            has_volume = torch.as_tensor(cells.any(axis=2).all(axis=1), device=self._device)  # ASE's cell.rank == 3
             volume = torch.where(has_volume, volume, torch.full_like(volume, float("nan")))
             results["stress"] = out["virial"].to(self._dtype) / volume[:, None, None]
         return results

@@ -7,7 +7,7 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from facet_calc import FacetCalculator
-from facet_calc.batching import group_by_edge_budget
+from facet_calc.graph import group_by_edge_budget
 
 
 def _mixed_structures():

@@ -8,9 +8,8 @@ import pytest
 from ase.build import bulk
 
 from facet_calc import calculator as calculator_module
-from facet_calc.batching import species_indices, species_lookup
-from facet_calc.chunking import evaluate_in_chunks, plan_chunks
-from facet_calc.graph import build_graph
+from facet_calc.chunking import MemoryPlan, estimate_step_bytes, evaluate_in_chunks, plan_chunks
+from facet_calc.graph import Structure, neighbour_list
 
 #: float64, chunked vs whole: sums in a different order. Measured on the rod: energy 1.6e-16
 #: relative, per-atom energies identical, forces 7.2e-14 eV/A, stress 1.2e-16 eV/A^3.
@@ -31,7 +30,7 @@ def si_ge_rod(periodic: bool = True):
 
 
 def whole(calc, atoms):
-    calc.max_region_atoms = None
+    calc.set(max_region_atoms=None)
     a = atoms.copy()
     a.calc = calc
     out = a.get_potential_energy(), a.get_potential_energies(), a.get_forces(), a.get_stress() if a.pbc.all() else None
@@ -44,13 +43,13 @@ def chunk_calls(monkeypatch):
     """The chunk bounds the calculator evaluated with, one entry per chunked structure."""
     calls = []
     real = calculator_module.evaluate_in_chunks
-    monkeypatch.setattr(calculator_module, "evaluate_in_chunks", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    monkeypatch.setattr(calculator_module, "evaluate_in_chunks", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     return calls
 
 
 def test_chunks_are_partial_and_cover_every_atom_once(potential64):
     atoms = si_ge_rod()
-    graph = build_graph(atoms, potential64.cutoff)
+    graph = neighbour_list(Structure.from_atoms(atoms), potential64.cutoff)
     chunks = plan_chunks(graph, len(potential64.model.layers), max_region_atoms=70)
     owned = np.concatenate([c.region[c.owned] for c in chunks])
     assert len(chunks) >= 3
@@ -62,7 +61,7 @@ def test_chunks_are_partial_and_cover_every_atom_once(potential64):
 def test_chunked_equals_whole_system(calc64, periodic, chunk_calls):
     atoms = si_ge_rod(periodic)
     e, energies, forces, stress = whole(calc64, atoms)
-    calc64.max_region_atoms = 70
+    calc64.set(max_region_atoms=70)
     chunked = atoms.copy()
     chunked.calc = calc64
     assert chunked.get_potential_energy() == pytest.approx(e, rel=TOL_ENERGY)
@@ -71,16 +70,15 @@ def test_chunked_equals_whole_system(calc64, periodic, chunk_calls):
     if periodic:
         np.testing.assert_allclose(chunked.get_stress(), stress, rtol=0, atol=TOL_STRESS)
     assert chunk_calls == [70]
-    calc64.max_region_atoms = None
+    calc64.set(max_region_atoms=None)
 
 
 def test_energy_only_chunks(potential64):
     atoms = si_ge_rod()
-    graph = build_graph(atoms, potential64.cutoff)
-    species = species_indices(potential64, species_lookup(potential64), atoms.numbers)
-    full = evaluate_in_chunks(potential64, species, graph, max_region_atoms=10**9)
+    graph = potential64.graph(atoms)
+    full = evaluate_in_chunks(potential64.model, graph, max_region_atoms=10**9)
     part = evaluate_in_chunks(
-        potential64, species, graph, max_region_atoms=70, compute_forces=False, compute_virial=False
+        potential64.model, graph, max_region_atoms=70, compute_forces=False, compute_virial=False
     )
     assert part["forces"] is None and part["virial"] is None
     assert float(part["energy"]) == pytest.approx(float(full["energy"]), rel=TOL_ENERGY)
@@ -92,9 +90,9 @@ def test_too_large_for_memory_is_chunked_not_refused(calc64, monkeypatch, chunk_
     atoms = si_ge_rod()
     e, _, forces, _ = whole(calc64, atoms)
     chunk_calls.clear()
-    per_atom = calculator_module.estimate_step_bytes(calc64.potential.model, 1, 30)
-    monkeypatch.setattr(calculator_module, "available_memory_bytes", lambda: int(60 * per_atom))  # 96 atoms need more
-    monkeypatch.setattr(calculator_module.FacetCalculator, "MIN_REGION_ATOMS", 20)
+    per_atom = estimate_step_bytes(calc64.potential.model, 1, 30)
+    model = calc64.potential.model
+    monkeypatch.setattr(calc64, "memory_plan", MemoryPlan(model, free_bytes=int(60 * per_atom), min_region_atoms=20))
     chunked = atoms.copy()
     chunked.calc = calc64
     assert chunked.get_potential_energy() == pytest.approx(e, rel=TOL_ENERGY)
@@ -106,7 +104,7 @@ def test_too_large_for_memory_is_chunked_not_refused(calc64, monkeypatch, chunk_
     assert results[1]["energy"] == pytest.approx(e, rel=TOL_ENERGY)
     assert results[0]["energy"] == pytest.approx(results[2]["energy"], rel=1e-14)
     assert len(chunk_calls) == 2  # the small ones went the batched way
-    monkeypatch.setattr(calculator_module, "available_memory_bytes", lambda: int(per_atom))
+    monkeypatch.setattr(calc64, "memory_plan", MemoryPlan(model, free_bytes=int(per_atom), min_region_atoms=20))
     calc64.reset()
     with pytest.raises(MemoryError, match="too little even for spatial chunks"):
         chunked.get_potential_energy()

@@ -17,12 +17,11 @@ from ase.md.verlet import VelocityVerlet
 from e3nn import o3
 
 from facet_calc import FacetCalculator
-from facet_calc.graph import build_graph
-from facet_calc.nn.facet import FacetS2Model, facet_config
-from facet_calc.nn.hyperparameters import initialise_for_training
-from facet_calc.nn.model import evaluate
-from facet_calc.nn.registry import build_model
-from facet_calc.nn.s2_mixing import S2Mixer, SphericalGrid, equivariance_error
+from facet_calc.graph import graph_from_atoms
+from facet_calc.nn import build_model, evaluate, initialise_for_training
+from facet_calc.nn.blocks.s2_mixing import S2Mixer, SphericalGrid, equivariance_error
+from facet_calc.nn.families.facet import FacetModel, facet_config
+from facet_calc.species import SpeciesTable
 from facet_calc.potential import Potential
 from facet_calc.testing import (
     TOL_FINITE_DIFFERENCE,
@@ -46,7 +45,7 @@ TOL_BACKENDS = 1e-12
 ELEMENTS = [1, 3, 6, 7, 8, 14, 26]
 
 
-def small_facet(seed: int = 0, dtype=torch.float64, residual_norm: str = "layer") -> FacetS2Model:
+def small_facet(seed: int = 0, dtype=torch.float64, residual_norm: str = "layer") -> FacetModel:
     config = facet_config(
         ELEMENTS,
         hidden="16x0e+8x1o+4x2e",
@@ -156,16 +155,8 @@ def test_a_fresh_model_starts_as_the_identity_per_layer():
 
 
 def _evaluate(model, atoms):
-    graph = build_graph(atoms, model.cutoff)
-    numbers = model.config["atomic_numbers"]
-    species = torch.tensor([numbers.index(z) for z in atoms.numbers])
-    return evaluate(
-        model,
-        species,
-        torch.as_tensor(graph.edge_vectors, dtype=model.dtype),
-        torch.as_tensor(graph.senders),
-        torch.as_tensor(graph.receivers),
-    )
+    graph = graph_from_atoms(atoms, model.cutoff, SpeciesTable(model.config["atomic_numbers"]))
+    return evaluate(model, graph)
 
 
 # ---- the model: fast paths, derivatives, symmetry -------------------------------------------

@@ -1,5 +1,7 @@
 """The fast paths (compiled CPU kernel, pure-torch specialised ops) against e3nn's reference."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -89,16 +91,17 @@ def test_one_selector_sets_and_reports_the_backend(potential64):
 
 def test_unsorted_edges_fall_back_to_tensor_ops(potential64):
     """The compiled kernel needs edges sorted by receiver; any other order must still be right."""
-    from facet_calc.graph import build_graph
-    from facet_calc.nn.model import evaluate
+    from dataclasses import replace
+
+    from facet_calc.nn import evaluate
 
     atoms = _triclinic(2)
-    graph = build_graph(atoms, potential64.cutoff)
-    species = torch.tensor([potential64.atomic_numbers.index(z) for z in atoms.numbers])
-    perm = torch.randperm(len(graph.senders), generator=torch.Generator().manual_seed(0))
-    args = [torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers)]
-    sorted_out = evaluate(potential64.model, species, *args)
-    shuffled = evaluate(potential64.model, species, *(a[perm] for a in args))
+    graph = potential64.graph(atoms)
+    perm = torch.randperm(graph.n_edges, generator=torch.Generator().manual_seed(0))
+    shuffled_graph = replace(graph, **{k: getattr(graph, k)[perm] for k in ("edge_vectors", "senders", "receivers")})
+    sorted_out = evaluate(potential64.model, graph)
+    with pytest.warns(UserWarning, match="not sorted by receiver") if potential64.model.backend == "kernel" else nullcontext():
+        shuffled = evaluate(potential64.model, shuffled_graph)
     assert torch.allclose(sorted_out["forces"], shuffled["forces"], rtol=0, atol=1e-10)
     assert torch.allclose(sorted_out["virial"], shuffled["virial"], rtol=0, atol=1e-10)
 
@@ -139,6 +142,19 @@ def test_fused_kernel_in_many_edge_chunks_gives_the_same_results(potential64):
         assert np.abs(chunked[key] - value).max() < 1e-10, key
 
 
+def test_the_kernel_switch_is_read_at_every_evaluation(potential64, monkeypatch):
+    """FACET_CALC_KERNELS=0 set after the first evaluation takes effect at the next one (it used
+    to be frozen by a cache), and the model then reports the torch path."""
+    if spline_conv_library() is None:
+        pytest.skip("no compiled kernel here")
+    _set_kernels(potential64, True)
+    assert potential64.model.backend == "kernel"
+    monkeypatch.setenv("FACET_CALC_KERNELS", "0")
+    assert potential64.model.backend == "torch"
+    monkeypatch.delenv("FACET_CALC_KERNELS")
+    assert potential64.model.backend == "kernel"
+
+
 @pytest.mark.parametrize(
     "env, expect_library",
     [
@@ -156,10 +172,11 @@ def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_pat
     code = (
         "from ase.build import bulk\n"
         "from facet_calc import FacetCalculator\n"
-        "from facet_calc.nn._kernels import spline_conv_library\n"
+        "import torch\n"
+        "from facet_calc.nn._kernels import kernel_launcher\n"
         "a = bulk('Si', 'diamond', a=5.43); a.rattle(0.05, seed=0)\n"
         "a.calc = FacetCalculator(dtype='float64')\n"
-        "print(spline_conv_library() is None, repr(a.get_potential_energy()))\n"
+        "print(kernel_launcher(torch.device('cpu')) is None, repr(a.get_potential_energy()))\n"
     )
     run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -175,15 +192,12 @@ def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_pat
 def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeypatch):
     """Sortedness, CSR offsets and the spline basis are shared by all layers: each is computed
     once per model evaluation, and the results equal those of per-layer bookkeeping."""
-    import facet_calc.nn.fast_convolution as fc
-    from facet_calc.graph import build_graph
-    from facet_calc.nn.model import evaluate
+    import facet_calc.nn.blocks.fast_convolution as fc
+    from facet_calc.nn import evaluate
 
     model = potential64.model
     atoms = STRUCTURES["triclinic LiFeO"]()
-    graph = build_graph(atoms, potential64.cutoff)
-    species = torch.tensor([potential64.atomic_numbers.index(z) for z in atoms.numbers])
-    args = (torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers))
+    graph = potential64.graph(atoms)
     calls = {"basis": 0, "index": 0}
     real_basis, real_index = fc.spline_basis, fc._EdgeIndex.__init__
 
@@ -199,7 +213,7 @@ def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeyp
     monkeypatch.setattr(fc._EdgeIndex, "__init__", counted_index)
     _set_kernels(potential64, kernels)
     try:
-        shared = evaluate(model, species, *args)
+        shared = evaluate(model, graph)
         counts = dict(calls)
         # the per-layer bookkeeping of before: every layer builds its own context
         real_forward = model.forward
@@ -215,7 +229,7 @@ def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeyp
 
         monkeypatch.setattr(model, "forward", per_layer_forward)
         calls.update(basis=0, index=0)
-        separate = evaluate(model, species, *args)
+        separate = evaluate(model, graph)
         n_layers = len(model.layers)
         assert calls["basis"] == n_layers  # the check above counts what it claims to
         monkeypatch.setattr(model, "forward", real_forward)
@@ -249,7 +263,7 @@ def test_frozen_parameter_caches_follow_in_place_changes():
 
 
 def test_derived_cache_is_bypassed_while_sources_train():
-    from facet_calc.nn.derived import DerivedCache
+    from facet_calc.nn.blocks.derived import DerivedCache
 
     cache, calls = DerivedCache(), []
     weight = torch.ones(3)

@@ -6,7 +6,8 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule, nanotube
 from ase.neighborlist import primitive_neighbor_list
 
-from facet_calc.graph import build_graph
+from facet_calc.graph import Structure, build_graph, neighbour_list
+from facet_calc.species import SpeciesTable
 
 
 def _skewed():
@@ -39,7 +40,7 @@ CASES["molecule far from origin"].positions += 5000.0
 def test_edges_match_ase(name):
     atoms = CASES[name]
     cutoff = 5.0
-    graph = build_graph(atoms, cutoff)
+    graph = neighbour_list(Structure.from_atoms(atoms), cutoff)
     i, j, shifts = primitive_neighbor_list(
         "ijS", atoms.pbc, atoms.cell.array, atoms.positions, cutoff, self_interaction=False
     )
@@ -51,8 +52,8 @@ def test_edges_match_ase(name):
 
 
 def test_empty_atoms_give_empty_graph():
-    graph = build_graph(Atoms(), 5.0)
-    assert graph.receivers.shape == (0,) and graph.edge_vectors.shape == (0, 3)
+    graph = build_graph(Structure.from_atoms(Atoms()), 5.0, SpeciesTable([1]))
+    assert graph.receivers.shape == (0,) and graph.edge_vectors.shape == (0, 3) and graph.n_graphs == 1
 
 
 @pytest.mark.parametrize(
@@ -67,4 +68,4 @@ def test_empty_atoms_give_empty_graph():
 )
 def test_bad_geometry_is_rejected_with_a_reason(atoms, message):
     with pytest.raises(ValueError, match=message):
-        build_graph(atoms, 5.0)
+        build_graph(Structure.from_atoms(atoms), 5.0, SpeciesTable([1]))

@@ -137,9 +137,10 @@ def test_bad_calculator_options(kwargs, message):
 
 
 def test_a_step_larger_than_the_free_memory_is_refused_before_allocating(calc32, monkeypatch):
-    from facet_calc import calculator
+    from facet_calc.chunking import MemoryPlan
 
-    monkeypatch.setattr(calculator, "available_memory_bytes", lambda: 50 * 2**20)  # 50 MiB left
+    plan = MemoryPlan(calc32.potential.model, free_bytes=50 * 2**20, min_region_atoms=calc32.MIN_REGION_ATOMS)
+    monkeypatch.setattr(calc32, "memory_plan", plan)  # 50 MiB left
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(4)  # 512 atoms: about 40 MiB of step
     atoms.rattle(0.01, seed=0)
     atoms.calc = calc32
@@ -151,7 +152,7 @@ def test_a_step_larger_than_the_free_memory_is_refused_before_allocating(calc32,
 
 
 def test_the_memory_estimate_grows_with_atoms_and_edges(potential32):
-    from facet_calc.calculator import estimate_step_bytes
+    from facet_calc.chunking import estimate_step_bytes
 
     one = estimate_step_bytes(potential32.model, 1000, 28000)
     assert estimate_step_bytes(potential32.model, 2000, 56000) == pytest.approx(2 * one)

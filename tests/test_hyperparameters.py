@@ -12,9 +12,9 @@ from ase import Atoms
 from ase.build import bulk
 
 from facet_calc import FacetCalculator
-from facet_calc.nn.hyperparameters import initialise_for_training, nequip_spline_config
-from facet_calc.nn.radial import SplineRadial
-from facet_calc.nn.registry import build_model
+from facet_calc.nn import build_model, initialise_for_training
+from facet_calc.nn.blocks.radial import SplineRadial
+from facet_calc.nn.families.nequip_spline import nequip_spline_config
 from facet_calc.potential import Potential, potentials_dir
 from facet_calc.testing import (
     TOL_FINITE_DIFFERENCE,
@@ -253,18 +253,15 @@ def test_an_energy_and_force_loss_reaches_every_parameter():
     """No parameter starts dead: in training mode a loss on energy and forces gives every
     parameter a finite, nonzero gradient (the slopes of a C2 table are derived from its values
     in training mode, so they get none by design)."""
-    from facet_calc.graph import build_graph
-    from facet_calc.nn.model import evaluate
+    from facet_calc.graph import graph_from_atoms
+    from facet_calc.nn import evaluate
+    from facet_calc.species import SpeciesTable
 
     config, model = _model(seed=0)
     model.train().set_backend("torch")
     atoms = _silicon_oxide()
-    graph = build_graph(atoms, config["cutoff"])
-    species = torch.tensor([config["atomic_numbers"].index(z) for z in atoms.numbers])
-    out = evaluate(
-        model, species, torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers),
-        create_graph=True,
-    )  # fmt: skip
+    graph = graph_from_atoms(atoms, config["cutoff"], SpeciesTable(config["atomic_numbers"]))
+    out = evaluate(model, graph, create_graph=True)
     (out["energy"].sum() ** 2 + out["forces"].square().sum()).backward()
     for name, param in model.named_parameters():
         if name.endswith("radial.slopes") or param.numel() == 0:

@@ -17,9 +17,10 @@ from ase.build import bulk
 from lammps_support import write_small_potential
 
 from facet_calc import load_potential
-from facet_calc.graph import build_graph
+from facet_calc.graph import Structure, graph_from_atoms, neighbour_list
 from facet_calc.lammps.decomposed import evaluate_domain
-from facet_calc.nn.model import evaluate
+from facet_calc.nn import evaluate
+from facet_calc.species import SpeciesTable
 
 
 class _Domain:
@@ -95,7 +96,7 @@ class _ThreadExchange:
 
 
 def _decomposed(model, atoms, n_slabs: int, empty_domain: bool):
-    graph = build_graph(atoms, model.cutoff)
+    graph = neighbour_list(Structure.from_atoms(atoms), model.cutoff)
     numbers = list(model.config["atomic_numbers"])
     species = np.array([numbers.index(z) for z in atoms.numbers])
     frac = atoms.get_scaled_positions(wrap=True)[:, 0]
@@ -143,24 +144,16 @@ def _decomposed(model, atoms, n_slabs: int, empty_domain: bool):
 
 def _whole_system(model, atoms) -> dict:
     """The reference: :func:`evaluate` on the whole periodic system in one graph."""
-    graph = build_graph(atoms, model.cutoff)
-    numbers = list(model.config["atomic_numbers"])
-    return evaluate(
-        model,
-        torch.as_tensor([numbers.index(z) for z in atoms.numbers]),
-        torch.as_tensor(graph.edge_vectors),
-        torch.as_tensor(graph.senders),
-        torch.as_tensor(graph.receivers),
-    )
+    return evaluate(model, graph_from_atoms(atoms, model.cutoff, SpeciesTable(model.config["atomic_numbers"])))
 
 
 @pytest.fixture(scope="module", params=["facet-spline-nequip", "facet"])
 def small_model(request, tmp_path_factory):
     """A small model of each family (the domain driver relies only on the layer-wise contract)."""
     if request.param == "facet":
-        from facet_calc.nn.facet import facet_config
-        from facet_calc.nn.hyperparameters import initialise_for_training
-        from facet_calc.nn.registry import build_model
+        from facet_calc.nn.families.facet import facet_config
+        from facet_calc.nn.families.nequip_spline import initialise_for_training
+        from facet_calc.nn import build_model
 
         config = facet_config([8, 14], hidden="8x0e+4x1o+2x2e", embedding=8, mixer={"channels": 4}, cutoff=3.5)
         model = initialise_for_training(build_model(config), seed=0)

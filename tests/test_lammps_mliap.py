@@ -21,7 +21,7 @@ from test_lammps_decomposed import _Domain
 
 from facet_calc import FacetCalculator
 from facet_calc.cli import main
-from facet_calc.graph import build_graph
+from facet_calc.graph import Structure, neighbour_list
 from facet_calc.lammps.mliap import FacetMLIAP
 
 
@@ -29,7 +29,7 @@ class _Data:
     def __init__(self, atoms, model_obj: FacetMLIAP, kokkos: bool, with_exchange: bool) -> None:
         elements = model_obj.element_types
         species = np.array([elements.index(s) for s in atoms.get_chemical_symbols()])
-        graph = build_graph(atoms, 2 * model_obj.rcutfac)
+        graph = neighbour_list(Structure.from_atoms(atoms), 2 * model_obj.rcutfac)
         dom = _Domain(np.arange(len(atoms)), graph, species)
         self.domain = dom
         self.nlocal = self.nlistatoms = dom.n_local

@@ -6,8 +6,7 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
-from facet_calc.graph import build_graph
-from facet_calc.nn.model import evaluate, evaluate_by_strain
+from facet_calc.nn import evaluate, evaluate_by_strain
 from facet_calc.testing import (
     TOL_EXTENSIVITY,
     TOL_FINITE_DIFFERENCE,
@@ -147,14 +146,9 @@ def test_per_atom_energies_sum_to_energy(calc64):
 @pytest.mark.parametrize("make", [_si_rattled_strained, lambda: _triclinic(2)])
 def test_edge_gradient_path_matches_strain_reference_path(potential64, make):
     atoms = make()
-    graph = build_graph(atoms, potential64.cutoff)
-    t = lambda a, d=torch.float64: torch.as_tensor(a, dtype=d)  # noqa: E731
-    species = t([potential64.atomic_numbers.index(z) for z in atoms.numbers], torch.int64)
-    senders, receivers = t(graph.senders, torch.int64), t(graph.receivers, torch.int64)
-    fast = evaluate(potential64.model, species, t(graph.edge_vectors), senders, receivers)
-    plain = evaluate_by_strain(
-        potential64.model, species, t(graph.positions), t(graph.cell), senders, receivers, t(graph.shifts)
-    )
+    graph = potential64.graph(atoms)
+    fast = evaluate(potential64.model, graph)
+    plain = evaluate_by_strain(potential64.model, graph)
     for key in ("energy", "energies", "forces", "virial"):
         assert relative_error(fast[key].numpy(), plain[key].numpy()) < 1e-10, key
 

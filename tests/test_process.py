@@ -55,22 +55,83 @@ def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
     assert len(fig.axes) == 1
 
 
-def test_loading_a_potential_keeps_torch_default_dtype(monkeypatch):
+def test_loading_never_changes_torchs_default_dtype(monkeypatch):
+    """Building a model changes nothing process-wide: not during construction (a family sees
+    the caller's default dtype), not after, not when it fails, and not from threads loading
+    float32 and float64 models at once."""
+    import threading
+
     from facet_calc import load_potential
-    from facet_calc.nn import registry
+    from facet_calc.nn import families
 
     before = torch.get_default_dtype()
     load_potential("7net-0-spline", dtype="float64")
     assert torch.get_default_dtype() == before
 
-    def broken(config):
-        assert torch.get_default_dtype() == torch.float64  # e3nn builds its constants in float64
-        raise RuntimeError("model construction failed")
+    class Broken:
+        architecture = "broken"
 
-    monkeypatch.setitem(registry.ARCHITECTURES, "broken", broken)
+        def __init__(self, config):
+            assert torch.get_default_dtype() == before
+            raise RuntimeError("model construction failed")
+
+    monkeypatch.setitem(families.FAMILIES, "broken", Broken)
     with pytest.raises(RuntimeError, match="construction failed"):
-        registry.build_model({"format_version": 1, "architecture": "broken"}, torch.float64)
+        families.build_model({"format_version": 1, "architecture": "broken"}, torch.float64)
     assert torch.get_default_dtype() == before
+
+    errors, dtypes = [], []
+
+    def load(dtype):
+        try:
+            dtypes.append((dtype, load_potential("7net-0-spline", dtype=dtype).dtype))
+        except Exception as err:  # noqa: BLE001 - any failure is the finding
+            errors.append(err)
+
+    threads = [threading.Thread(target=load, args=(d,)) for d in ("float32", "float64") * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert all(str(got) == f"torch.{want}" for want, got in dtypes) and len(dtypes) == 6
+    assert torch.get_default_dtype() == before
+
+
+def test_float64_models_built_under_a_float32_default_have_exact_constants():
+    """Every buffer of a float64 model built under torch's float32 default equals the buffer of
+    one built under a float64 default (e3nn's Clebsch-Gordan tables included), to the bit."""
+    import json
+
+    from facet_calc.nn import build_model
+    from facet_calc.potential import potentials_dir
+
+    config = json.loads((potentials_dir() / "7net-l3i5-spline" / "config.json").read_text())
+    model = build_model(config, torch.float64)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the test, not the library, changes the default
+    try:
+        reference = dict(build_model(config, torch.float64).named_buffers())
+    finally:
+        torch.set_default_dtype(previous)
+    checked = 0
+    for name, buffer in model.named_buffers():
+        if buffer is not None and buffer.is_floating_point():
+            assert buffer.dtype == torch.float64, name
+            assert torch.equal(buffer, reference[name]), name
+            checked += 1
+    assert checked > 50
+
+
+def test_no_module_sets_the_default_dtype():
+    """``torch.set_default_dtype`` is process-wide and not thread-safe: the library never calls it."""
+    from pathlib import Path
+
+    import facet_calc
+
+    root = Path(facet_calc.__file__).parent
+    offenders = [str(p) for p in root.rglob("*.py") if "set_default_dtype" in p.read_text()]
+    assert offenders == []
 
 
 def test_kernel_threads_respect_the_affinity_mask_and_torch_setting():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.interpolate import CubicSpline
 
-from facet_calc.nn.radial import SplineRadial, fit_clamped_cubic_spline
+from facet_calc.nn.blocks.radial import SplineRadial, fit_clamped_cubic_spline
 
 
 def _table(f, df, n=40, r_max=5.0, breaks=()):

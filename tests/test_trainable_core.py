@@ -9,18 +9,16 @@ import torch
 from ase.build import bulk, molecule
 
 from facet_calc import FacetCalculator, load_potential
-from facet_calc.graph import build_graph
+from facet_calc.graph import collate
 from facet_calc.nn._kernels import spline_conv_library
-from facet_calc.nn.model import evaluate
-from facet_calc.nn.registry import build_model
+from facet_calc.nn import build_model, evaluate
 
 HAS_KERNEL = spline_conv_library() is not None
 
 
 def _graph_tensors(potential, atoms):
-    graph = build_graph(atoms, potential.cutoff)
-    species = torch.tensor([potential.atomic_numbers.index(z) for z in atoms.numbers])
-    return graph, species, torch.tensor(graph.edge_vectors), torch.tensor(graph.senders), torch.tensor(graph.receivers)
+    graph = potential.graph(atoms)
+    return graph, graph.species, graph.edge_vectors, graph.senders, graph.receivers
 
 
 def _si():
@@ -38,8 +36,8 @@ def model64():
 def _hvp_and_fd(model, atoms, potential):
     """d/dt of (grad E . v) along v, by double backward and by central differences of forces."""
     graph, species, _, senders, receivers = _graph_tensors(potential, atoms)
-    pos0 = torch.tensor(graph.positions)
-    cell, shifts = torch.tensor(graph.cell), torch.tensor(graph.shifts)
+    pos0 = graph.positions.clone()
+    cell, shifts = graph.cell[0], graph.shifts
     v = torch.randn(pos0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def grad_e(pos, create_graph):
@@ -80,15 +78,15 @@ def test_fast_paths_follow_the_parameters_and_nothing_derived_is_saved(model64):
     saved = model64.state_dict()
     assert not [k for k in saved if ".fast." in k]  # the fast paths' tables are not saved
     assert {name for name, _ in model64.named_parameters()} <= set(saved)
-    _, species, vec, senders, receivers = _graph_tensors(potential, _si())
-    before = {b: evaluate(model64.set_backend(b), species, vec, senders, receivers)["energy"] for b in ("torch",)}
+    graph = potential.graph(_si())
+    before = {b: evaluate(model64.set_backend(b), graph)["energy"] for b in ("torch",)}
     with torch.no_grad():
         model64.layers[0].linear_in.weight.mul_(1.1)
         model64.layers[2].convolution.radial.values.mul_(0.9)
     try:
         after = {}
         for backend in ("e3nn", "torch", "kernel"):
-            after[backend] = evaluate(model64.set_backend(backend), species, vec, senders, receivers)
+            after[backend] = evaluate(model64.set_backend(backend), graph)
         assert abs(after["torch"]["energy"] - before["torch"]).item() > 1e-3
         for backend in ("torch", "kernel"):
             for key in ("energy", "forces", "virial"):
@@ -105,11 +103,11 @@ def test_kernel_refuses_to_silently_drop_parameter_gradients(model64):
     if not HAS_KERNEL:
         pytest.skip("no compiled kernel here")
     potential = load_potential("7net-0-spline", dtype="float64")
-    _, species, vec, senders, receivers = _graph_tensors(potential, _si())
+    graph = potential.graph(_si())
     model64.requires_grad_(True).set_backend("kernel")
     try:
         with pytest.raises(RuntimeError, match="no gradients for the spline tables"):
-            evaluate(model64, species, vec, senders, receivers)
+            evaluate(model64, graph)
     finally:
         model64.requires_grad_(False).set_backend("auto")
 
@@ -146,13 +144,7 @@ def test_batched_evaluation_equals_one_structure_at_a_time():
     structures = [_si(), bulk("NaCl", "rocksalt", a=5.6, cubic=True), molecule("CH3CH2OH")]
     structures[2].cell = [12, 12, 12]
     structures[2].pbc = True
-    parts, offset = [], 0
-    for i, atoms in enumerate(structures):
-        _, species, vec, senders, receivers = _graph_tensors(potential, atoms)
-        parts.append((species, vec, senders + offset, receivers + offset, torch.full_like(species, i)))
-        offset += len(atoms)
-    cat = [torch.cat(p) for p in zip(*parts)]
-    out = evaluate(potential.model, *cat[:4], batch=cat[4], n_structures=len(structures))
+    out = evaluate(potential.model, collate([potential.graph(atoms) for atoms in structures]))
     start = 0
     for i, atoms in enumerate(structures):
         calc = FacetCalculator(potential)
@@ -172,4 +164,4 @@ def test_registry_rejects_unknown_architecture_and_format():
         build_model({**config, "architecture": "mace"})
     with pytest.raises(ValueError, match="format_version 7 is not supported"):
         build_model({**config, "format_version": 7})
-    assert torch.get_default_dtype() == torch.float32  # build_model restores it
+    assert torch.get_default_dtype() == torch.float32  # build_model never changes it

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..nn.radial import fit_clamped_cubic_spline
+from ..nn.blocks.radial import fit_clamped_cubic_spline
 
 #: Knot count the shipped potentials use at least (about 0.02 A spacing for a 5 A cutoff).
 DEFAULT_MIN_INTERVALS = 256
@@ -129,7 +129,7 @@ def convert_sevennet(
     """Convert a SevenNet checkpoint (a path or a sevenn keyword like ``"7net-0"``).
 
     Returns ``(config, tensors)``: the model config (JSON-able dict) and the named tensors that
-    :class:`facet_calc.nn.model.FacetModel` loads.
+    :class:`facet_calc.nn.families.nequip_spline.NequipSplineModel` loads.
     """
     util = _require_sevenn()
     import os

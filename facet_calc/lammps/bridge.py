@@ -9,8 +9,8 @@ through ``facet_pair_exchange(pair, data, width, reverse)``.
 LAMMPS conventions used here: ``f`` is ``(nall, 3)``, accumulated, ghost rows returned to their
 owners by LAMMPS' reverse communication (``newton on``); the virial is ``W = sum_i r_i (x) f_i``
 in eV, ordered ``xx yy zz xy xz yz``, so ``W = -dE/d(strain)`` (the negative of
-``facet_calc.nn.model.evaluate``'s ``virial``); ``vatom`` takes half of each edge's ``-v (x) g``
-at each end.
+``facet_calc.nn.forward.evaluate``'s ``virial``); ``vatom`` takes half of each edge's ``-v (x) g``
+at each end (:func:`facet_calc.nn.forward.edge_forces_and_virial`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import ctypes
 
 import numpy as np
 import torch
-from ase.data import atomic_numbers, chemical_symbols
-
 from ..potential import load_potential
+from ..nn.forward import edge_forces_and_virial
 from .decomposed import evaluate_domain
 
 _EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int)
@@ -108,21 +107,10 @@ class PairModel:
 
     def species_indices(self, elements: list[str]) -> list[int]:
         """Model species index of each LAMMPS type's element; ``ValueError`` naming the unknown one."""
-        numbers = self.potential.atomic_numbers
-        indices = []
-        for name in elements:
-            if name not in atomic_numbers or atomic_numbers[name] == 0:
-                raise ValueError(
-                    f"{name!r} is not a chemical element symbol (pair_coeff * * lists one element per type)"
-                )
-            z = atomic_numbers[name]
-            if z not in numbers:
-                supported = " ".join(chemical_symbols[n] for n in sorted(numbers))
-                raise ValueError(
-                    f"potential {self.potential.name!r} has no parameters for element {name}; it supports: {supported}"
-                )
-            indices.append(numbers.index(z))
-        return indices
+        try:
+            return self.potential.species.indices_of_symbols(elements).tolist()
+        except ValueError as err:
+            raise ValueError(f"pair_coeff * * lists one element per type: {err}") from None
 
     def compute(
         self,
@@ -150,26 +138,17 @@ class PairModel:
         exchange = LammpsExchange(exchange_ptr, pair_ptr, n_local, n_all)
         result = evaluate_domain(self.model, species, vec64.to(dtype), senders, receivers, n_local, exchange)
         grad = result["edge_grad"].to(torch.float64)
-        # F_receiver += g, F_sender -= g (E depends on r_ij = x_sender - x_receiver)
-        forces = torch.zeros((n_all, 3), dtype=torch.float64, device=device)
-        forces.index_add_(0, receivers, grad)
-        forces.index_add_(0, senders, -grad)
+        scattered = edge_forces_and_virial(grad, vec64, senders, receivers, n_all, per_atom_virial=bool(vatom_ptr))
         f = _view(f_ptr, np.float64, (n_all, 3))
-        f += forces.cpu().numpy()
-        # W = -sum_e v_e (x) g_e, symmetrised (the model's virial is symmetric up to rounding)
-        w_edge = -vec64.unsqueeze(2) * grad.unsqueeze(1)  # (n_edges, 3, 3)
-        w_edge = 0.5 * (w_edge + w_edge.transpose(1, 2))
+        f += scattered["forces"].cpu().numpy()
+        # LAMMPS' virial W = sum_i r_i (x) f_i = -dE/d(strain)
         rows, cols = VOIGT_LAMMPS
         out = _view(out_ptr, np.float64, (7,))
         out[0] = float(result["energies"].double().sum())  # float64 sum: equals the sum of pe/atom
-        out[1:] = w_edge.sum(0)[rows, cols].cpu().numpy()
+        out[1:] = -scattered["virial"][0][rows, cols].cpu().numpy()
         if eatom_ptr:
             eatom = _view(eatom_ptr, np.float64, (n_local,))
             eatom += result["energies"].double().cpu().numpy()
         if vatom_ptr:
-            per_edge = 0.5 * w_edge[:, rows, cols]
-            vatom_t = torch.zeros((n_all, 6), dtype=torch.float64, device=device)
-            vatom_t.index_add_(0, receivers, per_edge)
-            vatom_t.index_add_(0, senders, per_edge)
             vatom = _view(vatom_ptr, np.float64, (n_all, 6))
-            vatom += vatom_t.cpu().numpy()
+            vatom -= scattered["atom_virial"][:, rows, cols].cpu().numpy()

@@ -14,7 +14,7 @@ receivers only. Per message-passing layer ``t``:
   domains.
 
 Edge-vector gradients collected on the way give forces and virial exactly as
-:func:`facet_calc.nn.model.evaluate` does for the whole system; the ghost shell is one cutoff,
+:func:`facet_calc.nn.forward.evaluate` does for the whole system; the ghost shell is one cutoff,
 not layers x cutoff. Only the model's layer-wise contract is used (``embed``,
 ``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers, edges=, n_out=)``,
 ``readout``): each layer computes the owned rows only (``n_out``), so ghosts cost the
@@ -31,8 +31,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..nn.fast_convolution import EdgeContext
-from ..nn.radial import spline_basis
+from ..nn.blocks.fast_convolution import EdgeContext
+from ..nn.blocks.radial import spline_basis
 
 
 class Exchange(Protocol):
@@ -60,7 +60,7 @@ def evaluate_domain(
 
     Args:
         model: any model family with the layer-wise contract (``embed``, ``spherical_harmonics``,
-            ``layers``, ``readout``; see :class:`facet_calc.nn.model.FacetModel`).
+            ``layers``, ``readout``; see :class:`facet_calc.nn.contract.EnergyModel`).
         species: ``(n_all,)`` int64 species indices of owned then ghost atoms.
         edge_vec: ``(n_edges, 3)`` Angstrom, ``pos[sender] - pos[receiver]`` (ghost positions
             are images, so no cell shift); cast to the model's dtype after differencing in float64.
@@ -155,7 +155,7 @@ class _LayerwiseEdges(EdgeContext):
 def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange: Exchange) -> dict[str, torch.Tensor]:
     """A domain that owns no atom still takes part in every exchange; the model's layers are not
     called on zero rows (its fast linears cannot reshape them)."""
-    dtype, device = model.scale.dtype, model.scale.device
+    dtype, device = model.dtype, model.device
     widths = [layer.irreps_out.dim for layer in model.layers]
     for width in widths[:-1]:
         exchange.forward(torch.zeros((0, width), dtype=dtype, device=device))

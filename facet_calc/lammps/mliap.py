@@ -123,7 +123,7 @@ class FacetMLIAP(MLIAPUnified):
 
     def compute_forces(self, data) -> None:
         model = self.model
-        device = model.scale.device
+        device = model.device
         n_local, n_total, n_pairs = int(data.nlocal), int(data.ntotal), int(data.npairs)
         host = isinstance(data.rij, np.ndarray)  # the plain coupling hands numpy arrays
         rij = torch.as_tensor(data.rij, device=device).to(torch.float64)
@@ -141,7 +141,7 @@ class FacetMLIAP(MLIAPUnified):
             )
         else:
             exchange = _NoExchange(n_local)
-        result = evaluate_domain(model, species, rij.to(model.scale.dtype), senders, receivers, n_local, exchange)
+        result = evaluate_domain(model, species, rij.to(model.dtype), senders, receivers, n_local, exchange)
         fij = result["edge_grad"].to(torch.float64).contiguous()
         energies = result["energies"].to(torch.float64)
         assert fij.shape == (n_pairs, 3)

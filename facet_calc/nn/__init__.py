@@ -1,6 +1,8 @@
-"""Pure torch + e3nn building blocks. Knows nothing of ASE or files."""
+"""Pure torch + e3nn model code: blocks, families and their contract, evaluation. Knows nothing
+of ASE, files or engines."""
 
-from .model import FacetModel, evaluate, evaluate_by_strain
-from .radial import SplineRadial, fit_clamped_cubic_spline
+from .contract import EnergyModel, initialise_for_training
+from .families import FAMILIES, build_model
+from .forward import evaluate, evaluate_by_strain
 
-__all__ = ["FacetModel", "evaluate", "evaluate_by_strain", "SplineRadial", "fit_clamped_cubic_spline"]
+__all__ = ["EnergyModel", "FAMILIES", "build_model", "evaluate", "evaluate_by_strain", "initialise_for_training"]

@@ -1,42 +1,80 @@
-"""The one switch that says how the convolutions and linears are computed.
+"""How the convolutions, linears and gates are computed: a :class:`Backend` handed to layers.
 
 Three implementations of the same maps, with the same parameters and the same results:
 
-* ``"e3nn"``: e3nn's generic ``TensorProduct`` and ``Linear`` -- the reference that the others
-  are tested against;
-* ``"torch"``: specialised pure-torch operations (any device; twice differentiable in training
-  mode, so it is the backend for training on forces and for Hessians);
-* ``"kernel"``: the fused convolution kernel (compiled C++ on the CPU, Triton on CUDA) with the
-  specialised linears; differentiable once, and not with respect to the spline tables. Where no
-  kernel serves the device (no compiler, no Triton, ``FACET_CALC_KERNELS=0``) the torch path
-  runs instead.
+* :data:`REFERENCE` (``"e3nn"``): e3nn's generic ``TensorProduct``, ``Linear`` and ``Gate``
+  -- the plain path that the others are tested against;
+* :data:`TORCH` (``"torch"``): specialised pure-torch operations (any device; twice
+  differentiable, so it is the backend for training on forces and for Hessians);
+* :data:`KERNEL` (``"kernel"``): the fused convolution kernel (compiled C++ on the CPU, Triton
+  on CUDA) with the specialised linears; differentiable once, and not with respect to the
+  spline tables. Where no kernel serves the device (no compiler, no Triton, or the
+  environment sets ``FACET_CALC_KERNELS=0``, read at every evaluation) the torch path runs.
 
-``"auto"`` means ``"kernel"``. Choose with ``FacetModel.set_backend(name)`` (or the ``backend``
-argument of ``load_potential`` and ``FacetCalculator``); ``FacetModel.backend`` says which one
-actually runs on the model's device.
+``"auto"`` means ``"kernel"``. Choose with ``model.set_backend(name)`` (or the ``backend``
+argument of ``load_potential``); ``model.backend`` names the one that actually runs on the
+model's device. Layers call ``backend.linear(...)``, ``backend.convolution(...)`` and
+``backend.gate(...)`` with their reference module and its fast twin; nothing else in a layer
+depends on the choice.
 """
 
 from __future__ import annotations
 
 import torch
 
-BACKENDS = ("e3nn", "torch", "kernel")
+from ._kernels import kernel_launcher
 
 
-def check_backend(name: str) -> str:
-    """``name`` with ``"auto"`` resolved; ``ValueError`` for an unknown name."""
-    if name == "auto":
-        return "kernel"
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of 'auto', {', '.join(map(repr, BACKENDS))}")
-    return name
+class Backend:
+    """One implementation choice (see module docstring); compare with ``is`` or ``.name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+    @property
+    def reference(self) -> bool:
+        """e3nn's generic modules run (every other choice runs the fast twins)."""
+        return self is REFERENCE
+
+    def linear(self, linear: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``linear`` (an ``o3.Linear``) of ``x``, or its ``FastLinear`` twin on its weights."""
+        return linear(x) if self.reference else fast(x, linear.weight)
+
+    def gate(self, gate: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return gate(x) if self.reference else fast(x)
+
+    def convolution(self, conv, fast, x, sh, r, senders, receivers, edges=None, n_rows=None) -> torch.Tensor:
+        """``conv`` (a ``SplineConvolution``), or its ``FastSplineConvolution`` twin (fused
+        kernel for :data:`KERNEL`, where one serves the device)."""
+        if self.reference:
+            return conv(x, sh, r, senders, receivers, n_rows=n_rows)
+        table = conv.radial.table()
+        return fast(x, sh, r, senders, receivers, table, use_kernel=self is KERNEL, edges=edges, n_rows=n_rows)
+
+    def on(self, device: torch.device) -> Backend:
+        """The backend that runs on ``device``: :data:`KERNEL` reads :data:`TORCH` where no
+        kernel serves it."""
+        if self is KERNEL and kernel_launcher(torch.device(device)) is None:
+            return TORCH
+        return self
 
 
-def effective_backend(name: str, device: torch.device) -> str:
-    """The backend that runs for the requested ``name`` on ``device``."""
-    name = check_backend(name)
-    if name == "kernel":
-        from .fast_convolution import kernel_backend
+REFERENCE = Backend("e3nn")
+TORCH = Backend("torch")
+KERNEL = Backend("kernel")
+BACKENDS = {b.name: b for b in (REFERENCE, TORCH, KERNEL)}
 
-        return "kernel" if kernel_backend(torch.device(device)) is not None else "torch"
-    return name
+
+def resolve_backend(choice: str | Backend = "auto") -> Backend:
+    """A :class:`Backend` from its name (``"auto"``: :data:`KERNEL`); ``ValueError`` for an
+    unknown name."""
+    if isinstance(choice, Backend):
+        return choice
+    if choice == "auto":
+        return KERNEL
+    if choice not in BACKENDS:
+        raise ValueError(f"unknown backend {choice!r}; choose one of 'auto', {', '.join(map(repr, BACKENDS))}")
+    return BACKENDS[choice]

@@ -1,4 +1,4 @@
-"""Labelled structures for training: read, checked, turned into graphs once, batched.
+"""Labelled structures for training: read, checked, turned into labelled graphs once, batched.
 
 A configuration's labels come from the calculator results attached to it (what ASE writes
 into extxyz files) or from the info/arrays keys the user names (``REF_energy``,
@@ -10,16 +10,16 @@ the configuration and the problem; nothing is trained on silently.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from ..graph import build_graph
+from ..graph import AtomicGraph, Labels, Structure, build_graph, collate
+from ..species import SpeciesTable, UnknownElementError
 
 
 class DataError(ValueError):
@@ -38,53 +38,32 @@ class LabelKeys:
 
 @dataclass
 class Configuration:
-    """One labelled structure with its graph (float64 on the CPU; batches are cast).
+    """One labelled structure: its name (for messages), atomic numbers and labelled graph (CPU,
+    float64; :func:`batch_of` joins and casts).
 
-    Attributes: ``species (n,)`` int64 model species indices; ``numbers (n,)`` atomic numbers;
-    ``edge_vec (E, 3)`` A; ``senders``/``receivers (E,)``; ``energy`` eV; ``forces (n, 3)``
-    eV/A or ``None``; ``stress (3, 3)`` eV/A^3 (ASE sign) or ``None``; ``volume`` A^3 or
-    ``None``; ``weight`` of the configuration in the loss; ``name`` for messages.
+    Labels: ``energy`` eV; ``forces (n, 3)`` eV/A (zeros and masked when the frame has none);
+    ``stress (3, 3)`` eV/A^3, ASE sign (masked when absent); ``weight`` in the loss.
     """
 
     name: str
-    species: torch.Tensor
     numbers: np.ndarray
-    edge_vec: torch.Tensor
-    senders: torch.Tensor
-    receivers: torch.Tensor
-    energy: float
-    forces: torch.Tensor | None
-    stress: torch.Tensor | None
-    volume: float | None
-    weight: float = 1.0
+    graph: AtomicGraph
 
     @property
     def n_atoms(self) -> int:
-        return int(self.species.shape[0])
-
-
-@dataclass
-class Batch:
-    """Configurations joined into one disjoint graph, on a device and in a dtype."""
-
-    species: torch.Tensor
-    edge_vec: torch.Tensor
-    senders: torch.Tensor
-    receivers: torch.Tensor
-    batch: torch.Tensor  # (n_atoms,) structure index
-    n_atoms: torch.Tensor  # (n_structures,)
-    energy: torch.Tensor  # (n_structures,)
-    forces: torch.Tensor  # (n_atoms, 3); rows of structures without forces are masked out
-    force_mask: torch.Tensor  # (n_atoms,) bool
-    stress: torch.Tensor  # (n_structures, 3, 3)
-    stress_mask: torch.Tensor  # (n_structures,) bool
-    volume: torch.Tensor  # (n_structures,) (1 where there is no cell)
-    weight: torch.Tensor  # (n_structures,)
-    names: list[str] = field(default_factory=list)
+        return self.graph.n_atoms
 
     @property
-    def n_structures(self) -> int:
-        return int(self.energy.shape[0])
+    def species(self) -> torch.Tensor:
+        return self.graph.species
+
+    @property
+    def has_forces(self) -> bool:
+        return bool(self.graph.labels.force_mask.any())
+
+    @property
+    def has_stress(self) -> bool:
+        return bool(self.graph.labels.stress_mask.any())
 
 
 def _label(atoms: Atoms, key: str | None, what: str, name: str):
@@ -101,7 +80,7 @@ def _label(atoms: Atoms, key: str | None, what: str, name: str):
 def configuration_from_atoms(
     atoms: Atoms,
     name: str,
-    species_of_z: dict[int, int],
+    species: SpeciesTable,
     cutoff: float,
     keys: LabelKeys | None = None,
     use_stress: bool = True,
@@ -111,12 +90,12 @@ def configuration_from_atoms(
     numbers = atoms.numbers
     if len(atoms) == 0:
         raise DataError(f"{name}: the configuration has no atoms")
-    unknown = sorted({int(z) for z in numbers if int(z) not in species_of_z})
-    if unknown:
+    try:
+        species.indices(numbers)
+    except UnknownElementError as err:
         raise DataError(
-            f"{name}: element(s) {', '.join(chemical_symbols[z] for z in unknown)} are not in the "
-            "potential; remove these configurations or start from a potential that has them"
-        )
+            f"{name}: {err}; remove these configurations or start from a potential that has them"
+        ) from None
     if not np.all(np.isfinite(atoms.positions)):
         raise DataError(f"{name}: positions contain NaN or infinite values")
     energy = _label(atoms, keys.energy, "energy", name)
@@ -134,7 +113,6 @@ def configuration_from_atoms(
         if not np.all(np.isfinite(forces)):
             raise DataError(f"{name}: forces contain NaN or infinite values")
     stress = _label(atoms, keys.stress, "stress", name) if use_stress else None
-    volume = None
     if stress is not None:
         stress = np.asarray(stress, dtype=np.float64)
         if stress.shape == (6,):
@@ -147,27 +125,23 @@ def configuration_from_atoms(
             raise DataError(f"{name}: stress contains NaN or infinite values")
         if atoms.cell.rank < 3 or not atoms.pbc.all():
             raise DataError(f"{name}: a stress label needs a periodic cell with three lattice vectors")
-        volume = float(atoms.get_volume())
     weight = float(atoms.info.get(keys.weight, 1.0))
     if not np.isfinite(weight) or weight < 0:
         raise DataError(f"{name}: weight {weight} must be a finite number >= 0")
     try:
-        graph = build_graph(atoms, cutoff)
+        graph = build_graph(Structure.from_atoms(atoms), cutoff, species)
     except ValueError as err:
         raise DataError(f"{name}: {err}") from err
-    return Configuration(
-        name=name,
-        species=torch.tensor([species_of_z[int(z)] for z in numbers], dtype=torch.long),
-        numbers=np.array(numbers),
-        edge_vec=torch.from_numpy(graph.edge_vectors),
-        senders=torch.from_numpy(graph.senders),
-        receivers=torch.from_numpy(graph.receivers),
-        energy=energy,
-        forces=None if forces is None else torch.from_numpy(forces),
-        stress=None if stress is None else torch.from_numpy(stress),
-        volume=volume,
-        weight=weight,
+    n = len(atoms)
+    labels = Labels(
+        energy=torch.tensor([energy], dtype=torch.float64),
+        forces=torch.zeros(n, 3, dtype=torch.float64) if forces is None else torch.from_numpy(forces),
+        force_mask=torch.full((n,), forces is not None),
+        stress=torch.zeros(1, 3, 3, dtype=torch.float64) if stress is None else torch.from_numpy(stress)[None],
+        stress_mask=torch.tensor([stress is not None]),
+        weight=torch.tensor([weight], dtype=torch.float64),
     )
+    return Configuration(name=name, numbers=np.array(numbers), graph=graph.with_labels(labels))
 
 
 def read_configurations(
@@ -193,9 +167,9 @@ def read_configurations(
         frames, label = list(source), "structures"
     if not frames:
         raise DataError(f"{label} holds no configurations")
-    species_of_z = {int(z): i for i, z in enumerate(atomic_numbers)}
+    species = SpeciesTable(atomic_numbers, "the potential")
     return [
-        configuration_from_atoms(atoms, f"{label}[{i}]", species_of_z, cutoff, keys, use_stress)
+        configuration_from_atoms(atoms, f"{label}[{i}]", species, cutoff, keys, use_stress)
         for i, atoms in enumerate(frames)
     ]
 
@@ -211,29 +185,6 @@ def split(configs: list[Configuration], valid_fraction: float, seed: int) -> tup
     return [configs[i] for i in order[n_valid:]], [configs[i] for i in order[:n_valid]]
 
 
-def collate(configs: Sequence[Configuration], dtype: torch.dtype, device: torch.device | str) -> Batch:
-    """Join configurations into one graph (atom indices offset per structure)."""
-    offsets = np.cumsum([0] + [c.n_atoms for c in configs[:-1]])
-    n_atoms = torch.tensor([c.n_atoms for c in configs])
-
-    def cat(items):
-        return torch.cat(items).to(device)
-
-    forces = [c.forces if c.forces is not None else torch.zeros(c.n_atoms, 3) for c in configs]
-    stress = [c.stress if c.stress is not None else torch.zeros(3, 3) for c in configs]
-    return Batch(
-        species=cat([c.species for c in configs]),
-        edge_vec=cat([c.edge_vec for c in configs]).to(dtype),
-        senders=cat([c.senders + int(o) for c, o in zip(configs, offsets)]),
-        receivers=cat([c.receivers + int(o) for c, o in zip(configs, offsets)]),
-        batch=torch.repeat_interleave(torch.arange(len(configs)), n_atoms).to(device),
-        n_atoms=n_atoms.to(device),
-        energy=torch.tensor([c.energy for c in configs], dtype=dtype, device=device),
-        forces=cat(forces).to(dtype),
-        force_mask=cat([torch.full((c.n_atoms,), c.forces is not None) for c in configs]),
-        stress=torch.stack(stress).to(device=device, dtype=dtype),
-        stress_mask=torch.tensor([c.stress is not None for c in configs], device=device),
-        volume=torch.tensor([c.volume or 1.0 for c in configs], dtype=dtype, device=device),
-        weight=torch.tensor([c.weight for c in configs], dtype=dtype, device=device),
-        names=[c.name for c in configs],
-    )
+def batch_of(configs: Sequence[Configuration], dtype: torch.dtype, device: torch.device | str) -> AtomicGraph:
+    """The configurations' labelled graphs joined into one, on ``device`` in ``dtype``."""
+    return collate([c.graph for c in configs]).to(device, dtype)

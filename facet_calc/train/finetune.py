@@ -25,7 +25,7 @@ from ase.data import chemical_symbols
 
 from .. import __version__
 from ..potential import Potential, load_potential, save_potential, sha256_of
-from .data import Configuration, DataError, LabelKeys, collate, read_configurations, split
+from .data import Configuration, DataError, LabelKeys, batch_of, read_configurations, split
 from .trainer import Trainer, TrainSettings, predict
 
 READOUT_PREFIXES = ("readout_hidden.", "readout_out.", "readout_weight", "scale", "shift")
@@ -67,9 +67,9 @@ def refit_shifts(model: torch.nn.Module, configs: list[Configuration], dtype: to
     n_species = model.shift.shape[0]
     for k in range(0, len(configs), 16):
         chunk = configs[k : k + 16]
-        batch = collate(chunk, dtype, model.shift.device)
+        batch = batch_of(chunk, dtype, model.device)
         pred = predict(model, batch, create_graph=False, with_stress=False, with_forces=False)
-        residual.append((batch.energy - pred["energy"]).double().cpu())
+        residual.append((batch.labels.energy - pred["energy"]).double().cpu())
         counts += [torch.bincount(c.species, minlength=n_species).double() for c in chunk]
     a, b = torch.stack(counts), torch.cat(residual)
     present = a.sum(0) > 0

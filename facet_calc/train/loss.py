@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from ase.units import GPa
 
-from .data import Batch
+from ..graph import AtomicGraph
 
 
 @dataclass(frozen=True)
@@ -48,17 +48,24 @@ def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / total if total > 0 else values.sum() * 0.0
 
 
-def loss_terms(pred: dict[str, torch.Tensor], batch: Batch, weights: LossWeights) -> dict[str, torch.Tensor]:
+def _volumes(batch: AtomicGraph) -> torch.Tensor:
+    """``(n_graphs,)`` volumes in the labels' dtype (1 where there is no cell: no stress there)."""
+    v = batch.volumes.to(batch.labels.energy.dtype)
+    return torch.where(v > 0, v, torch.ones_like(v))
+
+
+def loss_terms(pred: dict[str, torch.Tensor], batch: AtomicGraph, weights: LossWeights) -> dict[str, torch.Tensor]:
     """The weighted loss and its three terms (each a 0-d tensor)."""
-    c = batch.weight
-    de = (pred["energy"] - batch.energy) / batch.n_atoms
+    labels = batch.labels
+    c = labels.weight
+    de = (pred["energy"] - labels.energy) / batch.counts
     terms = {"energy": _weighted_mean(_penalty(de, weights), c)}
-    c_atoms = c[batch.batch] * batch.force_mask
-    df = pred["forces"] - batch.forces
+    c_atoms = c[batch.batch] * labels.force_mask
+    df = pred["forces"] - labels.forces
     terms["forces"] = _weighted_mean(_penalty(df, weights).mean(dim=1), c_atoms)
-    if pred.get("virial") is not None and bool(batch.stress_mask.any()):
-        ds = (predicted_stress(pred["virial"], batch.volume) - batch.stress) / GPa
-        terms["stress"] = _weighted_mean(_penalty(ds, weights).mean(dim=(1, 2)), c * batch.stress_mask)
+    if pred.get("virial") is not None and bool(labels.stress_mask.any()):
+        ds = (predicted_stress(pred["virial"], _volumes(batch)) - labels.stress) / GPa
+        terms["stress"] = _weighted_mean(_penalty(ds, weights).mean(dim=(1, 2)), c * labels.stress_mask)
     else:
         terms["stress"] = de.sum() * 0.0
     terms["total"] = (
@@ -74,16 +81,16 @@ class Metrics:
         self.sums = {k: [0.0, 0.0, 0] for k in ("energy", "forces", "stress")}
         self.loss_sum, self.loss_count = 0.0, 0
 
-    def update(self, pred: dict[str, torch.Tensor], batch: Batch, loss: float) -> None:
-        de = ((pred["energy"] - batch.energy) / batch.n_atoms * 1e3).detach()
+    def update(self, pred: dict[str, torch.Tensor], batch: AtomicGraph, loss: float) -> None:
+        de = ((pred["energy"] - labels.energy) / batch.counts * 1e3).detach()
         self._add("energy", de)
-        df = (pred["forces"] - batch.forces)[batch.force_mask].detach() * 1e3
+        df = (pred["forces"] - labels.forces)[labels.force_mask].detach() * 1e3
         self._add("forces", df.reshape(-1))
-        if pred.get("virial") is not None and bool(batch.stress_mask.any()):
-            ds = (predicted_stress(pred["virial"], batch.volume) - batch.stress)[batch.stress_mask] / GPa
+        if pred.get("virial") is not None and bool(labels.stress_mask.any()):
+            ds = (predicted_stress(pred["virial"], _volumes(batch)) - labels.stress)[labels.stress_mask] / GPa
             self._add("stress", ds.detach().reshape(-1))
-        self.loss_sum += loss * batch.n_structures
-        self.loss_count += batch.n_structures
+        self.loss_sum += loss * batch.n_graphs
+        self.loss_count += batch.n_graphs
 
     def _add(self, key: str, diff: torch.Tensor) -> None:
         s = self.sums[key]

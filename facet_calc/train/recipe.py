@@ -25,18 +25,12 @@ from typing import Any
 
 import torch
 
-from ..graph import build_graph
-from ..nn import facet, hyperparameters
+from ..graph import Structure, neighbour_list
+from ..nn import FAMILIES, build_model, initialise_for_training
 from ..potential import Potential
 from .data import DataError, LabelKeys
 from .finetune import finetune
 from .trainer import TrainSettings
-
-#: hyperparameters -> full model config, per architecture (for training from scratch)
-CONFIG_BUILDERS = {
-    "facet-spline-nequip": hyperparameters.nequip_spline_config,
-    "facet": facet.facet_config,
-}
 
 _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", "train_only", "settings", "name"}
 
@@ -44,25 +38,23 @@ _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", 
 def model_from_spec(spec: dict[str, Any], dtype: str, seed: int) -> Potential:
     """An untrained model from ``{"architecture": ..., "hyperparameters" | "config": ...}``,
     initialised for training, wrapped as an in-memory :class:`Potential`."""
-    from ..nn.registry import build_model
-
     if "config" in spec:
         config = dict(spec["config"])
     elif "hyperparameters" in spec:
         architecture = spec.get("architecture", "facet-spline-nequip")
-        if architecture not in CONFIG_BUILDERS:
+        if architecture not in FAMILIES:
             raise DataError(
-                f"no hyperparameter builder for architecture {architecture!r}; known: "
-                f"{', '.join(sorted(CONFIG_BUILDERS))}; or give the full model config under model.config"
+                f"unknown architecture {architecture!r}; known: "
+                f"{', '.join(sorted(FAMILIES))}; or give the full model config under model.config"
             )
         try:
-            config = CONFIG_BUILDERS[architecture](**spec["hyperparameters"])
+            config = FAMILIES[architecture].config_from_hyperparameters(**spec["hyperparameters"])
         except TypeError as err:
             raise DataError(f"model.hyperparameters: {err}") from err
     else:
         raise DataError("model: give 'base' (a potential to start from), 'hyperparameters' or 'config'")
     model = build_model(config, getattr(torch, dtype))
-    hyperparameters.initialise_for_training(model, seed)
+    initialise_for_training(model, seed)
     return Potential(name=f"untrained {config['architecture']}", config=config, model=model, path=Path("."))
 
 
@@ -119,5 +111,5 @@ def mean_neighbours(path: Path, cutoff: float) -> float:
     from ase.io import read
 
     frames = read(path, index=":")
-    edges = sum(len(build_graph(atoms, cutoff).senders) for atoms in frames)
+    edges = sum(len(neighbour_list(Structure.from_atoms(atoms), cutoff).senders) for atoms in frames)
     return edges / max(1, sum(len(atoms) for atoms in frames))

@@ -23,9 +23,10 @@ import torch
 from ase.units import GPa
 from tqdm.auto import tqdm
 
-from ..nn.model import evaluate
+from ..nn.forward import evaluate
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .data import Batch, Configuration, collate
+from ..graph import AtomicGraph
+from .data import Configuration, batch_of
 from .ema import ExponentialMovingAverage
 from .loss import LossWeights, Metrics, loss_terms, predicted_stress
 
@@ -80,21 +81,10 @@ class TrainSettings:
 
 
 def predict(
-    model: torch.nn.Module, batch: Batch, create_graph: bool, with_stress: bool, with_forces: bool = True
+    model: torch.nn.Module, batch: AtomicGraph, create_graph: bool, with_stress: bool, with_forces: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Energies (n_structures,), forces and virials of a batch (the calculator's code path)."""
-    return evaluate(
-        model,
-        batch.species,
-        batch.edge_vec,
-        batch.senders,
-        batch.receivers,
-        batch=batch.batch,
-        n_structures=batch.n_structures,
-        compute_forces=with_forces,
-        compute_virial=with_stress,
-        create_graph=create_graph,
-    )
+    """Energies (n_graphs,), forces and virials of a batch (the calculator's code path)."""
+    return evaluate(model, batch, compute_forces=with_forces, compute_virial=with_stress, create_graph=create_graph)
 
 
 class Trainer:
@@ -128,7 +118,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.on_step = on_step
-        self.with_stress = settings.loss.stress > 0 and any(c.stress is not None for c in self.train_set)
+        self.with_stress = settings.loss.stress > 0 and any(c.has_stress for c in self.train_set)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters (everything is frozen)")
@@ -214,7 +204,7 @@ class Trainer:
         batches = self._batches(self.train_set, shuffle_epoch=epoch)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.settings.epochs}", disable=not self.progress, leave=False)
         for step, configs in enumerate(bar):
-            batch = collate(configs, self.dtype, self.device)
+            batch = batch_of(configs, self.dtype, self.device)
             pred = predict(self.model, batch, create_graph=True, with_stress=self.with_stress)
             terms = loss_terms(pred, batch, self.settings.loss)
             self.optimizer.zero_grad(set_to_none=True)
@@ -243,7 +233,7 @@ class Trainer:
         """(batch, prediction) of the EMA weights (the ones that are saved) over ``configs``."""
         with self.ema.applied() if self.ema else contextlib.nullcontext():
             for chunk in self._batches(configs, shuffle_epoch=None):
-                batch = collate(chunk, self.dtype, self.device)
+                batch = batch_of(chunk, self.dtype, self.device)
                 yield batch, predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
 
     def validate(self, configs: Sequence[Configuration] | None = None) -> dict[str, float]:
@@ -258,14 +248,15 @@ class Trainer:
         (eV/A) and stress components (GPa), for parity plots."""
         out: dict[str, tuple[list, list]] = {"energy": ([], []), "forces": ([], []), "stress": ([], [])}
         for batch, pred in self._evaluated(configs):
-            out["energy"][0].append(batch.energy / batch.n_atoms)
-            out["energy"][1].append(pred["energy"] / batch.n_atoms)
-            out["forces"][0].append(batch.forces[batch.force_mask].reshape(-1))
-            out["forces"][1].append(pred["forces"][batch.force_mask].reshape(-1))
-            if pred["virial"] is not None and bool(batch.stress_mask.any()):
-                stress = predicted_stress(pred["virial"], batch.volume)
-                out["stress"][0].append(batch.stress[batch.stress_mask].reshape(-1) / GPa)
-                out["stress"][1].append(stress[batch.stress_mask].reshape(-1) / GPa)
+            labels = batch.labels
+            out["energy"][0].append(labels.energy / batch.counts)
+            out["energy"][1].append(pred["energy"] / batch.counts)
+            out["forces"][0].append(labels.forces[labels.force_mask].reshape(-1))
+            out["forces"][1].append(pred["forces"][labels.force_mask].reshape(-1))
+            if pred["virial"] is not None and bool(labels.stress_mask.any()):
+                stress = predicted_stress(pred["virial"], batch.volumes.to(labels.energy.dtype))
+                out["stress"][0].append(labels.stress[labels.stress_mask].reshape(-1) / GPa)
+                out["stress"][1].append(stress[labels.stress_mask].reshape(-1) / GPa)
         return {
             k: (torch.cat(r).double().cpu().numpy(), torch.cat(p).double().cpu().numpy())
             for k, (r, p) in out.items()

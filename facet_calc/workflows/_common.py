@@ -28,13 +28,15 @@ def as_atoms(structure: Any) -> Atoms:
     )
 
 
-def resolve_calculator(calculator: Calculator | None, dtype: str = "float32") -> Calculator:
-    """The given calculator, or a FacetCalculator with the default potential in ``dtype``."""
+def resolve_calculator(calculator: Calculator | None, job: str) -> Calculator:
+    """The given calculator, or a FacetCalculator with the default potential in the ``job``'s
+    default dtype (:data:`facet_calc.options.JOB_DTYPES`) on the default device."""
     if calculator is not None:
         return calculator
     from ..calculator import FacetCalculator
+    from ..options import job_dtype
 
-    return FacetCalculator(dtype=dtype, device="auto")
+    return FacetCalculator(dtype=job_dtype(job))
 
 
 def progress_bar(total: int, description: str, enabled: bool):

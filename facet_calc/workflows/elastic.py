@@ -54,7 +54,7 @@ def elastic_constants(
     atoms0 = as_atoms(structure)
     if atoms0.cell.rank != 3 or not atoms0.pbc.all():
         raise ValueError("elastic constants need a bulk crystal: a cell periodic in all three directions")
-    calc = resolve_calculator(calculator, dtype="float64")
+    calc = resolve_calculator(calculator, "elastic")
     strains = np.linspace(-max_strain, max_strain, n_strains + 1)
     strains = strains[np.abs(strains) > 1e-12]
     slopes = np.zeros((6, 6))

@@ -65,7 +65,7 @@ def eos(
     atoms = as_atoms(structure)
     if atoms.cell.rank != 3:
         raise ValueError("an equation of state needs a periodic cell with a volume")
-    calc = resolve_calculator(calculator)
+    calc = resolve_calculator(calculator, "eos")
     cell0 = atoms.cell.array.copy()
     scales = np.linspace(1 - max_strain, 1 + max_strain, n_points) ** (1.0 / 3.0)
     images = []

@@ -102,7 +102,7 @@ def run_md(
     atoms = as_atoms(structure)
     if len(atoms) < 2:
         raise ValueError(f"molecular dynamics needs at least 2 atoms, got {len(atoms)}; use a supercell")
-    atoms.calc = resolve_calculator(calculator)
+    atoms.calc = resolve_calculator(calculator, "md")
     rng = np.random.default_rng(seed)
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
     Stationary(atoms)

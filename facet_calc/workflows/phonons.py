@@ -109,7 +109,7 @@ def phonons(
     atoms = as_atoms(structure)
     if atoms.cell.rank != 3 or not atoms.pbc.all():
         raise ValueError("phonons need a crystal: a cell periodic in all three directions")
-    calc = resolve_calculator(calculator, dtype="float64")
+    calc = resolve_calculator(calculator, "phonons")
     atoms = primitive_cell(atoms)
     unit = PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell.array,
                         scaled_positions=atoms.get_scaled_positions())  # fmt: skip

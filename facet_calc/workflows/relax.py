@@ -75,7 +75,7 @@ def relax(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
     atoms = as_atoms(structure)
-    atoms.calc = resolve_calculator(calculator)
+    atoms.calc = resolve_calculator(calculator, "relax")
     target = FrechetCellFilter(atoms) if relax_cell else atoms
     opt = OPTIMIZERS[optimizer](target, trajectory=trajectory, logfile=None)
     bar = progress_bar(max_steps, "relax", progress)

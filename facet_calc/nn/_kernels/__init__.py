@@ -195,27 +195,52 @@ def load_spline_conv(cache_dir: Path | None) -> ctypes.CDLL | None:
     return library
 
 
+def kernels_enabled() -> bool:
+    """False when the environment sets ``FACET_CALC_KERNELS=0``; read at every call, so a
+    change takes effect at the next evaluation (nothing is frozen at the first one)."""
+    return os.environ.get("FACET_CALC_KERNELS", "1") != "0"
+
+
 @cache
 def spline_conv_library() -> ctypes.CDLL | None:
     """The compiled fused-convolution library, or ``None`` when it cannot be had here.
 
     Loaded only from a private cache directory (owned by this user, closed to others) and only
     when its sha256 matches the digest recorded when it was built; otherwise it is rebuilt (in a
-    private temporary directory when the cache is not private)."""
-    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
-        return None
+    private temporary directory when the cache is not private). Loaded once per process
+    (:func:`reset_kernels` forgets it)."""
     return load_spline_conv(_private_cache_dir())
 
 
 @cache
 def triton_backend():
-    """The Triton kernels for CUDA devices, or ``None`` without Triton (or with
-    ``FACET_CALC_KERNELS=0``)."""
-    if os.environ.get("FACET_CALC_KERNELS", "1") == "0":
-        return None
+    """The Triton kernels for CUDA devices, or ``None`` without Triton."""
     try:
         from .triton_spline_conv import TritonBackend
     except ImportError:
         logger.info("Triton is not installed: facet_calc uses its pure-torch convolution on the GPU")
         return None
     return TritonBackend()
+
+
+def kernel_launcher(device: torch.device):
+    """The fused-kernel launcher for ``device`` (CPU: compiled C++; CUDA: Triton), or ``None``
+    when none can serve it here or ``FACET_CALC_KERNELS=0`` (then the pure-torch path runs)."""
+    if not kernels_enabled():
+        return None
+    if device.type == "cpu":
+        library = spline_conv_library()
+        if library is None:
+            return None
+        from .cpu import CpuBackend
+
+        return CpuBackend(library)
+    if device.type == "cuda":
+        return triton_backend()
+    return None
+
+
+def reset_kernels() -> None:
+    """Forget the loaded kernels (tests that rebuild or switch them off call this)."""
+    spline_conv_library.cache_clear()
+    triton_backend.cache_clear()

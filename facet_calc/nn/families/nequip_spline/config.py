@@ -1,11 +1,12 @@
-"""A ``facet-spline-nequip`` model from a few hyperparameters, initialised to train from scratch.
+"""A ``facet-spline-nequip`` config from a few hyperparameters, and its initial parameters.
 
 :func:`nequip_spline_config` writes the full model config (every layer's irreps, tensor-product
-instructions, weight count and gate) that :class:`facet_calc.nn.model.FacetModel` reads, built
-the way NequIP and SevenNet build theirs; :func:`initialise_for_training` gives a freshly built
-model deterministic random parameters. Example::
+instructions, weight count and gate) that :class:`.model.NequipSplineModel` reads, built the way
+NequIP and SevenNet build theirs; :func:`initialise_parameters` gives a freshly built model
+deterministic random parameters. Example::
 
-    >>> from facet_calc.nn.registry import build_model
+    >>> from facet_calc.nn.contract import initialise_for_training
+    >>> from facet_calc.nn.families import build_model
     >>> config = nequip_spline_config([1, 8], channels=8, lmax=1, n_layers=2, avg_num_neighbors=12.0)
     >>> model = initialise_for_training(build_model(config), seed=0)
     >>> config["layers"][0]["irreps_tp_out"]
@@ -30,19 +31,15 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .interaction import ACTIVATIONS, convolution_paths
-from .radial import SplineRadial, fit_clamped_cubic_spline
+from ...blocks.activations import ACTIVATIONS
+from ...blocks.convolution import convolution_paths
+from ...blocks.radial import SplineRadial, random_radial_table
 
 ARCHITECTURE = "facet-spline-nequip"
 
 #: Activation of odd scalars (``parity=True``): it must be an odd function to keep the parity,
 #: and NequIP and SevenNet both use tanh.
 ODD_ACTIVATION = "tanh"
-
-#: Radial initialisation: this many spherical Bessel functions j0(n pi r / r_cut), as SevenNet's
-#: default radial basis has.
-N_RADIAL_BASIS = 8
-
 
 def _irreps_str(irreps: list[tuple[int, o3.Irrep]]) -> str:
     return str(o3.Irreps(irreps).simplify())
@@ -137,8 +134,8 @@ def nequip_spline_config(
         activation_gates: activation of the gate scalars. NequIP and SevenNet use ``"silu"``.
         name: stored as the config's ``name``.
 
-    Returns the config dict; ``facet_calc.nn.registry.build_model(config)`` builds the model
-    (parameters then need :func:`initialise_for_training` or loaded weights).
+    Returns the config dict; ``facet_calc.nn.families.build_model(config)`` builds the model
+    (parameters then need ``initialise_for_training`` or loaded weights).
     """
     numbers = list(atomic_numbers)
     if not numbers:
@@ -215,49 +212,8 @@ def nequip_spline_config(
     }
 
 
-def _polynomial_envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
-    """NequIP's cutoff polynomial of ``x = r / r_cut``: 1 at 0, and value, slope and curvature
-    zero at ``x = 1``."""
-    return 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
-
-
-def random_radial_table(
-    n_knots: int, n_out: int, r_max: float, generator: torch.Generator, breaks: Sequence[int] = ()
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Knot values and C2 spline slopes of a smooth random radial function, float64.
-
-    Each of the ``n_out`` columns is ``env(r / r_max) * sum_n a_n j0(n pi r / r_max)``
-    (``n = 1..N_RADIAL_BASIS``, ``a_n ~ N(0, 1)``, ``j0(x) = sin(x) / x``), scaled to unit RMS
-    over the knots, so that the tensor products start with the O(1) weights e3nn's path
-    normalisation assumes. ``env`` vanishes with its first two derivatives at the cutoff: the
-    table's last value and slope are exactly zero.
-
-    Returns ``values, slopes``, both ``(n_knots, n_out)``: the samples and the slopes of the C2
-    cubic spline through them, clamped with the function's exact slopes at the ends (and at
-    ``breaks``, knot indices where the table is only C1).
-    """
-    coefficients = torch.randn(N_RADIAL_BASIS, n_out, generator=generator, dtype=torch.float64)
-    k = torch.arange(1, N_RADIAL_BASIS + 1, dtype=torch.float64)
-
-    def radial(r: torch.Tensor) -> torch.Tensor:
-        x = r / r_max
-        basis = torch.sinc(k * x.unsqueeze(-1))  # sin(n pi x) / (n pi x); 1 at x = 0
-        return (basis @ coefficients) * _polynomial_envelope(x).unsqueeze(-1)
-
-    r = torch.linspace(0.0, r_max, n_knots, dtype=torch.float64)
-    with torch.no_grad():
-        values, slopes = torch.func.jvp(radial, (r,), (torch.ones_like(r),))
-    rms = values.square().mean(dim=0).sqrt()
-    values, slopes = values / rms, slopes / rms
-    values[-1] = 0.0  # exactly, not to round-off
-    slopes[-1] = 0.0
-    h = r_max / (n_knots - 1)
-    spline_slopes = fit_clamped_cubic_spline(values.numpy(), slopes.numpy(), h, breaks)
-    return values, torch.from_numpy(spline_slopes)
-
-
 @torch.no_grad()
-def initialise_for_training(model: nn.Module, seed: int) -> nn.Module:
+def initialise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """Give every parameter of a freshly built model a deterministic starting value; in place.
 
     * e3nn ``Linear`` weights: standard normal, as e3nn itself initialises them (e3nn's path
@@ -265,16 +221,12 @@ def initialise_for_training(model: nn.Module, seed: int) -> nn.Module:
     * spline radial tables: :func:`random_radial_table` (zero value and slope at the cutoff);
     * per-species ``scale`` 1 and ``shift`` 0.
 
-    The draws come, in module order, from one ``torch.Generator`` seeded with ``seed`` in
-    float64 on the CPU, so the same seed gives the same weights for any dtype and device
-    (rounded to the model's dtype). A parameter this function does not know raises
+    The draws come, in module order, from ``generator`` in float64 on the CPU, so the same
+    seed gives the same weights for any dtype and device (rounded to the model's dtype). A parameter this function does not know raises
     ``ValueError``, rather than being left at whatever value it had.
 
     Returns ``model``.
     """
-    generator = torch.Generator().manual_seed(int(seed))
-    if hasattr(model, "initialise_parameters"):  # a family that knows its own parameters
-        return model.initialise_parameters(generator)
     done: set[int] = set()
 
     def assign(param: nn.Parameter, value: torch.Tensor) -> None:
@@ -304,7 +256,7 @@ def initialise_for_training(model: nn.Module, seed: int) -> nn.Module:
     unknown = [pname for pname, param in model.named_parameters() if id(param) not in done]
     if unknown:
         raise ValueError(
-            f"initialise_for_training does not know how to initialise {unknown} of {type(model).__name__}; "
+            f"initialise_parameters does not know how to initialise {unknown} of {type(model).__name__}; "
             "it handles e3nn Linear weights, SplineRadial tables, scale and shift"
         )
     return model

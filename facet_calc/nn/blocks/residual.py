@@ -27,6 +27,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ..backend import KERNEL, Backend
 from .fast_linear import FastLinear
 
 
@@ -77,13 +78,12 @@ class ScaledResidual(nn.Module):
         else:
             self.adapter = o3.Linear(self.irreps_in, self.irreps_out, biases=False)
             self.fast_adapter = FastLinear(self.adapter)
-        self.use_fast = True
+        #: the reference (e3nn) or fast path; set by the layer's ``set_backend`` (``nn.backend``)
+        self.backend: Backend = KERNEL
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.adapter is None:
             skip = x
-        elif self.use_fast:
-            skip = self.fast_adapter(x, self.adapter.weight)
         else:
-            skip = self.adapter(x)
+            skip = self.backend.linear(self.adapter, self.fast_adapter, x)
         return skip + self.norm(y)

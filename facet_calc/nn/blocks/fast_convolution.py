@@ -24,14 +24,14 @@ path, repeated over m3) once at construction.
 
 from __future__ import annotations
 
-import ctypes
+import warnings
 
 import torch
 from e3nn import o3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._kernels import kernel_threads, spline_conv_library, triton_backend
+from .._kernels import kernel_launcher
 from .derived import DerivedCache
 from .radial import SplineRadial, spline_basis, spline_from_basis
 
@@ -66,7 +66,6 @@ class FastSplineConvolution(nn.Module):
         out_slices = self.irreps_out.slices()
 
         radial: SplineRadial = reference.radial
-        dtype = radial.values.dtype  # derived tables in the precision of the source tables
         self.blocks: list[dict] = []
         weight_columns: list[torch.Tensor] = []  # per block: (cols, mul) e3nn flat weight index
         out_index: list[torch.Tensor] = []  # per block: (cols, mul) e3nn output index
@@ -96,7 +95,8 @@ class FastSplineConvolution(nn.Module):
                 start_out = out_slices[ins.i_out].start
                 o_index[col : col + d3] = start_out + torch.arange(mul)[None, :] * d3 + torch.arange(d3)[:, None]
                 col += d3
-            self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1).to(dtype), False)
+            # float64 constants: module.to(dtype) rounds them once, to whatever dtype the model takes
+            self.register_buffer(f"coupling_{b}", coupling.reshape(irreps_sh.dim, cols * m1), False)
             self.register_buffer(f"path_of_col_{b}", path_of_col, persistent=False)
             self.register_buffer(f"out_map_{b}", o_index.reshape(-1).to(torch.int32), persistent=False)
             self.blocks.append(
@@ -148,14 +148,23 @@ class FastSplineConvolution(nn.Module):
         n_rows = x.shape[0] if n_rows is None else n_rows
         if edges is None:
             edges = EdgeContext(x.shape[0], senders, receivers, r)
-        kernel = kernel_backend(x.device) if use_kernel else None
-        if kernel is not None and edges.sorted_by_receiver:
-            if table.requires_grad and torch.is_grad_enabled():
-                raise RuntimeError(
-                    "the fused convolution kernel gives no gradients for the spline tables; "
-                    "train with model.set_backend('torch') (facet_calc.train does this)"
+        kernel = kernel_launcher(x.device) if use_kernel else None
+        if kernel is not None:
+            if not edges.sorted_by_receiver:
+                # the fused kernel walks receivers in order; the torch path gives the same numbers
+                warnings.warn(
+                    "edges are not sorted by receiver, so the fused convolution kernel cannot run and the "
+                    "slower pure-torch path does; build graphs with facet_calc.graph.build_graph (sorted)",
+                    UserWarning,
+                    stacklevel=3,
                 )
-            return self._fused(kernel, x, sh, edges, table, n_rows)
+            else:
+                if table.requires_grad and torch.is_grad_enabled():
+                    raise RuntimeError(
+                        "the fused convolution kernel gives no gradients for the spline tables; "
+                        "train with model.set_backend('torch') (facet_calc.train does this)"
+                    )
+                return self._fused(kernel, x, sh, edges, table, n_rows)
         outputs = self._tensor_ops(x, sh, edges, table, n_rows)
         return torch.cat(outputs, dim=1).index_select(1, self.to_e3nn) / self.denominator
 
@@ -224,17 +233,6 @@ class FastSplineConvolution(nn.Module):
         static = (backend, edges.index, rows, blocks, (n_rows, self.irreps_out.dim),
                   1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
         return _FusedConvolution.apply(beta, sh, x, static)
-
-
-def kernel_backend(device: torch.device):
-    """The fused-kernel launcher for ``device`` (CPU: compiled C++; CUDA: Triton), or None
-    when none can serve it here (then the pure-torch path runs)."""
-    if device.type == "cpu":
-        library = spline_conv_library()
-        return None if library is None else CpuBackend(library)
-    if device.type == "cuda":
-        return triton_backend()
-    return None
 
 
 class EdgeContext:
@@ -319,39 +317,6 @@ def _offsets(index: torch.Tensor, n_nodes: int) -> torch.Tensor:
     ptr = torch.zeros(n_nodes + 1, dtype=torch.int64, device=index.device)
     torch.cumsum(torch.bincount(index, minlength=n_nodes), 0, out=ptr[1:])
     return ptr
-
-
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
-
-
-class CpuBackend:
-    """Launches of the compiled C++ kernel (``_kernels/spline_conv.cpp``) through ctypes."""
-
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self.library = library
-
-    def forward_block(self, graph, a, xt, rows, beta, table, path_of_col, out_map, dims, out, scale):
-        mul, m1, cols, n_paths = dims
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
-        c_scale = ctypes.c_float(scale) if suffix == "f32" else ctypes.c_double(scale)
-        getattr(self.library, f"spline_conv_forward_{suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-            _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(a), _ptr(xt), _ptr(rows), _ptr(beta),
-            _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(out.shape[1]), _ptr(out_map), c_scale,
-            kernel_threads(),
-        )  # fmt: skip
-
-    def backward_block(self, graph, a, xt, rows, beta, table, path_of_col, dims, grad_block, grad_a, grad_xt,
-                       grad_beta):  # fmt: skip
-        mul, m1, cols, n_paths = dims
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[a.dtype]
-        getattr(self.library, f"spline_conv_backward_{suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths,
-            _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(a), _ptr(xt),
-            _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
-            _ptr(grad_a), _ptr(grad_xt), _ptr(grad_beta), kernel_threads(),
-        )  # fmt: skip
 
 
 class _FusedConvolution(torch.autograd.Function):

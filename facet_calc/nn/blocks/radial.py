@@ -79,7 +79,7 @@ class SplineRadial(nn.Module):
             eye = np.eye(self.n_intervals + 1)
             # slopes of the C2 spline through unit values with zero prescribed slopes: A[:, k]
             a = fit_clamped_cubic_spline(eye, np.zeros_like(eye), self.h, breaks)
-            self.register_buffer("c2_operator", torch.from_numpy(a).to(values.dtype), persistent=False)
+            self.register_buffer("c2_operator", torch.from_numpy(a), persistent=False)  # float64; .to(dtype) rounds
             fixed = np.zeros(self.n_intervals + 1, dtype=bool)
             fixed[[0, *breaks, self.n_intervals]] = True
             self.register_buffer("fixed_slope_knots", torch.from_numpy(fixed), persistent=False)
@@ -253,3 +253,49 @@ def fit_clamped_cubic_spline(
             d[i] -= c[i] * d[i + 1]
         slopes[a + 1 : b] = d
     return slopes
+
+
+#: Radial initialisation: this many spherical Bessel functions j0(n pi r / r_cut), as SevenNet's
+#: default radial basis has.
+N_RADIAL_BASIS = 8
+
+
+def _polynomial_envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
+    """NequIP's cutoff polynomial of ``x = r / r_cut``: 1 at 0, and value, slope and curvature
+    zero at ``x = 1``."""
+    return 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+
+
+def random_radial_table(
+    n_knots: int, n_out: int, r_max: float, generator: torch.Generator, breaks: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Knot values and C2 spline slopes of a smooth random radial function, float64.
+
+    Each of the ``n_out`` columns is ``env(r / r_max) * sum_n a_n j0(n pi r / r_max)``
+    (``n = 1..N_RADIAL_BASIS``, ``a_n ~ N(0, 1)``, ``j0(x) = sin(x) / x``), scaled to unit RMS
+    over the knots, so that the tensor products start with the O(1) weights e3nn's path
+    normalisation assumes. ``env`` vanishes with its first two derivatives at the cutoff: the
+    table's last value and slope are exactly zero.
+
+    Returns ``values, slopes``, both ``(n_knots, n_out)``: the samples and the slopes of the C2
+    cubic spline through them, clamped with the function's exact slopes at the ends (and at
+    ``breaks``, knot indices where the table is only C1).
+    """
+    coefficients = torch.randn(N_RADIAL_BASIS, n_out, generator=generator, dtype=torch.float64)
+    k = torch.arange(1, N_RADIAL_BASIS + 1, dtype=torch.float64)
+
+    def radial(r: torch.Tensor) -> torch.Tensor:
+        x = r / r_max
+        basis = torch.sinc(k * x.unsqueeze(-1))  # sin(n pi x) / (n pi x); 1 at x = 0
+        return (basis @ coefficients) * _polynomial_envelope(x).unsqueeze(-1)
+
+    r = torch.linspace(0.0, r_max, n_knots, dtype=torch.float64)
+    with torch.no_grad():
+        values, slopes = torch.func.jvp(radial, (r,), (torch.ones_like(r),))
+    rms = values.square().mean(dim=0).sqrt()
+    values, slopes = values / rms, slopes / rms
+    values[-1] = 0.0  # exactly, not to round-off
+    slopes[-1] = 0.0
+    h = r_max / (n_knots - 1)
+    spline_slopes = fit_clamped_cubic_spline(values.numpy(), slopes.numpy(), h, breaks)
+    return values, torch.from_numpy(spline_slopes)

@@ -17,10 +17,10 @@ so the spherical-grid mixer applies to them and the model is O(3)-equivariant (i
 The convolutions keep the tensor-product paths that reach these irreps; they are served by
 the same spline tables and fused kernels as the converted potentials (``nn.backend`` selects).
 
-:func:`facet_config` writes a full config from a few hyperparameters; :class:`FacetS2Model`
+:func:`facet_config` writes a full config from a few hyperparameters; :class:`FacetModel`
 builds from it. Example::
 
-    >>> from facet_calc.nn.registry import build_model
+    >>> from facet_calc.nn.families import build_model
     >>> config = facet_config([1, 8], hidden="8x0e+4x1o+2x2e", embedding=8, n_layers=2,
     ...                       mixer={"channels": 4, "grid_degree": 11},
     ...                       scalar_mlp=[8], avg_num_neighbors=10.0)
@@ -37,15 +37,14 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .backend import check_backend, effective_backend
-from .fast_convolution import EdgeContext, FastSplineConvolution
-from .fast_linear import FastLinear
-from .interaction import SplineConvolution, convolution_paths
-from .model import layered_energies
-from .radial import SplineRadial
-from .registry import register_architecture
-from .residual import ScaledResidual
-from .s2_mixing import S2Mixer
+from ...backend import KERNEL, Backend
+from ...blocks.convolution import SplineConvolution, convolution_paths
+from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
+from ...blocks.fast_linear import FastLinear
+from ...blocks.radial import SplineRadial, random_radial_table
+from ...blocks.residual import ScaledResidual
+from ...blocks.s2_mixing import S2Mixer
+from ...contract import EnergyModel
 
 ARCHITECTURE = "facet"
 
@@ -111,46 +110,35 @@ class FacetLayer(nn.Module):
                 "linear_out": FastLinear(self.linear_out),
             }
         )
-        self.backend = "kernel"
+        self.backend: Backend = KERNEL
 
-    def set_backend(self, name: str) -> None:
-        self.backend = name
-        fast = name != "e3nn"
+    def set_backend(self, backend: Backend) -> None:
+        self.backend = backend
         for module in (self.mixer, self.residual):
-            if hasattr(module, "use_fast"):
-                module.use_fast = fast
+            if hasattr(module, "backend"):  # the S2 mixer and the residual have fast twins
+                module.backend = backend
 
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        linear = getattr(self, name)
-        return linear(x) if self.backend == "e3nn" else self.fast[name](x, linear.weight)
+        return self.backend.linear(getattr(self, name), self.fast[name], x)
 
     def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None, n_out: int | None = None):
         n = x.shape[0] if n_out is None else n_out
         h = self._linear("linear_in", x)
-        if self.backend == "e3nn":
-            h = self.convolution(h, sh, r, senders, receivers, n_rows=n)
-        else:
-            h = self.fast["convolution"](
-                h, sh, r, senders, receivers, self.convolution.radial.table(),
-                use_kernel=self.backend == "kernel", edges=edges, n_rows=n,
-            )  # fmt: skip
+        h = self.backend.convolution(
+            self.convolution, self.fast["convolution"], h, sh, r, senders, receivers, edges=edges, n_rows=n
+        )
         m = self._linear("linear_out", h)
         return self.residual(x[:n], self.mixer(m))
 
 
-@register_architecture(ARCHITECTURE)
-class FacetS2Model(nn.Module):
-    """The Facet model (see module docstring) built from its config.
+class FacetModel(EnergyModel):
+    """The Facet architecture (see module docstring) built from its config; the
+    :class:`~facet_calc.nn.contract.EnergyModel` contract."""
 
-    ``forward(species, edge_vec, senders, receivers)`` -> per-atom energies ``(n_atoms,)`` eV,
-    the contract of every model family (``nn.model.evaluate`` gives forces and virials).
-    """
+    architecture = ARCHITECTURE
 
     def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__()
-        self.config = config
-        self.cutoff = float(config["cutoff"])
-        self.n_species = len(config["atomic_numbers"])
+        super().__init__(config)
         lmax = int(config["lmax"])
         self.irreps_sh = sphere_irreps([1] * (lmax + 1))
         self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
@@ -183,21 +171,6 @@ class FacetS2Model(nn.Module):
         self.scale = nn.Parameter(torch.ones(self.n_species))
         self.shift = nn.Parameter(torch.zeros(self.n_species))
 
-    def set_backend(self, name: str = "auto") -> FacetS2Model:
-        """``"auto"``, ``"kernel"``, ``"torch"`` or ``"e3nn"`` (the reference); see ``nn.backend``."""
-        name = check_backend(name)
-        for layer in self.layers:
-            layer.set_backend(name)
-        return self
-
-    @property
-    def backend(self) -> str:
-        return effective_backend(self.layers[0].backend, self.scale.device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.scale.dtype
-
     def embed(self, species: torch.Tensor) -> torch.Tensor:
         """Node features before the first layer, ``(n_atoms, embedding)``."""
         return self.embedding.index_select(0, species)
@@ -213,17 +186,17 @@ class FacetS2Model(nn.Module):
         """Widths of the node features entering each layer and leaving the last one."""
         return [self.embedding.shape[1]] + [layer.irreps_out.dim for layer in self.layers]
 
-    def forward(self, species, edge_vec, senders, receivers) -> torch.Tensor:
-        return layered_energies(self, species, edge_vec, senders, receivers)
+    @classmethod
+    def config_from_hyperparameters(cls, atomic_numbers, **hyperparameters) -> dict[str, Any]:
+        """:func:`facet_config`."""
+        return facet_config(atomic_numbers, **hyperparameters)
 
     @torch.no_grad()
-    def initialise_parameters(self, generator: torch.Generator) -> FacetS2Model:
+    def initialise(self, generator: torch.Generator) -> FacetModel:
         """Deterministic starting values from ``generator`` (float64 draws, rounded to the
         model's dtype): N(0, 1) for every weight (the forward passes scale by fan-in), random
         smooth radial tables, zero residual scales (every layer starts as the identity),
         per-species scale 1 and shift 0."""
-        from .hyperparameters import random_radial_table
-
         for name, param in self.named_parameters():
             if name.endswith("residual.norm.weight"):
                 value = torch.zeros(param.shape, dtype=torch.float64)

@@ -34,6 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ..backend import KERNEL, Backend
 from .fast_linear import FastLinear
 
 
@@ -125,10 +126,11 @@ class S2Mixer(nn.Module):
             for i in range(sl.start, sl.stop)
         ]
         self.register_buffer("scalar_index", torch.tensor(index, dtype=torch.long), persistent=False)
-        self.use_fast = True
+        #: the reference (e3nn) or fast path; set by the layer's ``set_backend`` (``nn.backend``)
+        self.backend: Backend = KERNEL
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fast(x) if self.use_fast else self._reference(x)
+        return self._reference(x) if self.backend.reference else self._fast(x)
 
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
         """Plain path: e3nn linears, coefficients rearranged to ``(N, H, K)``, dense grid maps."""
