@@ -70,8 +70,9 @@ energy = atoms.get_potential_energy(); forces = atoms.get_forces(); stress = ato
 seconds = time.perf_counter() - t0
 _, peak = rss()
 if n_edges is None:  # big crystals: the model's own graph, counted after the step
-    from facet_calc.graph import build_graph
-    n_edges = len(build_graph(atoms, 5.0).receivers)
+    from facet_calc.graph import Structure, neighbour_list
+
+    n_edges = len(neighbour_list(Structure.from_atoms(atoms), 5.0).receivers)
 print(json.dumps({"atoms": len(atoms), "edges": n_edges, "step_bytes": peak - before, "peak_bytes": peak,
                   "seconds": seconds, "energy_per_atom": energy / len(atoms),
                   "chunks": sum(len(p) for p in plans),

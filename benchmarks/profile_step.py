@@ -18,8 +18,8 @@ from speed import silicon
 from torch.profiler import ProfilerActivity, profile
 
 from facet_calc import FacetCalculator
-from facet_calc.graph import build_graph
-from facet_calc.nn.model import evaluate
+from facet_calc.graph import graph_from_atoms
+from facet_calc.nn import evaluate
 
 
 def main(argv=None) -> None:
@@ -35,39 +35,27 @@ def main(argv=None) -> None:
     atoms = silicon(args.atoms)
     sync = torch.cuda.synchronize if calc.device.type == "cuda" else (lambda: None)
 
-    def tensors(graph):
-        def t(a, d=potential.dtype):
-            return torch.as_tensor(a, dtype=d, device=calc.device)
-
-        species = calc.species_indices(atoms.numbers)
-        return (
-            t(species, torch.int64),
-            t(graph.edge_vectors),
-            t(graph.senders, torch.int64),
-            t(graph.receivers, torch.int64),
-        )
-
     timings = {"neighbour list": [], "to tensors": [], "model (forward + backward)": []}
     for _ in range(args.repeats + 1):
         start = time.perf_counter()
-        graph = build_graph(atoms, potential.cutoff)
+        graph = graph_from_atoms(atoms, potential.cutoff, potential.species)
         t1 = time.perf_counter()
-        inputs = tensors(graph)
+        inputs = graph.to(calc.device, potential.dtype)
         sync()
         t2 = time.perf_counter()
-        evaluate(potential.model, *inputs)
+        evaluate(potential.model, inputs)
         sync()
         t3 = time.perf_counter()
         for key, value in zip(timings, (t1 - start, t2 - t1, t3 - t2)):
             timings[key].append(value)
     total = sum(float(np.median(v[1:])) for v in timings.values())
-    print(f"# {len(atoms)} atoms, {len(graph.senders)} edges, {args.device}, {args.dtype}")
+    print(f"# {len(atoms)} atoms, {graph.n_edges} edges, {args.device}, {args.dtype}")
     for key, values in timings.items():
         ms = 1e3 * float(np.median(values[1:]))
         print(f"{key:>28}: {ms:8.1f} ms  ({100 * ms / (1e3 * total):4.1f} %)")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if calc.device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        evaluate(potential.model, *inputs)
+        evaluate(potential.model, inputs)
         sync()
     sort = "cuda_time_total" if calc.device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=40))

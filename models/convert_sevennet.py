@@ -25,7 +25,7 @@ from ase.data import chemical_symbols
 from facet_calc.calculator import FacetCalculator
 from facet_calc.convert.reference import SevenNetReference
 from facet_calc.convert.sevennet import convert_sevennet
-from facet_calc.nn.registry import build_model
+from facet_calc.nn import build_model
 from facet_calc.potential import Potential, load_parameters, save_potential
 from facet_calc.testing import compare_calculators, fidelity_structures
 

@@ -44,6 +44,11 @@ class EnergyModel(nn.Module, ABC):
     """
 
     architecture: ClassVar[str]
+    #: small hyperparameters for tests and examples (the conformance suite builds with them)
+    example_hyperparameters: ClassVar[dict[str, Any]]
+    #: largest relative rotation error of energy, forces and virial that the family allows
+    #: (exact families: round-off; a pointwise grid nonlinearity: the grid's quadrature error)
+    equivariance_tolerance: ClassVar[float] = 5e-14
     layers: nn.ModuleList
     spherical_harmonics: nn.Module
 

@@ -130,21 +130,17 @@ def size(potential) -> dict:
     from ase.build import bulk
     from torch.profiler import profile
 
-    from facet_calc.graph import build_graph
-    from facet_calc.nn.model import evaluate
+    from facet_calc.nn import evaluate
 
     model = potential.model
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(3)
     atoms.rattle(0.05, seed=0)
-    graph = build_graph(atoms, potential.cutoff)
-    species = torch.full((len(atoms),), potential.atomic_numbers.index(14))
-    args = (species, torch.as_tensor(graph.edge_vectors, dtype=model.dtype), torch.as_tensor(graph.senders),
-            torch.as_tensor(graph.receivers))  # fmt: skip
+    graph = potential.graph(atoms)
     backend = model.layers[0].backend
     model.set_backend("torch")
     try:
         with profile(with_flops=True) as prof:
-            evaluate(model, *args, compute_virial=False)
+            evaluate(model, graph, compute_virial=False)
     finally:
         model.set_backend(backend)
     flops = sum(event.flops or 0 for event in prof.key_averages())

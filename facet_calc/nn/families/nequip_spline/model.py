@@ -34,6 +34,7 @@ class NequipSplineModel(EnergyModel):
     """
 
     architecture = ARCHITECTURE
+    example_hyperparameters = {"channels": 8, "lmax": 2, "n_layers": 2, "cutoff": 4.0, "avg_num_neighbors": 10.0}
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
