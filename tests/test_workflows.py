@@ -1,12 +1,15 @@
 """Workflows against independent references: all-electron PBE data shipped with ASE, symmetry,
 conservation laws."""
 
+import warnings
+
 import numpy as np
 import pytest
-from ase.build import bulk
+from ase import Atoms, units
+from ase.build import bulk, fcc111
 from ase.collections import dcdft
 
-from facet_calc.workflows import elastic_constants, eos, phonons, relax, run_md
+from facet_calc.workflows import WorkflowWarning, elastic_constants, eos, phonons, relax, run_md
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +100,122 @@ def test_bad_workflow_input_is_explained(calc32):
 
     with pytest.raises(ValueError, match="needs a periodic cell"):
         eos(molecule("H2O"), calc32)
+
+
+def test_a_slab_periodic_in_3d_relaxes_positions_and_keeps_its_cell(calc32):
+    """A Cu(111) slab as read from a POSCAR (pbc on all three axes, 12 A of vacuum along c)."""
+    slab = fcc111("Cu", size=(2, 2, 3), a=3.61, vacuum=6.0, periodic=True)
+    slab.calc = calc32
+    # the surface stress is real: a cell relaxation would have shrunk the in-plane lattice
+    assert abs(slab.get_stress()[0] / units.GPa) > 0.5  # measured 2.0 GPa (float32)
+    with pytest.warns(WorkflowWarning, match=r"vacuum along cell vector\(s\) \[2\]"):
+        result = relax(slab, calc32, fmax=0.01, progress=False)
+    assert result.converged and not result.cell_relaxed
+    np.testing.assert_allclose(result.atoms.cell.array, slab.cell.array, atol=1e-12)
+    assert np.abs(result.atoms.positions - slab.positions).max() > 1e-3  # the surface layers moved
+    with warnings.catch_warnings():  # bulk Cu in a large cell: no vacuum, so the cell relaxes
+        warnings.simplefilter("error", WorkflowWarning)
+        crystal = relax(bulk("Cu", "fcc", a=3.7, cubic=True).repeat(2), calc32, progress=False)
+    assert crystal.cell_relaxed and crystal.atoms.get_volume() < 0.98 * 8 * 3.7**3
+
+
+@pytest.fixture(scope="module")
+def nacl_relaxed(potential64):
+    from facet_calc import FacetCalculator
+
+    start = bulk("NaCl", "rocksalt", a=5.75)  # strained the other way from the test's 5.64
+    return relax(start, FacetCalculator(potential64), fmax=1e-4, progress=False).atoms
+
+
+def test_unrelaxed_input_is_named_and_relax_first_relaxes_it(calc64, nacl_relaxed):
+    strained = bulk("NaCl", "rocksalt", a=5.64)  # -0.70 GPa for 7net-0 (relaxed: a = 5.687 A)
+    with pytest.warns(WorkflowWarning, match=r"not relaxed.*residual stress -0\.70 GPa"):
+        unrelaxed = elastic_constants(strained, calc64, progress=False)
+    with pytest.warns(WorkflowWarning, match="not relaxed"):
+        eos(strained, calc64, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WorkflowWarning)
+        first = elastic_constants(strained, calc64, progress=False, relax_first=True)
+        relaxed = elastic_constants(nacl_relaxed, calc64, progress=False)
+        eos(nacl_relaxed, calc64, progress=False)
+    # relax_first from a=5.64 lands where a relaxation from a=5.75 does (measured C11 49.1 GPa),
+    # and the unrelaxed cell's C11 is another (56.2 GPa)
+    assert first.c_gpa[0, 0] == pytest.approx(relaxed.c_gpa[0, 0], rel=0.01)
+    assert unrelaxed.c_gpa[0, 0] > 1.08 * relaxed.c_gpa[0, 0]
+
+
+def _deprecations_from_phonopy_ase_or_us(record):
+    """The DeprecationWarnings/FutureWarnings raised in phonopy, ASE or facet_calc (they point
+    at the deprecated call's caller, so at facet_calc when the workflow uses an old API)."""
+    places = ("phonopy", "/ase/", "facet_calc")
+    return [str(w.message) for w in record if issubclass(w.category, (DeprecationWarning, FutureWarning))
+            and any(p in w.filename for p in places)]  # fmt: skip
+
+
+def test_phonon_figure_labels_path_breaks_and_calls_nothing_deprecated(calc64, calc32, relaxed_si, tmp_path):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        result = phonons(relaxed_si, calc64, supercell=(2, 2, 2), mesh=(4, 4, 4), progress=False)
+        fig = result.plot(str(tmp_path / "si.png"))
+        run_md(bulk("Si", "diamond", a=5.43, cubic=True), calc32, steps=2, log_interval=1, progress=False)
+    assert _deprecations_from_phonopy_ase_or_us(record) == []
+    assert not [w for w in record if issubclass(w.category, WorkflowWarning)]  # Si is not polar
+    ax_band, ax_dos = fig.axes
+    labels = [t.get_text() for t in ax_band.get_xticklabels()]
+    assert "K|U" in labels and labels[0] == r"$\Gamma$"  # FCC path GXWKGLUWLK,UX
+    for line in ax_band.get_lines():  # nothing joins K to U: x advances within every line
+        x = line.get_xdata()
+        assert len(x) < 3 or np.all(np.diff(x) > 0)
+    assert "THz" in ax_dos.get_xlabel() and "THz" in ax_band.get_ylabel()
+    title = fig._suptitle.get_text()
+    assert all(part in title for part in ("Si", "7net-0-spline", "2x2x2 supercell", "float64", "no NAC"))
+    assert (tmp_path / "si.png").stat().st_size > 10_000
+
+
+def test_nac_gives_the_lo_mode_phonopy_gives(calc64, nacl_relaxed):
+    """Rock salt NaCl, Z* = +-1.1, eps_inf = 2.4: against phonopy driven directly (its own
+    primitive cell, forces one by one, its own unit factor) and the Born-Huang formula
+    omega_LO^2 = omega_TO^2 + 4 pi Z^2 e^2 / (eps V mu) at Gamma."""
+    from phonopy import Phonopy
+    from phonopy.interface.calculator import get_calculator_physical_units
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    born, eps = {"Na": 1.1, "Cl": -1.1}, 2.4
+    with pytest.warns(WorkflowWarning, match="LO-TO splitting is missing"):
+        plain = phonons(nacl_relaxed, calc64, mesh=(4, 4, 4), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WorkflowWarning)
+        nac = phonons(nacl_relaxed, calc64, mesh=(4, 4, 4), progress=False, born_charges=born, dielectric=eps)
+    assert nac.nac and "NAC" in nac.title and "no NAC" in plain.title
+
+    ref = Phonopy(PhonopyAtoms(symbols=["Na", "Cl"], cell=nacl_relaxed.cell.array,
+                               scaled_positions=nacl_relaxed.get_scaled_positions()),
+                  supercell_matrix=np.diag([2, 2, 2]))  # fmt: skip
+    ref.generate_displacements(distance=0.01)
+    forces = []
+    for sc in ref.supercells_with_displacements:
+        atoms = Atoms(sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions, pbc=True)
+        atoms.calc = calc64
+        forces.append(atoms.get_forces())
+    ref.forces = np.array(forces) - np.mean(forces, axis=1, keepdims=True)
+    ref.produce_force_constants()
+    ref.symmetrize_force_constants()
+    nac_factor = get_calculator_physical_units("vasp").nac_factor
+    ref.nac_params = {"born": np.array([1.1 * np.eye(3), -1.1 * np.eye(3)]), "dielectric": eps * np.eye(3),
+                      "factor": nac_factor}  # fmt: skip
+    q_cart = np.array([0.02, 0.0, 0.0])  # 1/A (no 2 pi), along x: near Gamma, not at it
+    ref.run_qpoints([nacl_relaxed.cell.array @ q_cart])
+    nac.phonopy.run_qpoints([nac.primitive.cell.array @ q_cart])
+    plain.phonopy.run_qpoints([plain.primitive.cell.array @ q_cart])
+    ours, theirs, without = (p.qpoints.frequencies[0] for p in (nac.phonopy, ref, plain.phonopy))
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)  # THz (measured 1e-6)
+    assert ours[-1] - without[-1] > 2.0  # LO 7.4 THz with the correction, 4.5 without (measured)
+
+    # Born-Huang at Gamma approached along G-X (the first band point, NAC direction from the path)
+    m_na, m_cl = nacl_relaxed.get_masses()
+    mu = m_na * m_cl / (m_na + m_cl)  # amu
+    gap = 4 * np.pi * 1.1**2 * (units.Hartree * units.Bohr) / (eps * nacl_relaxed.get_volume() * mu)  # eV/A^2/amu
+    to = plain.gamma_frequencies_thz.max()
+    lo = np.sqrt(to**2 + gap * units._e / units._amu * 1e20 / (2 * np.pi * 1e12) ** 2)  # THz
+    assert nac.band_frequencies_thz[0].max() == pytest.approx(lo, rel=1e-4)  # 7.3863 THz, measured 1e-5
+    assert nac.gamma_frequencies_thz.max() == pytest.approx(to, abs=1e-3)  # at Gamma itself: TO

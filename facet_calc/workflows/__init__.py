@@ -2,7 +2,9 @@
 
 Each accepts ASE ``Atoms`` or a pymatgen ``Structure``, leaves the input unmodified, shows a
 tqdm progress bar (``progress=False`` hides it) and returns a plain result object whose field
-names carry their units.
+names carry their units. An input that likely changes the answer (an unrelaxed crystal for
+elastic, eos or phonons; a slab whose cell would relax; a polar crystal without NAC) gives a
+:class:`WorkflowWarning`.
 
 >>> from ase.build import bulk
 >>> from facet_calc.workflows import eos
@@ -10,6 +12,7 @@ names carry their units.
 >>> result.b0_gpa  # doctest: +SKIP
 """
 
+from ._common import WorkflowWarning
 from .elastic import ElasticResult, elastic_constants
 from .eos import EOSResult, eos
 from .md import MDResult, run_md
@@ -27,4 +30,5 @@ __all__ = [
     "EOSResult",
     "elastic_constants",
     "ElasticResult",
+    "WorkflowWarning",
 ]

@@ -13,7 +13,7 @@ from ase import units
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
 
-from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, reference_state, resolve_calculator
 
 _VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
 
@@ -46,15 +46,18 @@ def elastic_constants(
     relax_internal: bool = True,
     fmax: float = 1e-4,
     progress: bool = True,
+    relax_first: bool = False,
 ) -> ElasticResult:
     """Apply ``n_strains`` strains in [-max_strain, max_strain] (zero excluded) along each Voigt
     component, relax the internal positions in the strained cell (``relax_internal``), and fit
-    stress against strain. Use a relaxed structure and, ideally, a float64 calculator (the
-    default when none is given)."""
+    stress against strain. The strains apply to the input as it is: a residual stress or
+    force above a small limit gives a ``WorkflowWarning``, and ``relax_first=True`` relaxes cell
+    and positions before. Use a float64 calculator (the default when none is given)."""
     atoms0 = as_atoms(structure)
     if atoms0.cell.rank != 3 or not atoms0.pbc.all():
         raise ValueError("elastic constants need a bulk crystal: a cell periodic in all three directions")
     calc = resolve_calculator(calculator, "elastic")
+    atoms0 = reference_state(atoms0, calc, "elastic_constants", relax_first)
     strains = np.linspace(-max_strain, max_strain, n_strains + 1)
     strains = strains[np.abs(strains) > 1e-12]
     slopes = np.zeros((6, 6))

@@ -13,7 +13,7 @@ from ase.eos import EquationOfState
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, calculate_many, progress_bar, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, reference_state, resolve_calculator
 
 
 @dataclass
@@ -58,14 +58,17 @@ def eos(
     n_points: int = 11,
     eos_name: str = "birchmurnaghan",
     progress: bool = True,
+    relax_first: bool = False,
 ) -> EOSResult:
     """Scale the cell isotropically over volumes ``(1 +- max_strain)`` times the input volume
-    (positions scaled with it), and fit ``eos_name``. Relax the structure first for a minimum
-    inside the range."""
+    (positions scaled with it), and fit ``eos_name``. The input should be relaxed (the minimum
+    then lies inside the range and the cell shape is the equilibrium one): a residual stress or
+    force gives a ``WorkflowWarning``, and ``relax_first=True`` relaxes cell and positions."""
     atoms = as_atoms(structure)
     if atoms.cell.rank != 3:
         raise ValueError("an equation of state needs a periodic cell with a volume")
     calc = resolve_calculator(calculator, "eos")
+    atoms = reference_state(atoms, calc, "eos", relax_first)
     cell0 = atoms.cell.array.copy()
     scales = np.linspace(1 - max_strain, 1 + max_strain, n_points) ** (1.0 / 3.0)
     images = []

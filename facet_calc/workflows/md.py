@@ -10,13 +10,22 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator
 from ase.md.langevin import Langevin
 from ase.md.nptberendsen import NPTBerendsen
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from ._common import as_atoms, progress_bar, resolve_calculator
+
+try:  # ASE >= 3.29; its MaxwellBoltzmannDistribution is deprecated there
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # older ASE (>= 3.23, the minimum)
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    def thermalize_momenta(atoms: Atoms, temperature_K: float, *, rng=None) -> None:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+
 
 ENSEMBLES = ("nve", "nvt", "npt")
 
@@ -104,7 +113,7 @@ def run_md(
         raise ValueError(f"molecular dynamics needs at least 2 atoms, got {len(atoms)}; use a supercell")
     atoms.calc = resolve_calculator(calculator, "md")
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    thermalize_momenta(atoms, temperature_k, rng=rng)
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)

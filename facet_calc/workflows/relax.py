@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from ase.optimize import BFGS, FIRE, LBFGS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, progress_bar, resolve_calculator
+from ._common import WorkflowWarning, as_atoms, cutoff_of, progress_bar, resolve_calculator, vacuum_directions
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 
@@ -31,6 +32,8 @@ class RelaxResult:
         n_steps: optimizer steps taken.
         converged: whether ``fmax`` was reached within ``max_steps``.
         energies_ev, max_forces_ev_per_a: (n_steps + 1,) energy and largest force per step.
+        cell_relaxed: whether the cell relaxed (False for a fixed cell, a structure that is not
+            periodic in 3D, and a slab or wire with vacuum along a cell vector).
     """
 
     atoms: Atoms
@@ -41,6 +44,7 @@ class RelaxResult:
     converged: bool
     energies_ev: np.ndarray | None = None
     max_forces_ev_per_a: np.ndarray | None = None
+    cell_relaxed: bool = False
 
     def plot(self, filename: str) -> Figure:
         """Energy and largest force against optimizer step, as PNG."""
@@ -71,11 +75,25 @@ def relax(
     progress: bool = True,
 ) -> RelaxResult:
     """Relax positions, and the cell when ``relax_cell``, until forces are below ``fmax`` (eV/A;
-    for the cell, the filter's generalised forces include stress times volume)."""
+    for the cell, the filter's generalised forces include stress times volume).
+
+    The cell relaxes only for a crystal: a structure not periodic in 3D, or one whose atoms
+    leave vacuum wider than the potential's cutoff along a cell vector (a slab or wire read from
+    POSCAR or CIF), relaxes positions only, with a :class:`WorkflowWarning` in the second case.
+    """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
     atoms = as_atoms(structure)
     atoms.calc = resolve_calculator(calculator, "relax")
+    if relax_cell and (atoms.cell.rank != 3 or not atoms.pbc.all()):
+        relax_cell = False  # no volume or no periodicity to relax against
+    elif relax_cell and (gaps := vacuum_directions(atoms, cutoff_of(atoms.calc))):
+        # a slab's in-plane lattice is the bulk's; relaxed, the surface stress would shrink it
+        # (3x3 Cu(111), 4 layers, fmax 0.05: 7.658 -> 7.558 A), and the vacuum would collapse
+        warnings.warn(f"relax: vacuum along cell vector(s) {gaps} (a gap wider than the cutoff, "
+                      f"{cutoff_of(atoms.calc):.1f} A): a slab or wire, so the positions relax and the "
+                      "cell stays as it is", WorkflowWarning, stacklevel=2)  # fmt: skip
+        relax_cell = False
     target = FrechetCellFilter(atoms) if relax_cell else atoms
     opt = OPTIMIZERS[optimizer](target, trajectory=trajectory, logfile=None)
     bar = progress_bar(max_steps, "relax", progress)
@@ -101,4 +119,5 @@ def relax(
         converged=converged,
         energies_ev=np.array([e for e, _ in history]),
         max_forces_ev_per_a=np.array([f for _, f in history]),
+        cell_relaxed=relax_cell,
     )
