@@ -239,9 +239,9 @@ def use_potential(
             continue
         if not (same_device(have, wanted[key]) if key == "device" else wanted[key] == have):
             raise ValueError(
-                f"this Potential is loaded with {key}={have}, not {wanted[key]}; a shared Potential is "
-                f"never converted. Load one with load_potential({potential.name!r}, {key}=...), or pass "
-                "the name instead"
+                f"this Potential is loaded with {key}={have}, not {wanted[key]}; facet_calc never converts a "
+                f"Potential it shares with others. Load one with load_potential({potential.name!r}, {key}=...), "
+                "or pass the name instead"
             )
     return potential
 

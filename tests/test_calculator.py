@@ -143,6 +143,8 @@ def test_settings_are_recorded_and_set_takes_effect(tmp_path):
         "dtype": "float32",
         "head": None,
         "dispersion": None,
+        "memory_check": True,
+        "max_region_atoms": None,
         "arch": "7net-0-spline",  # janus-core keys its results by it
     }
     atoms = bulk("Si", "diamond", a=5.43)
