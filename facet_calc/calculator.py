@@ -14,8 +14,15 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .chunking import MemoryPlan, evaluate_in_chunks
 from .dispersion import D3Dispersion, dispersion_options
-from .graph import DEFAULT_MAX_EDGES, AtomicGraph, Structure, build_graph, check_neighbour_count, collate
-from .graph import group_by_edge_budget
+from .graph import (
+    DEFAULT_MAX_EDGES,
+    AtomicGraph,
+    Structure,
+    build_graph,
+    check_neighbour_count,
+    collate,
+    group_by_edge_budget,
+)
 from .nn.forward import evaluate
 from .options import resolve_device, resolve_dtype, same_device
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential, use_potential
@@ -288,9 +295,7 @@ class FacetCalculator(Calculator):
                 compute_forces=need_gradients, compute_virial=need_gradients and has_cell[0],
             )  # fmt: skip
         else:
-            out = evaluate(
-                model, graph, compute_forces=need_gradients, compute_virial=need_gradients and any(has_cell)
-            )
+            out = evaluate(model, graph, compute_forces=need_gradients, compute_virial=need_gradients and any(has_cell))
         energy = out["energy"].double().cpu().numpy()
         energies = out["energies"].double().cpu().numpy()
         forces = None if out["forces"] is None else out["forces"].double().cpu().numpy()

@@ -187,8 +187,8 @@ def load_potential(
     """Load a potential by name (see :func:`list_potentials`) or folder path.
 
     ``dtype`` and ``device`` as :mod:`facet_calc.options` resolves them (default float32 and
-    ``"auto"``: CUDA when available). ``head`` picks the fidelity of a multi-fidelity potential (case-insensitive; default: its
-    ``default_head``); for any other potential it must be None.
+    ``"auto"``: CUDA when available). ``head`` picks the fidelity of a multi-fidelity potential
+    (case-insensitive; default: its ``default_head``); for any other potential it must be None.
 
     A name (a string without a path separator) means a shipped potential, never a folder of
     that name in the working directory; pass ``Path(...)`` or ``"./name"`` for a folder. Every

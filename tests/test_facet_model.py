@@ -21,8 +21,8 @@ from facet_calc.graph import graph_from_atoms
 from facet_calc.nn import build_model, evaluate, initialise_for_training
 from facet_calc.nn.blocks.s2_mixing import S2Mixer, SphericalGrid, equivariance_error
 from facet_calc.nn.families.facet import FacetModel, facet_config
-from facet_calc.species import SpeciesTable
 from facet_calc.potential import Potential
+from facet_calc.species import SpeciesTable
 from facet_calc.testing import (
     TOL_FINITE_DIFFERENCE,
     _triclinic,

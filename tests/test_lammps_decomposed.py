@@ -151,9 +151,9 @@ def _whole_system(model, atoms) -> dict:
 def small_model(request, tmp_path_factory):
     """A small model of each family (the domain driver relies only on the layer-wise contract)."""
     if request.param == "facet":
+        from facet_calc.nn import build_model
         from facet_calc.nn.families.facet import facet_config
         from facet_calc.nn.families.nequip_spline import initialise_for_training
-        from facet_calc.nn import build_model
 
         config = facet_config([8, 14], hidden="8x0e+4x1o+2x2e", embedding=8, mixer={"channels": 4}, cutoff=3.5)
         model = initialise_for_training(build_model(config), seed=0)

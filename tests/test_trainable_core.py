@@ -10,8 +10,8 @@ from ase.build import bulk, molecule
 
 from facet_calc import FacetCalculator, load_potential
 from facet_calc.graph import collate
-from facet_calc.nn._kernels import spline_conv_library
 from facet_calc.nn import build_model, evaluate
+from facet_calc.nn._kernels import spline_conv_library
 
 HAS_KERNEL = spline_conv_library() is not None
 

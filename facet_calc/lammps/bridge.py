@@ -19,8 +19,9 @@ import ctypes
 
 import numpy as np
 import torch
-from ..potential import load_potential
+
 from ..nn.forward import edge_forces_and_virial
+from ..potential import load_potential
 from .decomposed import evaluate_domain
 
 _EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int)

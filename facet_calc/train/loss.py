@@ -82,6 +82,7 @@ class Metrics:
         self.loss_sum, self.loss_count = 0.0, 0
 
     def update(self, pred: dict[str, torch.Tensor], batch: AtomicGraph, loss: float) -> None:
+        labels = batch.labels
         de = ((pred["energy"] - labels.energy) / batch.counts * 1e3).detach()
         self._add("energy", de)
         df = (pred["forces"] - labels.forces)[labels.force_mask].detach() * 1e3

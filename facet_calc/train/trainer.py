@@ -23,9 +23,9 @@ import torch
 from ase.units import GPa
 from tqdm.auto import tqdm
 
+from ..graph import AtomicGraph
 from ..nn.forward import evaluate
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from ..graph import AtomicGraph
 from .data import Configuration, batch_of
 from .ema import ExponentialMovingAverage
 from .loss import LossWeights, Metrics, loss_terms, predicted_stress

@@ -128,3 +128,10 @@ def reference_state(atoms: Atoms, calculator: Calculator, job: str, relax_first:
             stacklevel=3,
         )
     return atoms
+
+
+def save_figure(fig, filename, dpi: int = 120):
+    """Lay out ``fig``, write it to ``filename`` and return it."""
+    fig.tight_layout()
+    fig.savefig(filename, dpi=dpi)
+    return fig

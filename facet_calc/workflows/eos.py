@@ -13,7 +13,7 @@ from ase.eos import EquationOfState
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, calculate_many, progress_bar, reference_state, resolve_calculator
+from ._common import as_atoms, calculate_many, progress_bar, reference_state, resolve_calculator, save_figure
 
 
 @dataclass
@@ -46,9 +46,7 @@ class EOSResult:
         ax = fig.subplots()
         fit.plot(ax=ax, show=False)
         ax.set_title(f"V0 = {self.v0_a3:.3f} A^3, B0 = {self.b0_gpa:.1f} GPa")
-        fig.tight_layout()
-        fig.savefig(filename, dpi=120)
-        return fig
+        return save_figure(fig, filename)
 
 
 def eos(

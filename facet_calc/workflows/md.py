@@ -16,7 +16,7 @@ from ase.md.verlet import VelocityVerlet
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import as_atoms, progress_bar, resolve_calculator
+from ._common import as_atoms, progress_bar, resolve_calculator, save_figure
 
 try:  # ASE >= 3.29; its MaxwellBoltzmannDistribution is deprecated there
     from ase.md.velocitydistribution import thermalize_momenta
@@ -68,9 +68,7 @@ class MDResult:
         ax_t.plot(self.time_fs, self.temperature_k, color="C3")
         ax_t.set_ylabel("temperature (K)")
         ax_t.set_xlabel("time (fs)")
-        fig.tight_layout()
-        fig.savefig(filename, dpi=120)
-        return fig
+        return save_figure(fig, filename)
 
     def energy_drift_ev_per_atom(self) -> float:
         """Total-energy change over the run per atom (eV), from a linear fit (NVE check)."""

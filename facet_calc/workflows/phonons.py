@@ -15,7 +15,15 @@ from ase.calculators.calculator import Calculator
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import WorkflowWarning, as_atoms, calculate_many, progress_bar, reference_state, resolve_calculator
+from ._common import (
+    WorkflowWarning,
+    as_atoms,
+    calculate_many,
+    progress_bar,
+    reference_state,
+    resolve_calculator,
+    save_figure,
+)
 
 
 @dataclass
@@ -102,9 +110,7 @@ class PhononResult:
         top = max(self.band_frequencies_thz.max(), self.dos_frequencies_thz.max())
         ax_band.set_ylim(min(0.0, self.min_frequency_thz) - 0.02 * top, 1.03 * top)
         fig.suptitle(self.title)
-        fig.tight_layout()
-        fig.savefig(filename, dpi=150)
-        return fig
+        return save_figure(fig, filename, dpi=150)
 
 
 def _tex_label(label: str) -> str:

@@ -15,7 +15,15 @@ from ase.optimize import BFGS, FIRE, LBFGS
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ._common import WorkflowWarning, as_atoms, cutoff_of, progress_bar, resolve_calculator, vacuum_directions
+from ._common import (
+    WorkflowWarning,
+    as_atoms,
+    cutoff_of,
+    progress_bar,
+    resolve_calculator,
+    save_figure,
+    vacuum_directions,
+)
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
 
@@ -59,9 +67,7 @@ class RelaxResult:
         ax_f.semilogy(steps, self.max_forces_ev_per_a)
         ax_f.set_ylabel("largest force (eV/A)")
         ax_f.set_xlabel("optimizer step")
-        fig.tight_layout()
-        fig.savefig(filename, dpi=120)
-        return fig
+        return save_figure(fig, filename)
 
 
 def relax(

@@ -24,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase.data import chemical_symbols
 from ase.io import read
 from ase.units import GPa

@@ -24,6 +24,8 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("spline_conv.cpp")

@@ -72,15 +72,8 @@ class SplineConvolution(nn.Module):
         self.denominator = float(denominator)
         self.irreps_out = self.tp.irreps_out
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sh: torch.Tensor,
-        r: torch.Tensor,
-        senders: torch.Tensor,
-        receivers: torch.Tensor,
-        n_rows: int | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, senders: torch.Tensor,
+                receivers: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:  # fmt: skip
         """``n_rows``: rows of the output (default: all of ``x``'s; receivers must be below)."""
         weights = self.radial(r)
         messages = self.tp(x[senders], sh, weights)

@@ -127,18 +127,9 @@ class FastSplineConvolution(nn.Module):
         to_e3nn[fast_index] = torch.arange(fast_index.numel())
         self.register_buffer("to_e3nn", to_e3nn, persistent=False)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        sh: torch.Tensor,
-        r: torch.Tensor,
-        senders: torch.Tensor,
-        receivers: torch.Tensor,
-        table: torch.Tensor,
-        use_kernel: bool = True,
-        edges: EdgeContext | None = None,
-        n_rows: int | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, senders: torch.Tensor,
+                receivers: torch.Tensor, table: torch.Tensor, use_kernel: bool = True,
+                edges: EdgeContext | None = None, n_rows: int | None = None) -> torch.Tensor:  # fmt: skip
         """``table``: the radial's ``(2 * n_knots, n_out)`` table (``SplineRadial.table()``).
         ``use_kernel``: run the fused kernel when one serves ``x.device`` (see ``nn.backend``);
         it needs edges sorted by receiver, gives no gradient for ``table`` and is differentiable

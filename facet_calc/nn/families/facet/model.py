@@ -37,13 +37,13 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from ...backend import KERNEL, Backend
 from ...blocks.convolution import SplineConvolution, convolution_paths
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial, random_radial_table
 from ...blocks.residual import ScaledResidual
 from ...blocks.s2_mixing import S2Mixer
+from ...blocks.twins import TwinnedLayer
 from ...contract import EnergyModel
 
 ARCHITECTURE = "facet"
@@ -70,7 +70,7 @@ class ScalarMLP(nn.Module):
         return x
 
 
-class FacetLayer(nn.Module):
+class FacetLayer(TwinnedLayer):
     """One Facet layer: spline convolution, then the spherical-grid mixer (or, for a scalar
     layer, an MLP), then the scaled residual. ``forward(x, sh, r, senders, receivers, edges)``
     as :class:`~facet_calc.nn.interaction.InteractionBlock`, ``n_out`` too."""
@@ -103,30 +103,15 @@ class FacetLayer(nn.Module):
                 raise ValueError("a layer without a mixer must output scalars only")
             self.mixer = ScalarMLP([irreps_out.dim, *(scalar_mlp or []), irreps_out.dim])
         self.residual = ScaledResidual(irreps_in, irreps_out, normalise=residual_norm == "layer")
-        self.fast = nn.ModuleDict(
-            {
-                "convolution": FastSplineConvolution(self.convolution),
-                "linear_in": FastLinear(self.linear_in),
-                "linear_out": FastLinear(self.linear_out),
-            }
-        )
-        self.backend: Backend = KERNEL
-
-    def set_backend(self, backend: Backend) -> None:
-        self.backend = backend
-        for module in (self.mixer, self.residual):
-            if hasattr(module, "backend"):  # the S2 mixer and the residual have fast twins
-                module.backend = backend
-
-    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.backend.linear(getattr(self, name), self.fast[name], x)
+        self._set_twins(
+            convolution=FastSplineConvolution(self.convolution), linear_in=FastLinear(self.linear_in),
+            linear_out=FastLinear(self.linear_out),
+        )  # fmt: skip
 
     def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None, n_out: int | None = None):
         n = x.shape[0] if n_out is None else n_out
         h = self._linear("linear_in", x)
-        h = self.backend.convolution(
-            self.convolution, self.fast["convolution"], h, sh, r, senders, receivers, edges=edges, n_rows=n
-        )
+        h = self._convolve(h, sh, r, senders, receivers, edges, n)
         m = self._linear("linear_out", h)
         return self.residual(x[:n], self.mixer(m))
 
@@ -136,8 +121,15 @@ class FacetModel(EnergyModel):
     :class:`~facet_calc.nn.contract.EnergyModel` contract."""
 
     architecture = ARCHITECTURE
-    example_hyperparameters = {"hidden": "8x0e+4x1o+2x2e", "embedding": 8, "n_layers": 2, "scalar_mlp": [8],
-                               "mixer": {"channels": 4, "grid_degree": 17}, "cutoff": 4.0, "avg_num_neighbors": 10.0}
+    example_hyperparameters = {
+        "hidden": "8x0e+4x1o+2x2e",
+        "embedding": 8,
+        "n_layers": 2,
+        "scalar_mlp": [8],
+        "mixer": {"channels": 4, "grid_degree": 17},
+        "cutoff": 4.0,
+        "avg_num_neighbors": 10.0,
+    }
     #: the S2 mixer's pointwise MLP on a finite grid is equivariant only to the grid's accuracy:
     #: measured on the example model (random weights, grid degree 17) up to 1.4e-4 in forces
     equivariance_tolerance = 2e-3

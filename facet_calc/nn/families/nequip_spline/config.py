@@ -41,6 +41,7 @@ ARCHITECTURE = "facet-spline-nequip"
 #: and NequIP and SevenNet both use tanh.
 ODD_ACTIVATION = "tanh"
 
+
 def _irreps_str(irreps: list[tuple[int, o3.Irrep]]) -> str:
     return str(o3.Irreps(irreps).simplify())
 
@@ -222,7 +223,8 @@ def initialise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Mo
     * per-species ``scale`` 1 and ``shift`` 0.
 
     The draws come, in module order, from ``generator`` in float64 on the CPU, so the same
-    seed gives the same weights for any dtype and device (rounded to the model's dtype). A parameter this function does not know raises
+    seed gives the same weights for any dtype and device (rounded to the model's dtype). A
+    parameter this function does not know raises
     ``ValueError``, rather than being left at whatever value it had.
 
     Returns ``model``.

@@ -21,16 +21,16 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from ...backend import KERNEL, Backend
 from ...blocks.activations import activation
 from ...blocks.convolution import SplineConvolution
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_gate import FastGate
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
+from ...blocks.twins import TwinnedLayer
 
 
-class InteractionBlock(nn.Module):
+class InteractionBlock(TwinnedLayer):
     """Self-connection, linear, spline convolution, linear, gate (see module docstring).
 
     ``spec`` is the layer's entry of the potential config (see ``facet_calc.potential``).
@@ -70,34 +70,13 @@ class InteractionBlock(nn.Module):
         self.head = 0
         # The specialised implementations of the same maps: index tables and Clebsch-Gordan
         # constants only (not saved); they read the parameters above at every call.
-        self.fast = nn.ModuleDict(
-            {
-                "convolution": FastSplineConvolution(self.convolution),
-                "self_connection": FastLinear(self.self_connection),
-                "linear_in": FastLinear(self.linear_in),
-                "linear_out": FastLinear(self.linear_out),
-                "gate": FastGate(self.gate),
-            }
-        )
-        #: which implementation runs (``nn.backend``); set through the model's ``set_backend``
-        self.backend: Backend = KERNEL
+        self._set_twins(
+            convolution=FastSplineConvolution(self.convolution), self_connection=FastLinear(self.self_connection),
+            linear_in=FastLinear(self.linear_in), linear_out=FastLinear(self.linear_out), gate=FastGate(self.gate),
+        )  # fmt: skip
 
-    def set_backend(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return self.backend.linear(getattr(self, name), self.fast[name], x)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        sh: torch.Tensor,
-        r: torch.Tensor,
-        senders: torch.Tensor,
-        receivers: torch.Tensor,
-        edges: EdgeContext | None = None,
-        n_out: int | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, senders: torch.Tensor,
+                receivers: torch.Tensor, edges: EdgeContext | None = None, n_out: int | None = None):  # fmt: skip
         """``edges``: per-edge work shared by the layers of one evaluation (the fast paths use
         it; the e3nn reference computes everything itself). ``n_out``: compute the first
         ``n_out`` rows only (all receivers must be below it; the other rows only send, like a
@@ -107,9 +86,7 @@ class InteractionBlock(nn.Module):
         h = self._linear("linear_in", x)
         if self.head_bias_in is not None:
             h = h + self.head_bias_in[self.head]
-        h = self.backend.convolution(
-            self.convolution, self.fast["convolution"], h, sh, r, senders, receivers, edges=edges, n_rows=n
-        )
+        h = self._convolve(h, sh, r, senders, receivers, edges, n)
         h = self._linear("linear_out", h) + sc
         if self.head_bias_out is not None:
             h = h + self.head_bias_out[self.head]
