@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -93,6 +94,7 @@ class FacetCalculator(Calculator):
         self.potential: Potential | None = None
         self.dispersion: D3Dispersion | None = None
         self.memory_plan: MemoryPlan | None = None
+        self._lock = threading.RLock()
         self._shared = isinstance(potential, Potential)
         self._arch_given = False
         settings = {"potential": potential, "device": device, "dtype": dtype, "head": head, "dispersion": dispersion,
@@ -184,8 +186,16 @@ class FacetCalculator(Calculator):
         if properties is None:
             properties = self.implemented_properties
         Calculator.calculate(self, atoms, properties, system_changes)
-        graph, region = self._prepare(self.atoms, properties)
-        self.results = self._evaluate([(self.atoms, graph)], need_gradients=True, max_region_atoms=region)[0]
+        atoms = self.atoms  # read once: the graph and the volume come from the same structure
+        graph, region = self._prepare(atoms, properties)
+        self.results = self._evaluate([(atoms, graph)], need_gradients=True, max_region_atoms=region)[0]
+
+    def get_property(self, name: str, atoms: Atoms | None = None, allow_calculation: bool = True):
+        """ASE's ``get_property``, one thread at a time: a calculator shared between threads
+        serialises their calls, so each gets the results of its own structure (for parallel
+        speed, give each thread its own calculator sharing one loaded ``Potential``)."""
+        with self._lock:
+            return super().get_property(name, atoms, allow_calculation)
 
     def calculate_many(
         self,

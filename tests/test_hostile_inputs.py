@@ -300,3 +300,63 @@ def count_hostile_inputs() -> int:
 
 if __name__ == "__main__":
     print(f"{count_hostile_inputs()} hostile inputs refused; {len(WARN)} close-pair inputs warned")
+
+
+def test_one_calculator_shared_by_threads_gives_each_its_own_results(calc32):
+    """Four threads asking one calculator for stresses of differently strained cells each get
+    the stress of their own cell (it used to mix another thread's volume in)."""
+    import threading
+
+    cells = []
+    for k in range(8):
+        atoms = bulk("Si", "diamond", a=5.2 + 0.05 * k, cubic=True)
+        atoms.rattle(0.02, seed=k)
+        cells.append(atoms)
+    serial = []
+    for atoms in cells:
+        a = atoms.copy()
+        a.calc = calc32
+        serial.append(a.get_stress())
+    got: dict[int, list] = {}
+
+    def work(offset):
+        for rep in range(3):
+            for k in range(offset, len(cells), 4):
+                a = cells[k].copy()
+                a.calc = calc32
+                got.setdefault(k, []).append(a.get_stress())
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for k, stresses in got.items():
+        for stress in stresses:
+            np.testing.assert_array_equal(stress, serial[k])
+    assert sum(len(v) for v in got.values()) == 3 * len(cells)
+
+
+def test_coincident_atoms_are_refused_by_every_engine(potential32):
+    """The overlap check lives in the one graph builder, so torch-sim and the trainer refuse
+    Si2 at 0.1 A as the calculator does (torch-sim returned -7.6e7 eV before)."""
+    from ase import Atoms
+
+    from facet_calc.train.data import DataError, read_configurations
+
+    dimer = Atoms("Si2", positions=[[0, 0, 0], [0.1, 0, 0]], cell=[8, 8, 8], pbc=True)
+    with pytest.raises(ValueError, match="coincident or overlapping"):
+        FacetCalculator(potential32).get_potential_energy(dimer)
+    labelled = dimer.copy()
+    labelled.info["REF_energy"] = -5.0
+    from facet_calc.train.data import LabelKeys
+
+    with pytest.raises(DataError, match=r"structures\[0\].*coincident"):
+        read_configurations([labelled], potential32.atomic_numbers, potential32.cutoff, LabelKeys(energy="REF_energy"))
+    torch_sim = pytest.importorskip("torch_sim")
+    from facet_calc.torchsim import FacetTorchSimModel
+
+    model = FacetTorchSimModel(potential32)
+    state = torch_sim.io.atoms_to_state([dimer], model.device, model.dtype)
+    with pytest.raises(ValueError, match="system 0: .*coincident"):
+        model(state)
