@@ -33,7 +33,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         '(or pip install torch-sim-atomistic "torch==<your torch version>")'
     ) from err
 
-from .graph import Structure, build_graph, collate
+from .graph import DEFAULT_MAX_EDGES, Structure, build_graph, collate, group_by_edge_budget
 from .nn.forward import evaluate
 from .potential import DEFAULT_POTENTIAL, Potential, use_potential
 
@@ -49,6 +49,7 @@ class FacetTorchSimModel(ModelInterface):
             ``torch.device``.
         dtype: ``torch.float32`` (the default; MD, relaxations) or ``torch.float64``.
         compute_forces, compute_stress: which gradients ``forward`` returns.
+        max_edges: edge budget of one model call; a state with more is evaluated in batches.
 
     ``forward(state)`` returns ``energy (n_systems,)`` eV, ``forces (n_atoms, 3)`` eV/A and
     ``stress (n_systems, 3, 3)`` eV/A^3 with ASE's sign (tensile positive), detached, in the
@@ -63,6 +64,7 @@ class FacetTorchSimModel(ModelInterface):
         dtype: torch.dtype | str | None = None,
         compute_forces: bool = True,
         compute_stress: bool = True,
+        max_edges: int = DEFAULT_MAX_EDGES,
     ) -> None:
         super().__init__()
         potential = use_potential(potential, dtype=dtype, device=device)
@@ -73,6 +75,7 @@ class FacetTorchSimModel(ModelInterface):
         self._compute_forces = bool(compute_forces)
         self._compute_stress = bool(compute_stress)
         self._memory_scales_with = "n_atoms_x_density"
+        self.max_edges = int(max_edges)
 
     @ModelInterface.compute_stress.setter
     def compute_stress(self, value: bool) -> None:
@@ -84,7 +87,7 @@ class FacetTorchSimModel(ModelInterface):
 
     def forward(self, state, **kwargs) -> dict[str, torch.Tensor]:
         """Energies, forces and stresses of every system of ``state`` (a ``SimState`` or a dict
-        of its fields), in one model call."""
+        of its fields), in model calls of at most ``max_edges`` edges."""
         if isinstance(state, dict):
             from torch_sim.state import SimState
 
@@ -107,14 +110,21 @@ class FacetTorchSimModel(ModelInterface):
                 graphs.append(build_graph(structure, potential.cutoff, potential.species))
             except ValueError as err:
                 raise ValueError(f"system {k}: {err}") from err
-        graph = collate(graphs).to(self._device, self._dtype)
+        if not graphs:
+            raise ValueError("the state holds no systems")
         need_gradients = self._compute_forces or self._compute_stress
-        out = evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress)
+        # systems in batches of a bounded edge count (as the calculator's calculate_many), so
+        # memory stays bounded however many systems a state holds
+        parts = []
+        for group in group_by_edge_budget([g.n_edges for g in graphs], self.max_edges):
+            graph = collate([graphs[k] for k in group]).to(self._device, self._dtype)
+            parts.append(evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress))
+        out = {key: None if parts[0][key] is None else torch.cat([p[key] for p in parts]) for key in parts[0]}
         results = {"energy": out["energy"].to(self._dtype)}
         if self._compute_forces:
             results["forces"] = out["forces"].to(self._dtype)
         if self._compute_stress:
-            volume = graph.volumes.to(self._dtype)
+            volume = torch.as_tensor(np.abs(np.linalg.det(cells)), dtype=self._dtype, device=self._device)
             has_volume = torch.as_tensor(cells.any(axis=2).all(axis=1), device=self._device)  # ASE's cell.rank == 3
             volume = torch.where(has_volume, volume, torch.full_like(volume, float("nan")))
             results["stress"] = out["virial"].to(self._dtype) / volume[:, None, None]

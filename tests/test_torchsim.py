@@ -61,6 +61,18 @@ def test_matches_the_ase_calculator_structure_by_structure(model64, potential64)
         start += n
 
 
+def test_an_edge_budget_splits_a_state_into_batches_with_the_same_numbers(model64, potential64):
+    """A state with more edges than ``max_edges`` is evaluated in several model calls (memory
+    bounded as in calculate_many); the results equal one call's."""
+    frames = _structures()
+    state = ts.io.atoms_to_state(frames, torch.device("cpu"), torch.float64)
+    whole = model64(state)
+    small = FacetTorchSimModel(potential64, device="cpu", max_edges=500)  # each system alone
+    parts = small(state)
+    for key in ("energy", "forces", "stress"):
+        assert (parts[key] - whole[key]).abs().max() < 1e-12, key
+
+
 def test_forces_and_stress_are_derivatives_of_the_energy(model64):
     """Independent of the calculator: finite differences of the batched energy."""
     frames = _structures()[:2]
@@ -99,7 +111,7 @@ def test_molecule_has_no_stress_and_unknown_elements_are_named(model64, potentia
     bad = ts.io.atoms_to_state([Atoms("Fm", cell=np.eye(3) * 5, pbc=True)], torch.device("cpu"), torch.float64)
     with pytest.raises(ValueError, match=r"element\(s\) Fm"):
         model64(bad)
-    with pytest.raises(ValueError, match="loaded in torch.float64"):
+    with pytest.raises(ValueError, match="loaded with dtype=torch.float64, not torch.float32"):
         FacetTorchSimModel(potential64, dtype=torch.float32)
 
 
