@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..potential import sha256_of
 from .data import Configuration, LabelKeys, read_configurations, split
 from .settings import TrainSettings
 
@@ -36,6 +35,8 @@ class DataFiles:
 
     def provenance(self, n_train: int, n_valid: int) -> dict[str, Any]:
         """The files, their sha256 and the number of configurations each set holds."""
+        from ..potential import sha256_of  # the one file digest of the package (potentials use it)
+
         return {
             "train_file": str(self.train),
             "train_sha256": sha256_of(Path(self.train)),

@@ -22,10 +22,10 @@ import torch
 from ..potential import Potential, load_potential
 from .data import LabelKeys
 from .datafiles import DataFiles
-from .fit import READOUT_PREFIXES, fit, set_trainable
+from .fit import READOUT_PREFIXES, fit_on_files, set_trainable
 from .output import TrainResult, data_bullet, render_card, save_trained, stamp
 from .settings import TrainSettings
-from .shifts import refit_shifts, refit_shifts_by_element
+from .shifts import refit_shifts
 
 __all__ = ["READOUT_PREFIXES", "FinetuneResult", "finetune", "refit_shifts", "set_trainable"]
 
@@ -64,31 +64,21 @@ def finetune(
     )
     model = copy.deepcopy(potential.model).to(dtype=getattr(torch, settings.dtype), device=settings.device)
     data = DataFiles(Path(train), None if valid is None else Path(valid), valid_fraction, keys or LabelKeys())
-    train_set, valid_set = data.read(potential.atomic_numbers, potential.cutoff, settings)
-    shift_change: dict[str, float] = {}
-    if shift_refit and not resume:  # a resumed run's shifts come from its checkpoint
-        shift_change = refit_shifts_by_element(model, train_set, getattr(torch, settings.dtype),
-                                               potential.atomic_numbers)  # fmt: skip
-    set_trainable(model, freeze, train_only)
-    result = fit(model, train_set, valid_set, settings, out_dir, resume=resume, progress=progress, plots=plots)
+    result, provenance = fit_on_files(
+        model, potential.atomic_numbers, potential.cutoff, data, settings, out_dir, freeze=freeze,
+        train_only=train_only, shift_refit=shift_refit, resume=resume, progress=progress, plots=plots,
+    )  # fmt: skip
     config = copy.deepcopy(potential.config)
     config["name"] = name or out_dir.name
     config["description"] = f"{potential.name} fine-tuned on {Path(train).name}"
-    provenance = {
-        "base_potential": potential.name,
-        **data.provenance(len(train_set), len(valid_set)),
-        "settings": settings.to_dict(),
-        "freeze": list(freeze),
-        "train_only": train_only,
-        "shift_change_eV": shift_change,
-        **stamp(),
-    }
+    provenance = {"base_potential": potential.name, **provenance, **stamp()}
     config["finetune"] = provenance
     card = render_card(config, provenance, result.history, "Fine-tuned", [
         f"- Base potential: `{potential.name}` (its card describes the architecture, the\n"
         "  original training data and its licence; cite it).",
         data_bullet(provenance),
-        f"- Per-element shift change before training (eV): {shift_change or 'none'}.",
+        f"- Per-element shift change before training (eV): {provenance['shift_change_eV'] or 'none'}.",
         f"- Frozen: {list(freeze) or 'nothing'}{'; trained: readout, scale and shift only' if train_only else ''}.",
     ], WEAKNESSES)  # fmt: skip
-    return FinetuneResult(save_trained(out_dir, config, result.model, card), result.history, shift_change)
+    folder = save_trained(out_dir, config, result.model, card)
+    return FinetuneResult(folder, result.history, provenance["shift_change_eV"])

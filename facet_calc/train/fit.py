@@ -6,6 +6,8 @@ and hands back the trained model (EMA weights, eval mode) and its history.
     result.model, result.history     # the run folder holds log.csv and checkpoint/
 
 Only the parameters with ``requires_grad`` are trained (:func:`set_trainable` marks them).
+:func:`fit_on_files` is the part that fine-tuning and training from scratch share: read the
+files, fit the per-element shifts, mark the trainable parameters, ``fit``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .data import Configuration, DataError
+from .datafiles import DataFiles
 from .settings import TrainSettings
+from .shifts import refit_shifts_by_element
 from .trainer import Trainer
 
 #: parameters of the readout, scale and shift (``train_only="readout"`` trains only these)
@@ -78,3 +83,37 @@ def fit(
         plot_learning_curves(history, out_dir / "learning_curves.png")
         plot_parity(trainer.predictions(valid), out_dir / "parity_valid.png", "validation set")
     return FitResult(trainer.finish(), history)
+
+
+def fit_on_files(
+    model: torch.nn.Module,
+    atomic_numbers: list[int],
+    cutoff: float,
+    data: DataFiles,
+    settings: TrainSettings,
+    out_dir: Path,
+    freeze: tuple[str, ...] = (),
+    train_only: str | None = None,
+    shift_refit: bool = True,
+    resume: bool = False,
+    progress: bool = True,
+    plots: bool = False,
+) -> tuple[FitResult, dict[str, Any]]:
+    """Read ``data`` for a model of ``atomic_numbers`` and ``cutoff`` (A), refit its per-element
+    shifts (``shift_refit``; never on resume: the checkpoint has them), mark the trainable
+    parameters and :func:`fit`; returns the result and the run's provenance (data files,
+    settings, what was frozen, the shift changes in eV)."""
+    train_set, valid_set = data.read(atomic_numbers, cutoff, settings)
+    shift_change: dict[str, float] = {}
+    if shift_refit and not resume:
+        shift_change = refit_shifts_by_element(model, train_set, getattr(torch, settings.dtype), atomic_numbers)
+    set_trainable(model, freeze, train_only)
+    result = fit(model, train_set, valid_set, settings, out_dir, resume=resume, progress=progress, plots=plots)
+    provenance = {
+        **data.provenance(len(train_set), len(valid_set)),
+        "settings": settings.to_dict(),
+        "freeze": list(freeze),
+        "train_only": train_only,
+        "shift_change_eV": shift_change,
+    }
+    return result, provenance

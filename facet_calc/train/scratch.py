@@ -21,10 +21,9 @@ from ..nn import hyperparameters
 from ..nn.registry import build_model
 from .data import LabelKeys
 from .datafiles import DataFiles
-from .fit import fit, set_trainable
+from .fit import fit_on_files
 from .output import TrainResult, data_bullet, render_card, save_trained, stamp
 from .settings import TrainSettings
-from .shifts import refit_shifts_by_element
 
 WEAKNESSES = """A model trained from scratch knows only its training data: it has seen no other elements,
 structures, temperatures or pressures, and can be arbitrarily wrong away from them. Test it on
@@ -62,32 +61,21 @@ def train_from_scratch(
     out_dir = Path(out_dir)
     model = untrained_model(config, settings.dtype, settings.seed).to(device=settings.device)
     data = DataFiles(Path(train), None if valid is None else Path(valid), valid_fraction, keys or LabelKeys())
-    train_set, valid_set = data.read(list(config["atomic_numbers"]), float(config["cutoff"]), settings)
-    shift_fit: dict[str, float] = {}
-    if not resume:  # a resumed run's shifts come from its checkpoint
-        shift_fit = refit_shifts_by_element(model, train_set, getattr(torch, settings.dtype),
-                                            list(config["atomic_numbers"]))  # fmt: skip
-    set_trainable(model, freeze, train_only)
-    result = fit(model, train_set, valid_set, settings, out_dir, resume=resume, progress=progress, plots=plots)
+    result, provenance = fit_on_files(
+        model, list(config["atomic_numbers"]), float(config["cutoff"]), data, settings, out_dir, freeze=freeze,
+        train_only=train_only, resume=resume, progress=progress, plots=plots,
+    )  # fmt: skip
     config = dict(config)
     config["name"] = name or out_dir.name
     config["description"] = f"{config['architecture']} trained from scratch on {Path(train).name}"
     n_parameters = sum(p.numel() for p in result.model.parameters())
-    provenance = {
-        "from_scratch": True,
-        **data.provenance(len(train_set), len(valid_set)),
-        "n_parameters": n_parameters,
-        "settings": settings.to_dict(),
-        "freeze": list(freeze),
-        "train_only": train_only,
-        "shift_fit_eV": shift_fit,
-        **stamp(),
-    }
+    provenance = {"from_scratch": True, "n_parameters": n_parameters, **provenance, **stamp()}
     config["training"] = provenance
     card = render_card(config, provenance, result.history, "Trained from scratch", [
         f"- Architecture: `{config['architecture']}`, {n_parameters} parameters, "
         f"{len(config['atomic_numbers'])} elements, cutoff {config['cutoff']} A (the full config is in config.json).",
         data_bullet(provenance),
-        f"- Per-element energy shifts fitted before training (eV): {shift_fit or 'none'}.",
+        f"- Per-element energy shifts fitted before training (eV): {provenance['shift_change_eV'] or 'none'}.",
     ], WEAKNESSES)  # fmt: skip
-    return TrainResult(save_trained(out_dir, config, result.model, card), result.history, shift_fit)
+    folder = save_trained(out_dir, config, result.model, card)
+    return TrainResult(folder, result.history, provenance["shift_change_eV"])
