@@ -71,9 +71,10 @@ def train_from_scratch(
     n_parameters = sum(p.numel() for p in result.model.parameters())
     provenance = {"from_scratch": True, "n_parameters": n_parameters, **provenance, **stamp()}
     config["training"] = provenance
-    card = render_card(config, provenance, result.history, "Trained from scratch", [
-        f"- Architecture: `{config['architecture']}`, {n_parameters} parameters, "
-        f"{len(config['atomic_numbers'])} elements, cutoff {config['cutoff']} A (the full config is in config.json).",
+    n_elements = len(config["atomic_numbers"])
+    card = render_card(config, provenance, result.history, "Trained", [
+        f"- Architecture: `{config['architecture']}`, {n_parameters} parameters, {n_elements} "
+        f"element{'s' if n_elements != 1 else ''}, cutoff {config['cutoff']} A (the full config is in config.json).",
         data_bullet(provenance),
         f"- Per-element energy shifts fitted before training (eV): {provenance['shift_change_eV'] or 'none'}.",
     ], WEAKNESSES)  # fmt: skip
