@@ -11,7 +11,10 @@ call these, so ``"auto"`` and a job's default precision mean the same thing ever
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported on first use: the CLI's parser reads JOB_DTYPES without it
+    import torch
 
 #: the device a calculator, torch-sim model or workflow uses when none is given
 DEFAULT_DEVICE = "auto"
@@ -23,16 +26,16 @@ DEFAULT_DTYPE = "float32"
 JOB_DTYPES = {"single": "float32", "relax": "float32", "md": "float32", "phonons": "float64", "eos": "float64",
               "elastic": "float64"}  # fmt: skip
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 def resolve_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
     """``torch.float32`` or ``torch.float64`` from a name or dtype (``None``: the default)."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
     dtype = DEFAULT_DTYPE if dtype is None else dtype
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+    if isinstance(dtype, torch.dtype) and dtype in dtypes.values():
         return dtype
-    if isinstance(dtype, str) and dtype in _DTYPES:
-        return _DTYPES[dtype]
+    if isinstance(dtype, str) and dtype in dtypes:
+        return dtypes[dtype]
     raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
@@ -49,6 +52,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """A torch device from ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when torch
     sees one, else the CPU; ``None`` means ``"auto"``). ``ValueError`` for anything else, or
     for CUDA where there is none."""
+    import torch
+
     device = DEFAULT_DEVICE if device is None else device
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,6 +70,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def same_device(a: torch.device, b: torch.device) -> bool:
     """``cuda`` and ``cuda:0`` are the same device when the current one is 0."""
+    import torch
+
     if a.type != b.type:
         return False
     index = torch.cuda.current_device() if a.type == "cuda" else None

@@ -118,7 +118,8 @@ class FacetTorchSimModel(ModelInterface):
         parts = []
         for group in group_by_edge_budget([g.n_edges for g in graphs], self.max_edges):
             graph = collate([graphs[k] for k in group]).to(self._device, self._dtype)
-            parts.append(evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress))
+            out = evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress)
+            parts.append(out)
         out = {key: None if parts[0][key] is None else torch.cat([p[key] for p in parts]) for key in parts[0]}
         results = {"energy": out["energy"].to(self._dtype)}
         if self._compute_forces:

@@ -207,3 +207,63 @@ def test_phonons_of_a_conventional_cell_use_its_primitive_cell(tmp_path):
     assert thermal[-1, 3] == pytest.approx(6 * kB, rel=0.05)
     bands = np.loadtxt(out / "si_phonon_bands.csv", delimiter=",")
     assert bands.shape[1] == 1 + 6
+
+
+#: every structure command on a file named POSCAR, fast options, and the extxyz files it writes
+#: (ASE would guess VASP from such names, and VASP files carry no energy, forces or stress)
+POSCAR_JOBS = {
+    "single": ([], "float32", ["POSCAR_single.extxyz"]),
+    "relax": (["--fmax", "0.05", "--steps", "30"], "float32", ["POSCAR_relaxed.extxyz"]),
+    "md": (["--ensemble", "nve", "--steps", "3"], "float32", []),
+    "phonons": (["--supercell", "1", "1", "1"], "float64", ["POSCAR_primitive.extxyz"]),
+    "eos": ([], "float64", ["POSCAR_eos_v0.extxyz"]),
+    "elastic": ([], "float64", ["POSCAR_elastic.extxyz"]),
+}
+
+
+def _assert_results_are_the_calculators(images, calc, dtype):
+    # measured (largest over the jobs): float32 0 eV, 7e-7 eV/A, 4e-8 eV/A^3; float64 1.5e-9 eV,
+    # 4e-8 eV/A, 9e-10 eV/A^3 (extxyz rounds positions to 1e-8 A)
+    tol = {"float32": (1e-5, 1e-5, 1e-6), "float64": (1e-8, 1e-7, 1e-8)}[dtype]
+    for back in images:
+        stored = dict(back.calc.results)  # the SinglePointCalculator the file's results made
+        assert {"energy", "forces", "stress"} <= set(stored), sorted(stored)
+        atoms = back.copy()
+        atoms.calc = calc
+        assert stored["energy"] == pytest.approx(atoms.get_potential_energy(), abs=tol[0])
+        np.testing.assert_allclose(stored["forces"], atoms.get_forces(), atol=tol[1])
+        np.testing.assert_allclose(stored["stress"], atoms.get_stress(), atol=tol[2])
+
+
+@pytest.mark.parametrize("job", list(POSCAR_JOBS))
+def test_an_input_named_poscar_gives_extxyz_files_with_results(job, tmp_path, calc32, calc64):
+    """Every structure file a command writes is extxyz (read back as such) and carries the
+    energy, forces and stress the calculator gives for it; trajectories too (ASE traj)."""
+    options, dtype, expected = POSCAR_JOBS[job]
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.rattle(0.03, seed=1)
+    write(tmp_path / "POSCAR", atoms, format="vasp")
+    out = tmp_path / job
+    assert main([job, str(tmp_path / "POSCAR"), "--out", str(out), "--quiet", *options]) == 0
+    calc = {"float32": calc32, "float64": calc64}[dtype]
+    assert sorted(p.name for p in out.glob("*.extxyz")) == expected
+    for name in expected:
+        _assert_results_are_the_calculators(read(out / name, index=":", format="extxyz"), calc, dtype)
+    for path in out.glob("*.traj"):
+        _assert_results_are_the_calculators(read(path, index="-1:", format="traj"), calc, dtype)
+
+
+def test_relaxed_poscar_feeds_phonons(tmp_path):
+    """The file ``relax POSCAR`` writes is read as extxyz by the next command (ASE's name
+    rule would have read POSCAR_relaxed.extxyz as VASP)."""
+    write(tmp_path / "POSCAR", bulk("Si", "diamond", a=5.45), format="vasp")
+    argv = ["--out", str(tmp_path), "--quiet"]
+    assert main(["relax", str(tmp_path / "POSCAR"), "--fmax", "0.01", *argv]) == 0
+    relaxed = read(tmp_path / "POSCAR_relaxed.extxyz", format="extxyz")
+    assert main(["phonons", str(tmp_path / "POSCAR_relaxed.extxyz"), "--supercell", "1", "1", "1", *argv,
+                 "--overwrite"]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n_atoms_primitive"] == 2 and len(summary["gamma_frequencies_THz"]) == 6
+    # the primitive cell phonopy used is the relaxed one (volume kept to the written precision)
+    primitive = read(tmp_path / "POSCAR_relaxed_primitive.extxyz", format="extxyz")
+    assert primitive.get_volume() == pytest.approx(relaxed.get_volume(), rel=1e-6)

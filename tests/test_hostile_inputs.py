@@ -320,7 +320,7 @@ def test_one_calculator_shared_by_threads_gives_each_its_own_results(calc32):
     got: dict[int, list] = {}
 
     def work(offset):
-        for rep in range(3):
+        for _ in range(3):
             for k in range(offset, len(cells), 4):
                 a = cells[k].copy()
                 a.calc = calc32

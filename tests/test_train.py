@@ -304,6 +304,11 @@ def test_train_from_scratch_with_a_yaml_recipe(tmp_path, capsys):
     assert float(history[-1][loss]) < 0.5 * float(history[1][loss])
     potential = load_potential(tmp_path / "run" / "potential", dtype="float64")
     assert potential.name == "potential" and potential.config["name"] == "cu-tiny"
+    # the card and config say honestly how it was made: no base potential, nothing fine-tuned
+    card = (tmp_path / "run" / "potential" / "card.md").read_text()
+    assert "facet-spline-nequip trained from scratch on train.extxyz" in card
+    assert "fine-tun" not in card.lower() and "untrained" not in card and "Base potential" not in card
+    assert "finetune" not in potential.config and potential.config["training"]["n_train"] == 9
     atoms = _emt_cu(1, seed=12)[0]
     atoms.calc = FacetCalculator(potential)
     assert relative_error(atoms.get_forces(), finite_difference_forces(atoms, atoms.calc)) < 1e-6

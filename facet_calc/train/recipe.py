@@ -1,5 +1,6 @@
 """``facet-calc train CONFIG.yaml``: a training run described by a YAML file (configuration
-is data). Two kinds of start:
+is data). Two kinds of start: from a potential (:func:`.finetune.finetune`) or from scratch
+(:func:`.scratch.train_from_scratch`):
 
 .. code-block:: yaml
 
@@ -23,39 +24,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..graph import Structure, neighbour_list
-from ..nn import FAMILIES, build_model, initialise_for_training
-from ..potential import Potential
+from ..nn import FAMILIES
 from .data import DataError, LabelKeys
 from .finetune import finetune
-from .trainer import TrainSettings
+from .scratch import train_from_scratch
+from .settings import TrainSettings
 
 _KNOWN = {"out", "train", "valid", "valid_fraction", "keys", "model", "freeze", "train_only", "settings", "name"}
 
 
-def model_from_spec(spec: dict[str, Any], dtype: str, seed: int) -> Potential:
-    """An untrained model from ``{"architecture": ..., "hyperparameters" | "config": ...}``,
-    initialised for training, wrapped as an in-memory :class:`Potential`."""
+def config_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The full model config of ``{"architecture": ..., "hyperparameters" | "config": ...}``."""
     if "config" in spec:
-        config = dict(spec["config"])
-    elif "hyperparameters" in spec:
-        architecture = spec.get("architecture", "facet-spline-nequip")
-        if architecture not in FAMILIES:
-            raise DataError(
-                f"unknown architecture {architecture!r}; known: "
-                f"{', '.join(sorted(FAMILIES))}; or give the full model config under model.config"
-            )
-        try:
-            config = FAMILIES[architecture].config_from_hyperparameters(**spec["hyperparameters"])
-        except TypeError as err:
-            raise DataError(f"model.hyperparameters: {err}") from err
-    else:
+        return dict(spec["config"])
+    if "hyperparameters" not in spec:
         raise DataError("model: give 'base' (a potential to start from), 'hyperparameters' or 'config'")
-    model = build_model(config, getattr(torch, dtype))
-    initialise_for_training(model, seed)
-    return Potential(name=f"untrained {config['architecture']}", config=config, model=model, path=Path("."))
+    architecture = spec.get("architecture", "facet-spline-nequip")
+    if architecture not in FAMILIES:
+        raise DataError(
+            f"no hyperparameter builder for architecture {architecture!r}; known: "
+            f"{', '.join(sorted(FAMILIES))}; or give the full model config under model.config"
+        )
+    try:
+        return FAMILIES[architecture].config_from_hyperparameters(**spec["hyperparameters"])
+    except TypeError as err:
+        raise DataError(f"model.hyperparameters: {err}") from err
 
 
 def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> Path:
@@ -86,12 +80,7 @@ def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> 
             **spec["hyperparameters"],
             "avg_num_neighbors": mean_neighbours(where(recipe["train"]), spec["hyperparameters"].get("cutoff", 5.0)),
         }
-    base = spec["base"] if "base" in spec else model_from_spec(spec, settings.dtype, settings.seed)
-    result = finetune(
-        base,
-        where(recipe["train"]),
-        where(recipe["out"]),
-        settings,
+    run = dict(
         valid=where(recipe.get("valid")),
         valid_fraction=float(recipe.get("valid_fraction", 0.1)),
         keys=LabelKeys(**recipe.get("keys", {})),
@@ -102,6 +91,11 @@ def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> 
         progress=progress,
         plots=True,
     )
+    if "base" in spec:
+        result = finetune(spec["base"], where(recipe["train"]), where(recipe["out"]), settings, **run)
+    else:
+        result = train_from_scratch(config_from_spec(spec), where(recipe["train"]), where(recipe["out"]), settings,
+                                    **run)  # fmt: skip
     return result.potential_dir
 
 

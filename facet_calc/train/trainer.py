@@ -14,9 +14,7 @@ import csv
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,56 +26,8 @@ from ..nn.forward import evaluate
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import Configuration, batch_of
 from .ema import ExponentialMovingAverage
-from .loss import LossWeights, Metrics, loss_terms, predicted_stress
-
-
-@dataclass
-class TrainSettings:
-    """Everything that decides a training run (configuration is data: saved with checkpoints).
-
-    ``schedule``: ``"cosine"`` (linear warm-up over ``warmup_epochs``, then cosine decay to
-    ``lr * min_lr_factor`` at the last epoch), ``"plateau"`` (divide by ``1 / plateau_factor``
-    when the validation loss has not improved for ``plateau_patience`` epochs) or
-    ``"constant"``. ``ema_decay=None`` disables the EMA; ``early_stopping_patience=None``
-    disables early stopping.
-    """
-
-    epochs: int = 50
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    min_lr_factor: float = 0.01
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    clip_grad_norm: float | None = 10.0
-    ema_decay: float | None = 0.99
-    early_stopping_patience: int | None = None
-    seed: int = 0
-    dtype: str = "float32"
-    device: str = "cpu"
-    loss: LossWeights = field(default_factory=LossWeights)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.loss, dict):
-            self.loss = LossWeights(**self.loss)
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be a positive number (got {self.lr})")
-        if self.schedule not in ("cosine", "plateau", "constant"):
-            problems.append(f"schedule must be 'cosine', 'plateau' or 'constant' (got {self.schedule!r})")
-        if self.dtype not in ("float32", "float64"):
-            problems.append(f"dtype must be 'float32' or 'float64' (got {self.dtype!r})")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .loss import Metrics, loss_terms, predicted_stress
+from .settings import TrainSettings
 
 
 def predict(

@@ -196,7 +196,8 @@ def main(argv=None) -> None:
         "Facet architecture distilled from 7net-0-spline over its 89 elements; experimental, "
         "not for production (errors above 100 meV/atom, see card); 3x faster than its teacher."
     )
-    config.pop("finetune", None)
+    config.pop("finetune", None)  # the provenance of the run: a fine-tuning continuation ...
+    config.pop("training", None)  # ... or training from scratch
     tensors = load_file(str(args.run / "potential" / "weights.safetensors"))
     log = []  # one curve over every stage, each row labelled with its stage when there are several
     for path in [*args.previous_log, args.run / "log.csv"]:
