@@ -3,7 +3,7 @@
 A periodic structure is cut into slabs along x; each slab is one domain with its owned atoms and
 the periodic images / other slabs' atoms within one cutoff as ghosts. The domains run in threads
 and exchange ghost features through shared arrays, as LAMMPS' forward and reverse communication
-would. The sum over domains must equal :func:`facet_calc.nn.model.evaluate` on the whole system.
+would. The sum over domains must equal :func:`facet_calc.nn.forward.evaluate` on the whole system.
 """
 
 from __future__ import annotations
@@ -151,9 +151,8 @@ def _whole_system(model, atoms) -> dict:
 def small_model(request, tmp_path_factory):
     """A small model of each family (the domain driver relies only on the layer-wise contract)."""
     if request.param == "facet":
-        from facet_calc.nn import build_model
+        from facet_calc.nn import build_model, initialise_for_training
         from facet_calc.nn.families.facet import facet_config
-        from facet_calc.nn.families.nequip_spline import initialise_for_training
 
         config = facet_config([8, 14], hidden="8x0e+4x1o+2x2e", embedding=8, mixer={"channels": 4}, cutoff=3.5)
         model = initialise_for_training(build_model(config), seed=0)

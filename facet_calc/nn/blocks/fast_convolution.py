@@ -1,6 +1,6 @@
 """A convolution specialised to 'uvu' tensor products with one set of spherical harmonics.
 
-Same inputs, parameters and outputs as :class:`~facet_calc.nn.interaction.SplineConvolution`
+Same inputs, parameters and outputs as :class:`~facet_calc.nn.blocks.convolution.SplineConvolution`
 (e3nn's generic ``TensorProduct``), computed with a few large operations instead of many small
 ones. For each input block ``b`` (multiplicity ``u``, order ``l1``) with its paths
 ``p = (l2 -> l3)``, and ``cols`` running over (path, m3)::
@@ -230,7 +230,7 @@ class EdgeContext:
     """The per-edge work of one model evaluation that every layer needs, done once and shared:
     whether the edges are sorted by receiver (on CUDA a host synchronisation), their CSR
     offsets (:class:`_EdgeIndex`), and the spline basis of ``r`` per knot grid (``rows`` and
-    ``beta`` of :func:`~facet_calc.nn.radial.spline_basis`, the same for every layer whose table
+    ``beta`` of :func:`~facet_calc.nn.blocks.radial.spline_basis`, the same for every layer whose table
     has the same ``n_intervals`` and ``r_max``). Each is computed on first use.
 
     Args:

@@ -73,7 +73,7 @@ class ScalarMLP(nn.Module):
 class FacetLayer(TwinnedLayer):
     """One Facet layer: spline convolution, then the spherical-grid mixer (or, for a scalar
     layer, an MLP), then the scaled residual. ``forward(x, sh, r, senders, receivers, edges)``
-    as :class:`~facet_calc.nn.interaction.InteractionBlock`, ``n_out`` too."""
+    as :class:`~facet_calc.nn.families.nequip_spline.interaction.InteractionBlock`, ``n_out`` too."""
 
     def __init__(
         self,
