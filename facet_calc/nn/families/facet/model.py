@@ -1,6 +1,6 @@
 """The Facet model family (``architecture: "facet"``): spline convolutions and spherical-grid mixing.
 
-After Miklaucic et al. (2025), with the changes of ``FACET.md`` (radius graph, fixed cutoff,
+After Miklaucic et al. (2025), with the changes of ``docs/facet.md`` (radius graph, fixed cutoff,
 C2 spline radials trained as such, extensive energy, O(3) parity, forces and stress trained)::
 
     x0  = embed(species)                                    # C0 scalars
