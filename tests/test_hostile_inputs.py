@@ -304,7 +304,7 @@ if __name__ == "__main__":
 
 def test_one_calculator_shared_by_threads_gives_each_its_own_results(calc32):
     """Four threads asking one calculator for stresses of differently strained cells each get
-    the stress of their own cell (it used to mix another thread's volume in)."""
+    the stress of their own cell (unserialised, one thread's graph met another's volume)."""
     import threading
 
     cells = []

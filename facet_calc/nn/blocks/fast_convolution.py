@@ -34,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from .._kernels import kernel_launcher
 from .derived import DerivedCache
 from .radial import SplineRadial, spline_basis, spline_from_basis
+from .wigner import wigner_3j
 
 
 class FastSplineConvolution(nn.Module):
@@ -87,7 +88,7 @@ class FastSplineConvolution(nn.Module):
                 l2 = irreps_sh[ins.i_in2].ir.l
                 l3 = self.irreps_out[ins.i_out].ir.l
                 d3 = 2 * l3 + 1
-                w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * ins.path_weight  # (m1, m2, m3)
+                w3j = wigner_3j(l1, l2, l3) * ins.path_weight  # (m1, m2, m3), float64
                 coupling[sh_slices[ins.i_in2], col : col + d3, :] = w3j.permute(1, 2, 0)
                 w_index[col : col + d3] = offsets[k] + torch.arange(mul)  # same weight for each m3
                 path_of_col[col : col + d3] = p_idx

@@ -11,8 +11,8 @@ import re
 from typing import Any
 
 import torch
-from e3nn import o3
 
+from ..blocks.wigner import wigner_3j
 from ..contract import EnergyModel
 from .facet.model import FacetModel
 from .nequip_spline.model import NequipSplineModel
@@ -35,7 +35,8 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> E
     has, every constant the blocks derive is kept in float64 and rounded once by ``.to(dtype)``,
     and e3nn's Clebsch-Gordan buffers (built in the default dtype) are recomputed in float64
     first, so a float64 model has float64-exact constants (equivariance at 1e-12) and a float32
-    model correctly rounded ones.
+    model correctly rounded ones. Those buffers take the sign convention the potentials were
+    trained with (:mod:`facet_calc.nn.blocks.wigner`), whichever e3nn is installed.
     """
     version = config.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
@@ -52,10 +53,11 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> E
 
 
 def _exact_wigner_buffers(model: torch.nn.Module) -> None:
-    """Recompute e3nn's Wigner-3j buffers (``_w3j_l1_l2_l3``) in float64."""
+    """Recompute e3nn's Wigner-3j buffers (``_w3j_l1_l2_l3``) in float64, in facet_calc's
+    sign convention."""
     for module in model.modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
             match = _W3J_BUFFER.search(name)
             if match is not None and buffer is not None and buffer.is_floating_point():
                 l1, l2, l3 = map(int, match.groups())
-                module._buffers[name] = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+                module._buffers[name] = wigner_3j(l1, l2, l3)
