@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import processes
 import torch
 from e3nn import o3
 
@@ -132,12 +133,16 @@ def mpirun() -> str:
 
 
 def run_lammps(
-    workdir: Path, script: str, ranks: int, env: dict[str, str], timeout: float = 600, extra=()
+    workdir: Path, script: str, ranks: int, env: dict[str, str], timeout: float = 200, extra=()
 ) -> subprocess.CompletedProcess:
-    """Run ``script`` (input text) with ``mpirun -np ranks lmp`` in ``workdir``; returns the process."""
+    """Run ``script`` (input text) with ``mpirun -np ranks lmp`` in ``workdir``; returns the process.
+    A run past ``timeout`` seconds fails the test naming it: the default is about 10x the longest
+    short run measured on 2 shared cores (a 20-step NPT on 2 ranks, 20.6 s; a failing input takes
+    9-12 s, mostly the embedded interpreter's start); a longer run passes its own."""
     (workdir / "in.lmp").write_text(script)
     cmd = [mpirun(), "-np", str(ranks), *extra, "lmp", "-in", "in.lmp", "-log", "log.lammps", "-nocite"]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    what = f"LAMMPS on {ranks} rank(s) in {workdir}"
+    return processes.run(cmd, what=what, timeout=timeout, cwd=workdir, env=env)
 
 
 def thermo_blocks(log_text: str) -> list[np.ndarray]:

@@ -1,19 +1,25 @@
 """Every script in examples/ runs to completion, and the figure it exists to show is checked
 against an independent reference: the source model (sevenn), a symmetry, a second method, or
-all-electron PBE data shipped with ASE.
+all-electron PBE data shipped with ASE. Where a workflow's physics is checked in
+tests/test_workflows.py (the equation of state, phonons, NVE energy conservation, elastic
+symmetry), the example's check is that the script ran it and reports its result, not the physics
+again.
 
 Each script runs once, in a fresh process, through a wrapper that hands its global variables
 (numbers, arrays, result objects and ASE Atoms) back as JSON."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import processes
 import pytest
 from ase import Atoms, units
+
+# every test here starts a fresh interpreter: `pytest -m "not integration"` leaves them out
+pytestmark = pytest.mark.integration
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
 
@@ -108,48 +114,51 @@ def check_nvt(g, tmp_path, sevenn):
 
 
 def check_nve(g, tmp_path, sevenn):
-    """Energy conservation: the drift the example prints, measured 0.002 meV/atom over 250 fs."""
-    assert abs(g["drift"]) < 2e-5  # eV/atom
-    assert g["spread"] < 3e-4  # eV/atom, measured 2.6e-5
-    kinetic = np.array(g["result"]["kinetic_energy_ev"])
+    """The drift and spread the example prints are those of its 250 fs run. Energy conservation
+    itself: tests/test_workflows.py (1 ps of the same 64 atoms, float64; and float32)."""
+    result = g["result"]
+    time, total = np.array(result["time_fs"]), np.array(result["total_energy_ev"])
+    kinetic, potential = np.array(result["kinetic_energy_ev"]), np.array(result["potential_energy_ev"])
+    assert time[-1] == pytest.approx(250.0) and len(time) == 51
+    np.testing.assert_allclose(total, kinetic + potential, rtol=1e-12)
+    slope = np.polyfit(time, total, 1)[0]
+    assert g["drift"] == pytest.approx(slope * time[-1] / 64, rel=1e-9, abs=1e-15)
+    assert g["spread"] == pytest.approx(np.ptp(total) / 64, rel=1e-12)
     assert kinetic.min() > 0.3  # the atoms really moved (64 atoms at 300 K: about 2.5 eV at the start)
 
 
 def check_phonons(g, tmp_path, sevenn):
-    """Gamma frequencies: three acoustic zeros, a triply degenerate optical mode at the source
-    model's frequency (sevenn, same supercell and displacement). SevenNet-0 puts it at 12.5 THz,
-    below experiment's 15.5 THz: the known softening of MPtrj-trained models, reproduced exactly."""
-    from facet_calc.workflows import phonons
-
-    freqs = np.sort(np.array(g["result"]["gamma_frequencies_thz"]))
-    assert np.abs(freqs[:3]).max() < 1e-4  # measured 2e-7 THz
-    assert np.ptp(freqs[3:]) < 1e-6  # degenerate by symmetry
-    primitive = _atoms(g["primitive"])
-    reference = phonons(primitive, sevenn, supercell=(3, 3, 3), mesh=(2, 2, 2), progress=False)
-    assert abs(freqs[3:].mean() - np.sort(reference.gamma_frequencies_thz)[3:].mean()) < 0.01  # THz
-    assert not g["result"]["min_frequency_thz"] < -1e-3
+    """The example ran phonopy on the relaxed 2-atom primitive cell (6 branches) and plotted the
+    bands. The frequencies (acoustic zeros, degenerate optical mode at sevenn's, no imaginary
+    mode): tests/test_workflows.py, same supercell."""
+    result = g["result"]
+    assert len(_atoms(g["primitive"])) == 2
+    assert len(result["gamma_frequencies_thz"]) == 6 and np.all(np.isfinite(result["gamma_frequencies_thz"]))
+    assert result["min_frequency_thz"] <= min(result["gamma_frequencies_thz"]) + 1e-6  # its path passes Gamma
     assert (tmp_path / "si_phonons.png").stat().st_size > 1000
 
 
 def check_eos(g, tmp_path, sevenn):
-    """V0 and B0 of Al against all-electron PBE (WIEN2k, shipped with ASE): measured 0.2 % and 3 %."""
-    from ase.collections import dcdft
-
-    ref = dcdft.data["Al"]
-    assert abs(g["result"]["v0_per_atom_a3"] / ref["wien2k_volume"] - 1) < 0.03
-    assert abs(g["result"]["b0_gpa"] / ref["wien2k_B"] - 1) < 0.15
+    """The example fitted the 4-atom Al cell over +-6 % in volume, its minimum inside the range,
+    and plotted it. V0 and B0 of Al against all-electron PBE: tests/test_workflows.py."""
+    result = g["result"]
+    volumes = np.array(result["volumes_a3"])
+    assert len(volumes) == 11 and volumes.max() / volumes.min() == pytest.approx(1.06 / 0.94, rel=1e-9)
+    assert volumes.min() < result["v0_a3"] < volumes.max()
+    assert result["v0_per_atom_a3"] == pytest.approx(result["v0_a3"] / 4, rel=1e-12)
+    assert result["b0_gpa"] > 0
     assert (tmp_path / "al_eos.png").stat().st_size > 1000
 
 
 def check_elastic(g, tmp_path, sevenn):
-    """Cubic symmetry of C, and the bulk modulus (C11 + 2 C12) / 3 equals the one an energy-volume
-    fit gives for the same crystal (a second, independent method)."""
+    """The bulk modulus (C11 + 2 C12) / 3 equals the one an energy-volume fit gives for the same
+    crystal (a second, independent method). Cubic symmetry of C and C against DFT:
+    tests/test_workflows.py."""
     from facet_calc import FacetCalculator
     from facet_calc.workflows import eos
 
     c = np.array(g["c"])
-    assert np.ptp(np.diag(c)[:3]) < 1e-6 * c[0, 0] and np.ptp(np.diag(c)[3:]) < 1e-6 * c[3, 3]
-    assert np.ptp(c[[0, 0, 1], [1, 2, 2]]) < 1e-6 * c[0, 1] and np.abs(c[:3, 3:]).max() < 1e-6
+    assert c[0, 0] > c[0, 1] > 0 and c[3, 3] > 0
     crystal = _atoms(g["crystal"])
     b_eos = eos(crystal, FacetCalculator(dtype="float64"), max_strain=0.01, progress=False).b0_gpa
     assert abs(g["result"]["bulk_modulus_gpa"] / b_eos - 1) < 0.01  # measured difference: below 0.1 %
@@ -226,10 +235,28 @@ CHECKS = {
 
 def test_every_example_has_a_check():
     assert sorted(CHECKS) == [p.name for p in EXAMPLES]
+    assert sorted(EXAMPLE_SECONDS) == [p.name for p in EXAMPLES]
 
 
 #: examples that take minutes (a fine-tuning run): in the slow selection, which CI also runs
 SLOW_EXAMPLES = {"10_finetune_si_gpaw.py"}
+
+#: each example's run time in seconds, measured on 2 cores shared with three other test runs
+#: (load about 4.5, so roughly twice an unshared run); the test gives each 5x this, about 10x an
+#: unshared run
+EXAMPLE_SECONDS = {
+    "01_single_point.py": 14,
+    "02_single_point_pymatgen.py": 23,
+    "03_relax.py": 15,
+    "04_md_nvt.py": 46,
+    "05_md_nve.py": 66,
+    "06_phonons.py": 25,
+    "07_eos.py": 22,
+    "08_elastic.py": 19,
+    "09_md_npt.py": 69,
+    "10_finetune_si_gpaw.py": 850,
+    "11_torchsim_batch.py": 45,
+}
 
 
 @pytest.mark.parametrize(
@@ -239,10 +266,12 @@ SLOW_EXAMPLES = {"10_finetune_si_gpaw.py"}
 )
 def test_example_shows_what_it_claims(script, tmp_path, request):
     env = dict(os.environ, MPLBACKEND="Agg")
-    # no timeout: on a busy machine a correct example may take long, and a test must not pass
-    # or fail on the clock (conftest makes OpenMP threads wait passively, which keeps it short)
-    result = subprocess.run(
-        [sys.executable, "-c", WRAPPER, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    # a deadline of 5x the measured run time on a shared machine (EXAMPLE_SECONDS), so that a hang
+    # fails this test instead of blocking the run; a slow but correct example stays far inside it
+    # (conftest makes OpenMP threads wait passively, which keeps the run time steady)
+    result = processes.run(
+        [sys.executable, "-c", WRAPPER, str(script)], cwd=tmp_path, env=env,
+        what=f"example {script.name}", timeout=5 * EXAMPLE_SECONDS[script.name],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

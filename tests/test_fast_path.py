@@ -65,7 +65,7 @@ def test_fast_path_matches_e3nn_reference_float64(potential64, reference64, name
         _set_kernels(potential64, True)
     for key, value in plain.items():
         scale = max(np.abs(value).max(), 1e-3)
-        assert np.abs(fast[key] - value).max() / scale < 1.5e-12, key  # measured: up to 1.4e-13
+        assert np.abs(fast[key] - value).max() / scale < 1.5e-12, key  # measured: up to 1.7e-13 (ethanol forces)
 
 
 @pytest.mark.parametrize("name", list(STRUCTURES))
@@ -103,8 +103,14 @@ def test_unsorted_edges_fall_back_to_tensor_ops(potential64):
     kernel = potential64.model.backend == "kernel"
     with pytest.warns(UserWarning, match="not sorted by receiver") if kernel else nullcontext():
         shuffled = evaluate(potential64.model, shuffled_graph)
-    assert torch.allclose(sorted_out["forces"], shuffled["forces"], rtol=0, atol=1e-10)
-    assert torch.allclose(sorted_out["virial"], shuffled["virial"], rtol=0, atol=1e-10)
+    assert torch.allclose(sorted_out["forces"], shuffled["forces"], rtol=0, atol=6e-13)  # measured 6.0e-14
+    assert torch.allclose(sorted_out["virial"], shuffled["virial"], rtol=0, atol=6e-13)  # measured 5.5e-14
+
+
+#: chunked against whole evaluations, absolute per key (eV, eV/A, eV/A^3) at about 10x the
+#: torch-ops chunks' measured difference (energy 0, forces 1.3e-14, energies 1.8e-15, stress
+#: 1.4e-16); the fused kernel's chunks measured exactly 0. Energy: a few ulps of the 8-atom cell's.
+CHUNK_TOL = {"energy": 1e-13, "forces": 1.5e-13, "energies": 2e-14, "stress": 2e-15}
 
 
 def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
@@ -122,7 +128,7 @@ def test_chunked_checkpointed_tensor_ops_give_the_same_results(potential64):
             conv.max_chunk_elements = 2**28
         _set_kernels(potential64, True)
     for key, value in whole.items():
-        assert np.abs(chunked[key] - value).max() < 1e-10, key
+        assert np.abs(chunked[key] - value).max() < CHUNK_TOL[key], key
 
 
 @pytest.mark.skipif(spline_conv_library() is None, reason="needs the compiled CPU kernels")
@@ -140,12 +146,12 @@ def test_fused_kernel_in_many_edge_chunks_gives_the_same_results(potential64):
         for conv in convolutions:
             conv.max_fused_chunk_elements = 2**24
     for key, value in whole.items():
-        assert np.abs(chunked[key] - value).max() < 1e-10, key
+        assert np.abs(chunked[key] - value).max() < CHUNK_TOL[key], key
 
 
 def test_the_kernel_switch_is_read_at_every_evaluation(potential64, monkeypatch):
-    """FACET_CALC_KERNELS=0 set after the first evaluation takes effect at the next one (it used
-    to be frozen by a cache), and the model then reports the torch path."""
+    """FACET_CALC_KERNELS=0 set after the first evaluation takes effect at the next one (nothing
+    caches it), and the model then reports the torch path."""
     if spline_conv_library() is None:
         pytest.skip("no compiled kernel here")
     _set_kernels(potential64, True)
@@ -156,6 +162,7 @@ def test_the_kernel_switch_is_read_at_every_evaluation(potential64, monkeypatch)
     assert potential64.model.backend == "kernel"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "env, expect_library",
     [
@@ -167,8 +174,9 @@ def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_pat
     """Disabled kernels fall back to the pure-torch path; a cache that cannot be written to a
     private temporary directory (or, without a compiler, the pure-torch path): same numbers."""
     import os
-    import subprocess
     import sys
+
+    import processes
 
     code = (
         "from ase.build import bulk\n"
@@ -179,14 +187,15 @@ def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_pat
         "a.calc = FacetCalculator(dtype='float64')\n"
         "print(kernel_launcher(torch.device('cpu')) is None, repr(a.get_potential_energy()))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    what = f"a calculator in a fresh interpreter with {env}"  # measured 19.5 s, 21.3 s with a build
+    run = processes.run([sys.executable, "-c", code], what=what, timeout=200, env={**os.environ, **env})
     assert run.returncode == 0, run.stderr[-2000:]
     no_library, energy = run.stdout.split()
     atoms = bulk("Si", "diamond", a=5.43)
     atoms.rattle(0.05, seed=0)
     atoms.calc = FacetCalculator(load_potential("7net-0-spline", dtype="float64"))
     assert no_library == str(not expect_library)
-    assert float(energy) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+    assert float(energy) == pytest.approx(atoms.get_potential_energy(), abs=2e-14)  # measured 1.8e-15 (1 ulp)
 
 
 @pytest.mark.parametrize("kernels", KERNEL_MODES)
@@ -237,7 +246,7 @@ def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeyp
     finally:
         _set_kernels(potential64, True)
     assert counts == {"basis": 1, "index": 1 if kernels else 0}
-    for key in ("energy", "forces", "virial"):
+    for key in ("energy", "forces", "virial"):  # measured: 0, 4.5e-14, 1.0e-13
         assert torch.allclose(shared[key], separate[key], rtol=0, atol=1e-12), key
 
 
@@ -258,9 +267,10 @@ def test_frozen_parameter_caches_follow_in_place_changes():
         fresh = load_potential("7net-0-spline", dtype="float64", backend=backend)
         fresh.model.load_state_dict(potential.model.state_dict())
         expected = _results(fresh, atoms)
-        assert abs(float(changed["energy"] - before)) > 1e-3, backend
-        assert abs(float(changed["energy"] - expected["energy"])) < 1e-12 * abs(float(expected["energy"])), backend
-        assert np.abs(changed["forces"] - expected["forces"]).max() < 1e-10, backend
+        assert abs(float(changed["energy"] - before)) > 0.2, backend  # measured 2.38 eV
+        # measured 0 (the same arithmetic); a few ulps allowed
+        assert abs(float(changed["energy"] - expected["energy"])) < 2e-15 * abs(float(expected["energy"])), backend
+        assert np.abs(changed["forces"] - expected["forces"]).max() < 1e-13, backend
 
 
 def test_derived_cache_is_bypassed_while_sources_train():

