@@ -20,6 +20,7 @@ TOL_SYMMETRY = 1e-10
 #: A 2x2x2 supercell has 8x the energy (relative).
 TOL_EXTENSIVITY = 1e-10
 
+
 def _rattled(atoms: Atoms, stdev: float, seed: int) -> Atoms:
     atoms = atoms.copy()
     atoms.rattle(stdev=stdev, seed=seed)
