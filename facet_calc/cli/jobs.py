@@ -114,7 +114,7 @@ def relax(args) -> int:
     from ..workflows import relax as run_relax
 
     job = Job.start(args, ["relax.traj", "relaxed.extxyz"], plot="relax.png")
-    # the cell relaxes only for a crystal: a molecule has none, a slab's vacuum must stay
+    # the cell relaxes only for a crystal (the workflow also keeps a slab's cell: see cell_relaxed)
     relax_cell = _is_crystal(job.atoms) and not args.fixed_cell
     calc = job.calculator()
     result = run_relax(job.atoms, calc, fmax=args.fmax, relax_cell=relax_cell, max_steps=args.steps,
@@ -122,7 +122,7 @@ def relax(args) -> int:
     write_structures(job.path("relaxed.extxyz"), with_results(result.atoms, calc))
     summary = {"energy_eV": result.energy_ev, "max_force_eV_per_A": result.max_force_ev_per_a,
                "max_stress_GPa": result.max_stress_gpa, "steps": result.n_steps,
-               "converged": result.converged, "cell_relaxed": relax_cell}  # fmt: skip
+               "converged": result.converged, "cell_relaxed": result.cell_relaxed}  # fmt: skip
     if result.atoms.cell.rank == 3:
         summary["volume_A3"] = result.atoms.get_volume()
     if args.plot:
