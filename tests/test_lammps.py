@@ -284,7 +284,7 @@ run 10
 @pytest.mark.parametrize(
     ("pair_lines", "message"),
     [
-        ("pair_style facet {small}\npair_coeff * * Si C", r"has no parameters for element\(s\) C"),
+        ("pair_style facet {small}\npair_coeff * * Si C", "has no parameters for element(s) C"),
         ("pair_style facet {small}\npair_coeff * * Si Xx", "'Xx' is not a chemical element"),
         ("pair_style facet no-such-potential\npair_coeff * * Si O", "unknown potential 'no-such-potential'"),
         ("pair_style facet {small} dtype float16\npair_coeff * * Si O", "dtype must be 'float32' or 'float64'"),

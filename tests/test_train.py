@@ -224,7 +224,9 @@ def test_user_named_keys_and_wrong_shapes(tmp_path):
     path = _write(tmp_path / "ref.extxyz", [atoms])
     keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")
     (config,) = read_configurations(path, [29], 5.0, keys)
-    assert config.energy == -14.0 and config.forces.shape == (4, 3) and config.stress.shape == (3, 3)
+    labels = config.graph.labels
+    assert labels.energy.tolist() == [-14.0] and labels.forces.shape == (4, 3) and labels.stress.shape == (1, 3, 3)
+    assert config.has_forces and config.has_stress
     atoms.info["REF_stress"] = np.zeros(5)
     _write(tmp_path / "bad.extxyz", [atoms])
     with pytest.raises(DataError, match=r"bad.extxyz\[0\]: stress has shape \(5,\)"):
