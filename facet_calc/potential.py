@@ -29,6 +29,7 @@ from .graph import AtomicGraph, graph_from_atoms
 from .index import INDEX_FILE, list_potentials, potentials_dir  # noqa: F401  (re-exported)
 from .index import read_index as _read_index
 from .nn import build_model
+from .nn.config_checks import ConfigError
 from .options import resolve_device, resolve_dtype, same_device
 from .species import SpeciesTable
 
@@ -204,6 +205,8 @@ def load_potential(
     folder, digests = _locate(potential)
     _verify(folder, digests, verify)
     config = json.loads((folder / CONFIG_FILE).read_text())
+    if not isinstance(config, dict):
+        raise ConfigError(f"{folder / CONFIG_FILE} must hold a JSON object (a dict), not a {type(config).__name__}")
     head = _resolve_head(folder.name, config, head)
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))

@@ -360,3 +360,57 @@ def test_coincident_atoms_are_refused_by_every_engine(potential32):
     state = torch_sim.io.atoms_to_state([dimer], model.device, model.dtype)
     with pytest.raises(ValueError, match="system 0: .*coincident"):
         model(state)
+
+
+def _tampered(config, path, change):
+    import copy
+    import json
+    import shutil
+
+    from facet_calc.potential import potentials_dir
+
+    folder = path / "tampered"
+    shutil.copytree(potentials_dir() / "7net-0-spline", folder)
+    edited = change(copy.deepcopy(config))
+    (folder / "config.json").write_text(json.dumps(edited))
+    return folder
+
+
+CONFIG_CHANGES = {
+    "negative denominator": (lambda c: c["layers"][0].update(denominator=-1.0) or c, r"layers\[0\]\.denominator"),
+    "zero denominator": (lambda c: c["layers"][1].update(denominator=0) or c, r"layers\[1\]\.denominator"),
+    "r_max unlike the cutoff": (lambda c: c["radial"].update(r_max=3.0) or c, "radial.r_max .* must equal the cutoff"),
+    "cutoff 3": (lambda c: c.update(cutoff=3.0) or c, "radial.r_max .* must equal the cutoff"),
+    "cutoff -5": (lambda c: c.update(cutoff=-5.0) or c, r"cutoff \(A\) must be a positive"),
+    "cutoff NaN": (lambda c: c.update(cutoff=float("nan")) or c, r"cutoff \(A\) must be a positive"),
+    "negative atomic number": (lambda c: c["atomic_numbers"].__setitem__(0, -1) or c, "each atomic number"),
+    "duplicate atomic numbers": (lambda c: c["atomic_numbers"].__setitem__(1, c["atomic_numbers"][0]) or c,
+                                 "duplicates"),  # fmt: skip
+    "atomic number 1e9": (lambda c: c["atomic_numbers"].__setitem__(0, 10**9) or c, "each atomic number"),
+    "n_intervals 1e8": (lambda c: c["radial"].update(n_intervals=10**8) or c, r"radial\.n_intervals"),
+    "weight_numel 1e9": (lambda c: c["layers"][0].update(weight_numel=10**9) or c, r"layers\[0\]\.weight_numel"),
+    "weight_numel off by one": (lambda c: c["layers"][2].update(weight_numel=c["layers"][2]["weight_numel"] + 1) or c,
+                                "its instructions need"),  # fmt: skip
+    "no layers": (lambda c: c.update(layers=[]) or c, "layers must be a list of 1 to"),
+    "a list, not a dict": (lambda c: [c], "JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CHANGES))
+def test_a_tampered_config_is_refused_naming_the_field(case, tmp_path):
+    """A config whose file was changed (and, say, re-signed) is checked value by value before
+    anything is allocated: each bad value raises a ConfigError that names it (before, some gave
+    E = -2.26e11 eV, allocations of 7 GiB to 1 TB, or raw exceptions)."""
+    import json
+    import warnings
+
+    from facet_calc.nn.config_checks import ConfigError
+    from facet_calc.potential import potentials_dir
+
+    config = json.loads((potentials_dir() / "7net-0-spline" / "config.json").read_text())
+    change, message = CONFIG_CHANGES[case]
+    folder = _tampered(config, tmp_path, change)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # verify=False warns that nothing is checked by digest
+        with pytest.raises(ConfigError, match=message):
+            load_potential(folder, verify=False)

@@ -153,6 +153,23 @@ def _tiny_trainer(configs, out_dir, on_step=None):
     return Trainer(model, configs[:4], configs[4:], settings, out_dir, progress=False, on_step=on_step)
 
 
+def test_an_edge_budget_splits_training_batches(tmp_path):
+    """With ``max_edges`` a batch of ``batch_size`` structures is split by the same edge-budget
+    grouping the calculator uses; every structure is still used once per epoch, in order."""
+    import dataclasses
+
+    potential = load_potential("7net-0-spline")
+    configs = read_configurations(_emt_cu(6, seed=8), potential.atomic_numbers, potential.cutoff)
+    trainer = _tiny_trainer(configs, tmp_path)
+    edges = [c.graph.n_edges for c in trainer.train_set]
+    unbounded = trainer._batches(trainer.train_set, shuffle_epoch=1)
+    trainer.settings = dataclasses.replace(trainer.settings, max_edges=max(edges))  # one structure fits, two do not
+    bounded = trainer._batches(trainer.train_set, shuffle_epoch=1)
+    assert [c for b in bounded for c in b] == [c for b in unbounded for c in b]
+    assert len(bounded) > len(unbounded)
+    assert all(len(b) == 1 or sum(c.graph.n_edges for c in b) <= max(edges) for b in bounded)
+
+
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
     potential = load_potential("7net-0-spline")
     configs = read_configurations(_emt_cu(6, seed=8), potential.atomic_numbers, potential.cutoff)

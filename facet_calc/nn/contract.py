@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from . import config_checks
 from .backend import KERNEL, Backend, resolve_backend
 from .blocks.fast_convolution import EdgeContext
 
@@ -77,6 +78,13 @@ class EnergyModel(nn.Module, ABC):
     def initialise(self, generator: torch.Generator) -> EnergyModel:
         """Deterministic starting parameters for training from scratch, drawn from
         ``generator`` in float64 and rounded to the model's dtype; returns ``self``."""
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Raise :class:`~facet_calc.nn.config_checks.ConfigError` for a config value that is of
+        the wrong type, out of range or inconsistent, before anything is built (families
+        extend this with their own fields)."""
+        config_checks.common(config)
 
     @classmethod
     @abstractmethod

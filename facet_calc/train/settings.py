@@ -23,6 +23,9 @@ class TrainSettings:
 
     epochs: int = 50
     batch_size: int = 4
+    #: also bound a batch's edges (memory): a batch of ``batch_size`` structures with more is
+    #: split into consecutive steps (``facet_calc.graph.group_by_edge_budget``); None: no bound
+    max_edges: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"
@@ -46,6 +49,8 @@ class TrainSettings:
             problems.append(f"epochs must be >= 1 (got {self.epochs})")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
+        if self.max_edges is not None and self.max_edges < 1:
+            problems.append(f"max_edges must be None or >= 1 (got {self.max_edges})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"lr must be a positive number (got {self.lr})")
         if self.schedule not in ("cosine", "plateau", "constant"):

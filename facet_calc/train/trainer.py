@@ -21,7 +21,7 @@ import torch
 from ase.units import GPa
 from tqdm.auto import tqdm
 
-from ..graph import AtomicGraph
+from ..graph import AtomicGraph, group_by_edge_budget
 from ..nn.forward import evaluate
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import Configuration, batch_of
@@ -147,7 +147,14 @@ class Trainer:
             gen = torch.Generator().manual_seed(self.settings.seed * 100003 + shuffle_epoch)
             order = torch.randperm(len(configs), generator=gen).tolist()
         size = self.settings.batch_size
-        return [[configs[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
+        batches = [[configs[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
+        if self.settings.max_edges is None:
+            return batches
+        return [
+            [batch[j] for j in group]
+            for batch in batches
+            for group in group_by_edge_budget([c.graph.n_edges for c in batch], self.settings.max_edges)
+        ]
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         metrics = Metrics()

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..blocks.wigner import wigner_3j
+from ..config_checks import ConfigError
 from ..contract import EnergyModel
 from .facet.model import FacetModel
 from .nequip_spline.model import NequipSplineModel
@@ -38,6 +39,8 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> E
     model correctly rounded ones. Those buffers take the sign convention the potentials were
     trained with (:mod:`facet_calc.nn.blocks.wigner`), whichever e3nn is installed.
     """
+    if not isinstance(config, dict):
+        raise ConfigError(f"a potential config must be a JSON object (a dict), got {type(config).__name__}")
     version = config.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise ValueError(
@@ -47,6 +50,7 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> E
     name = config.get("architecture")
     if name not in FAMILIES:
         raise ValueError(f"unknown architecture {name!r}; known architectures: {', '.join(sorted(FAMILIES))}")
+    FAMILIES[name].check_config(config)
     model = FAMILIES[name](config)
     _exact_wigner_buffers(model)
     return model.to(dtype)

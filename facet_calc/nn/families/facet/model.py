@@ -37,6 +37,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ... import config_checks as checks
 from ...blocks.convolution import SplineConvolution, convolution_paths
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_linear import FastLinear
@@ -182,6 +183,27 @@ class FacetModel(EnergyModel):
     def feature_widths(self) -> list[int]:
         """Widths of the node features entering each layer and leaving the last one."""
         return [self.embedding.shape[1]] + [layer.irreps_out.dim for layer in self.layers]
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        lmax = checks.integer(checks.field(config, "lmax"), "lmax", 0, 8)
+        checks.integer(checks.field(config, "embedding"), "embedding", 1, checks.MAX_WIDTH)
+        hidden = checks.irreps(checks.field(config, "hidden"), "hidden")
+        if max(ir.l for _, ir in hidden) != lmax:
+            raise checks.ConfigError(f"hidden ({hidden}) must reach lmax = {lmax}")
+        checks.integer(checks.field(config, "n_layers"), "n_layers", 2, checks.MAX_LAYERS)
+        mixer = checks.field(config, "mixer")
+        checks.integer(checks.field(mixer, "channels", "mixer"), "mixer.channels", 1, checks.MAX_WIDTH)
+        checks.integer(checks.field(mixer, "grid_degree", "mixer"), "mixer.grid_degree", 2 * lmax, 131)
+        widths = config.get("scalar_mlp", [])
+        if not isinstance(widths, list):
+            raise checks.ConfigError(f"scalar_mlp must be a list of widths, got {widths!r:.80}")
+        for width in widths:
+            checks.integer(width, "each scalar_mlp width", 1, checks.MAX_WIDTH)
+        checks.positive(checks.field(config, "avg_num_neighbors"), "avg_num_neighbors")
+        if config.get("residual_norm", "layer") not in ("layer", "none"):
+            raise checks.ConfigError(f"residual_norm must be 'layer' or 'none', got {config.get('residual_norm')!r}")
 
     @classmethod
     def config_from_hyperparameters(cls, atomic_numbers, **hyperparameters) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ... import config_checks as checks
 from ...blocks.radial import SplineRadial
 from ...contract import EnergyModel
 from .config import ARCHITECTURE, initialise_parameters, nequip_spline_config
@@ -81,6 +82,40 @@ class NequipSplineModel(EnergyModel):
 
     def initialise(self, generator: torch.Generator) -> NequipSplineModel:
         return initialise_parameters(self, generator)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        checks.irreps(checks.field(config, "irreps_sh"), "irreps_sh")
+        checks.irreps(checks.field(config, "irreps_embedding"), "irreps_embedding")
+        checks.irreps(checks.field(config, "readout_hidden"), "readout_hidden")
+        heads = config.get("heads", [])
+        if not isinstance(heads, list) or not all(isinstance(h, str) for h in heads):
+            raise checks.ConfigError(f"heads must be a list of names, got {heads!r:.80}")
+        if heads and config.get("default_head") not in heads:
+            raise checks.ConfigError(f"default_head {config.get('default_head')!r} is not one of the heads {heads}")
+        layers = checks.field(config, "layers")
+        if not isinstance(layers, list) or not 1 <= len(layers) <= checks.MAX_LAYERS:
+            raise checks.ConfigError(f"layers must be a list of 1 to {checks.MAX_LAYERS} layer specs")
+        for t, spec in enumerate(layers):
+            where = f"layers[{t}]"
+            irreps_in = checks.irreps(checks.field(spec, "irreps_in", where), f"{where}.irreps_in")
+            checks.irreps(checks.field(spec, "irreps_tp_out", where), f"{where}.irreps_tp_out")
+            checks.positive(checks.field(spec, "denominator", where), f"{where}.denominator")
+            checks.integer(spec.get("n_heads", 0), f"{where}.n_heads", 0, 64)
+            instructions = checks.field(spec, "instructions", where)
+            try:  # each path carries mul_in radial weights ('uvu'): the count must add up
+                expected = sum(irreps_in[int(ins[0])].mul for ins in instructions)
+            except (TypeError, ValueError, IndexError):
+                rows = "(i_in, i_sh, i_out, mode, weight) rows"
+                raise checks.ConfigError(f"{where}.instructions are not {rows}") from None
+            numel = checks.integer(checks.field(spec, "weight_numel", where), f"{where}.weight_numel", 1,
+                                   checks.MAX_WEIGHTS_PER_EDGE)  # fmt: skip
+            if numel != expected:
+                raise checks.ConfigError(f"{where}.weight_numel is {numel}, its instructions need {expected}")
+            gate = checks.field(spec, "gate", where)
+            for key in ("scalars", "gates", "gated"):
+                checks.field(gate, key, f"{where}.gate")
 
     @classmethod
     def config_from_hyperparameters(cls, atomic_numbers, **hyperparameters) -> dict[str, Any]:
