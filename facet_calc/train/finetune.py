@@ -38,21 +38,11 @@ about before using it there."""
 
 
 def finetune(
-    base: str | Path | Potential,
-    train: str | Path,
-    out_dir: str | Path,
-    settings: TrainSettings | None = None,
-    valid: str | Path | None = None,
-    valid_fraction: float = 0.1,
-    keys: LabelKeys | None = None,
-    freeze: tuple[str, ...] = (),
-    train_only: str | None = None,
-    shift_refit: bool = True,
-    name: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    plots: bool = False,
-) -> FinetuneResult:
+    base: str | Path | Potential, train: str | Path, out_dir: str | Path, settings: TrainSettings | None = None,
+    valid: str | Path | None = None, valid_fraction: float = 0.1, keys: LabelKeys | None = None,
+    freeze: tuple[str, ...] = (), train_only: str | None = None, shift_refit: bool = True, name: str | None = None,
+    resume: bool = False, progress: bool = True, plots: bool = False,
+) -> FinetuneResult:  # fmt: skip
     """Fine-tune ``base`` on the structures in ``train``; the result is a potential folder
     ``<out_dir>/potential`` (index in ``<out_dir>/index.json``) that ``FacetCalculator`` loads,
     plus ``log.csv``, the checkpoint and, with ``plots=True``, ``learning_curves.png`` and

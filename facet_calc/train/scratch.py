@@ -38,20 +38,11 @@ def untrained_model(config: dict[str, Any], dtype: str, seed: int) -> torch.nn.M
 
 
 def train_from_scratch(
-    config: dict[str, Any],
-    train: str | Path,
-    out_dir: str | Path,
-    settings: TrainSettings | None = None,
-    valid: str | Path | None = None,
-    valid_fraction: float = 0.1,
-    keys: LabelKeys | None = None,
-    freeze: tuple[str, ...] = (),
-    train_only: str | None = None,
-    name: str | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    plots: bool = False,
-) -> TrainResult:
+    config: dict[str, Any], train: str | Path, out_dir: str | Path, settings: TrainSettings | None = None,
+    valid: str | Path | None = None, valid_fraction: float = 0.1, keys: LabelKeys | None = None,
+    freeze: tuple[str, ...] = (), train_only: str | None = None, name: str | None = None, resume: bool = False,
+    progress: bool = True, plots: bool = False,
+) -> TrainResult:  # fmt: skip
     """Train the model ``config`` describes (a full model config: ``architecture``,
     ``atomic_numbers``, ``cutoff``, ...) on the structures in ``train``; writes the same run
     folder as :func:`.finetune.finetune` (``<out_dir>/potential``, ``log.csv``, checkpoint,
