@@ -1,6 +1,8 @@
 """Check a built wheel and sdist before they are uploaded: each carries every file that
 potentials/index.json lists (byte for byte: the sha256 digests the loader checks), the index
-itself and the licence files (the project's and SevenNet's, for the converted weights).
+itself and the licence files (the project's and SevenNet's, for the converted weights); and the
+wheel carries every module of the facet_calc source tree (a package missing from pyproject's
+explicit list would otherwise only show as an ImportError after a regular install).
 
 Usage: python .ci/check_dist.py DIST_DIR   (the folder `python -m build --outdir` wrote)
 """
@@ -38,6 +40,12 @@ def check(archive: str, read, names: set[str], prefix: str, licences: list[str])
     return problems
 
 
+def source_files() -> list[str]:
+    """Every file under facet_calc/ that the wheel must carry (modules and kernel sources)."""
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "facet_calc").rglob("*")
+                  if p.suffix in (".py", ".cpp") and "__pycache__" not in p.parts)  # fmt: skip
+
+
 def main(dist: Path) -> int:
     wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
     if len(wheels) != 1 or len(sdists) != 1:
@@ -48,6 +56,7 @@ def main(dist: Path) -> int:
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         problems = check(wheels[0].name, whl.read, names, "facet_calc/potentials/",
                          [f"{info}/licenses/{path}" for path in LICENCES])  # fmt: skip
+        problems += [f"{wheels[0].name} lacks {path}" for path in source_files() if path not in names]
     with tarfile.open(sdists[0]) as tar:
         members = {m.name.split("/", 1)[1]: m for m in tar.getmembers() if "/" in m.name}
         problems += check(sdists[0].name, lambda path: tar.extractfile(members[path]).read(), set(members),
@@ -56,7 +65,7 @@ def main(dist: Path) -> int:
         print(problem)
     if not problems:
         print(f"{wheels[0].name} and {sdists[0].name}: all {len(expected_files())} potential files "
-              "(sha256 as indexed) and the licence files are inside")  # fmt: skip
+              f"(sha256 as indexed), the licence files and all {len(source_files())} source files are inside")  # fmt: skip
     return 1 if problems else 0
 
 
