@@ -289,12 +289,14 @@ run 10
         ("pair_style facet no-such-potential\npair_coeff * * Si O", "unknown potential 'no-such-potential'"),
         ("pair_style facet {small} dtype float16\npair_coeff * * Si O", "dtype must be 'float32' or 'float64'"),
         ("pair_style facet {small}\npair_coeff * * Si O\nrun 0", "requires newton on"),
+        ("pair_style facet {small}\npair_coeff * * Si O\nrun 0", "requires units metal"),
     ],
 )
 def test_errors_name_the_problem(tmp_path, env, small, pair_lines, message):
     write_data(tmp_path / "data.sio", _sio(1), ["Si", "O"])
     newton = "newton off\n" if message == "requires newton on" else ""
-    script = f"units metal\natom_style atomic\n{newton}read_data data.sio\n" + pair_lines.format(small=small) + "\n"
+    units = "real" if message == "requires units metal" else "metal"  # real: pe would be eV labelled kcal/mol
+    script = f"units {units}\natom_style atomic\n{newton}read_data data.sio\n" + pair_lines.format(small=small) + "\n"
     done = run_lammps(tmp_path, script, 1, env)
     assert done.returncode != 0
     assert "ERROR" in done.stdout and message in done.stdout, done.stdout[-2000:]

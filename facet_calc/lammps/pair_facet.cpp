@@ -25,6 +25,7 @@
 #include "neigh_list.h"
 #include "neighbor.h"
 #include "pair.h"
+#include "update.h"
 
 #include <cstdint>
 #include <cstring>
@@ -250,6 +251,10 @@ void PairFacet::coeff(int narg, char **arg)
 
 void PairFacet::init_style()
 {
+  // the model's numbers are eV and Angstrom: any other unit style would label them wrongly
+  if (strcmp(update->unit_style, "metal") != 0)
+    error->all(FLERR, "pair_style facet requires units metal (eV, Angstrom, ps; the model's units), but this "
+               "input uses units {}: put 'units metal' before read_data", update->unit_style);
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style facet requires newton on: ghost atoms' forces and feature gradients "
                "return to their owners by reverse communication");
