@@ -4,6 +4,7 @@ save resumes to the weights of an uninterrupted run), a full disk is found befor
 and log.csv never lists an epoch the checkpoint lacks."""
 
 import errno
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,7 @@ def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch)
     class Usage:
         total, used, free = 10 << 30, 10 << 30, 1 << 20
 
-    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda path: Usage)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage)
     settings = TrainSettings(epochs=1, batch_size=2)
     with pytest.raises(CheckpointSpaceError, match=r"has 1.0 MiB free, but the run needs about \d+"):
         finetune("7net-0-spline", tmp_path / "train.extxyz", tmp_path / "run", settings, progress=False)
@@ -195,3 +196,21 @@ def test_a_checkpoint_of_another_model_is_refused_by_name(configs, straight, tmp
         trainer.model.shift.data = torch.zeros(trainer.model.shift.shape[0] + 1, dtype=trainer.model.shift.dtype)
     with pytest.raises(ValueError, match="of another model: its parameter 'shift' is of shape"):
         checkpoint_module.load_checkpoint(straight.checkpoint_dir, trainer.model, None, trainer.optimizer)
+
+
+def test_a_checkpoint_of_the_two_file_format_is_still_read(configs, straight, tmp_path):
+    """Runs checkpointed before the single file (tensors here, state in checkpoint.json) resume."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    state = checkpoint_module._read_state(straight.checkpoint_dir)
+    tensors = load_file(str(straight.checkpoint_dir / "checkpoint.safetensors"))
+    save_file(tensors, str(folder / "checkpoint.safetensors"))  # no metadata
+    (folder / "checkpoint.json").write_text(json.dumps(state))
+    trainer = _tiny_trainer(configs, tmp_path)
+    assert trainer.resume() and trainer.epoch == 3
+    for (name, a), (_, b) in zip(straight.model.named_parameters(), trainer.model.named_parameters()):
+        assert torch.equal(a, b), name
