@@ -105,10 +105,12 @@ def _add_training(sub) -> None:
     ft.add_argument("--no-shift-refit", action="store_true", help="keep the base's per-element energy shifts")
     ft.add_argument("--name", help="name of the new potential (default: the --out folder name)")
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    ft.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     ft.add_argument("--quiet", action="store_true", help="no progress bars")
     tr = sub.add_parser("train", help="train a potential from a YAML file (from scratch or from a base)")
     tr.add_argument("config", help="YAML file; see facet_calc.train.recipe for its keys")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
+    tr.add_argument("--overwrite", action="store_true", help="replace a run already in the run folder")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

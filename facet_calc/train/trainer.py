@@ -243,8 +243,8 @@ class Trainer:
                 self.epochs_without_improvement += 1
             self.epoch += 1
             self.history.append(row)
+            self.save()  # before the log: log.csv never lists an epoch the checkpoint lacks
             self._log(row)
-            self.save()
         return self.history
 
     def _should_stop(self) -> bool:
