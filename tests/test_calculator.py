@@ -261,3 +261,20 @@ def test_a_markedly_closer_pair_is_warned_again(potential32):
             caught.clear()
     assert [len(m) for m in messages] == [1, 0, 0, 1, 0, 0]
     assert "at 0.6 A" in messages[3][0]
+
+
+def test_facet_calc_never_forks_python_workers():
+    """A fork after torch has run on several OpenMP threads can deadlock the children
+    (upstream; docs/processes.md): facet_calc starts no worker process but with spawn."""
+    import re
+    from pathlib import Path
+
+    import facet_calc
+
+    forking = re.compile(r"\bos\.fork\b|multiprocessing|ProcessPoolExecutor|torch\.multiprocessing")
+    offenders = []
+    for path in Path(facet_calc.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if forking.search(line) and "spawn" not in line:
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders
