@@ -347,7 +347,6 @@ class FacetCalculator(Calculator):
             results.append(result)
         return results
 
-
     def _threads_for(self, n_atoms: int) -> int | None:
         """CPU threads for a model call on ``n_atoms`` atoms; ``None``: torch's setting as is."""
         setting = self.parameters["threads"]
