@@ -357,8 +357,10 @@ class FacetCalculator(Calculator):
         return setting
 
 
-#: under ``threads="auto"``, one CPU thread per this many atoms of a model call. Measured with
-#: ``benchmarks/contention.py --sizes 8 64 216`` (rattled Si, float32, 2 cores): see the README
+#: under ``threads="auto"``, one CPU thread per this many atoms of a model call. On an idle
+#: 2-core machine 216-atom Si ran 1.7x faster on 2 threads than on one (README: 65 vs 113 ms);
+#: beside a busy process 2 threads made 8- and 64-atom Si 5.7x and 13x slower than one
+#: (``benchmarks/contention.py --thread-default``), where "auto" stays within 1.2x of one thread
 ATOMS_PER_THREAD = 100
 #: a close-pair warning is repeated for a structure whose closest pair (as a fraction of the
 #: covalent radii sum) is below this fraction of the closest one warned about before
