@@ -119,7 +119,8 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     if _is_path(potential):
         path = Path(potential).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"potential folder {str(path)!r} does not exist or is not a folder")
+            why = _symlink_trouble(path) or ("is a file, not a folder" if path.exists() else "does not exist")
+            raise FileNotFoundError(f"potential folder {str(path)!r} {why}")
         entry = _read_index(path.resolve().parent).get(path.resolve().name)
         if entry is not None and not isinstance(entry.get("sha256"), dict):
             raise ValueError(f"{path.resolve().parent / INDEX_FILE} has no sha256 table for {path.name!r}")
@@ -138,13 +139,33 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     return shipped / name, index[name]["sha256"]
 
 
+def _symlink_trouble(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a broken link (a loop, or a link to nothing)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (its links lead back to themselves); replace it with the real file or folder"
+        if path.is_symlink():
+            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
+    return None
+
+
+def _missing(folder: Path, fname: str) -> FileNotFoundError:
+    why = _symlink_trouble(folder / fname)
+    return FileNotFoundError(f"potential folder {folder}: {fname} {why}" if why else
+                             f"potential folder {folder} has no {fname}")  # fmt: skip
+
+
 def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
     """Check every file of the potential against its sha256 in the index.
 
     Without an index entry the folder loads only with ``verify=False``, with a warning."""
     for fname in REQUIRED_FILES:
         if not (folder / fname).is_file():
-            raise FileNotFoundError(f"potential folder {folder} has no {fname}")
+            raise _missing(folder, fname)
     if digests is None:
         if verify:
             raise ValueError(
@@ -167,7 +188,7 @@ def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
                 "every file of a potential (config.json, weights.safetensors, card.md) must be listed"
             )
         if not fpath.is_file():
-            raise FileNotFoundError(f"potential folder {folder} has no {fname}")
+            raise _missing(folder, fname)
         actual = sha256_of(fpath)
         if actual != digests[fname]:
             raise ValueError(

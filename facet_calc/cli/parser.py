@@ -5,6 +5,7 @@ stay fast)."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from ..options import JOB_DTYPES
@@ -17,12 +18,20 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or auto")
 
 
+def _number(kind, text: str):
+    """``text`` as a finite ``kind``: ``inf`` and ``nan`` parse as floats but make no run."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'number' if kind is float else 'whole number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _positive(kind):
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -31,13 +40,22 @@ def _positive(kind):
     return parse
 
 
+def _finite_float(text: str) -> float:
+    return _number(float, text)
+
+
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(float, text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _strain(text: str) -> float:
+    """A relative strain in (0, 1): at 1 or more the compressed cell would have no volume."""
+    value = _positive(float)(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction below 1 (0.05 is 5 %), got {text}")
     return value
 
 
@@ -73,16 +91,16 @@ def _add_structure_jobs(sub) -> None:
     md.add_argument("--temperature", type=_non_negative_float, default=300.0, help="K")
     md.add_argument("--timestep", type=_positive(float), default=1.0, help="fs")
     md.add_argument("--steps", type=_positive(int), default=1000)
-    md.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
+    md.add_argument("--pressure", type=_finite_float, default=0.0, help="GPa (npt)")
     ph = sub.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
     _add_common(ph, "phonons", plot="the band structure and DOS")
     ph.add_argument("--supercell", type=_positive(int), nargs=3, default=[2, 2, 2])
     eos = sub.add_parser("eos", help="equation of state and bulk modulus")
     _add_common(eos, "eos", plot="E(V) with the fit")
-    eos.add_argument("--max-strain", type=_positive(float), default=0.05, help="relative volume change")
+    eos.add_argument("--max-strain", type=_strain, default=0.05, help="relative volume change")
     el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
     _add_common(el, "elastic")
-    el.add_argument("--max-strain", type=_positive(float), default=0.01)
+    el.add_argument("--max-strain", type=_strain, default=0.01, help="largest strain component")
 
 
 def _add_training(sub) -> None:
