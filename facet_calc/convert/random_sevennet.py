@@ -37,7 +37,7 @@ LAYOUTS: dict[str, tuple[str, dict[str, Any]]] = {
     "base-linear-sc": ("base.yaml", {"self_connection_type": "linear"}),
     "base-parity-linear-sc": ("base.yaml", {"self_connection_type": "linear", "is_parity": True}),
     "base-no-sc": ("base.yaml", {"_self_connection_type": "none"}),
-    "base-mixed-sc": ("base.yaml", {"_self_connection_type": ["linear", "none", "nequip"]}),
+    "base-mixed-sc": ("base.yaml", {"self_connection_type": ["linear", "nequip", "linear"]}),
     "base-xplor-lmax3-l4": ("base.yaml", {"self_connection_type": "linear", "lmax": 3, "num_convolution_layer": 4,
                                           "cutoff_function": {"cutoff_function_name": "XPLOR", "cutoff_on": 4.0},
                                           "cutoff": 4.7}),  # fmt: skip

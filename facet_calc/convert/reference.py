@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from .sevennet import _require_sevenn, load_sevenn_checkpoint
+from .sevennet import _require_sevenn, built_model, load_sevenn_checkpoint
 
 
 class SevenNetReference(Calculator):
@@ -29,7 +29,7 @@ class SevenNetReference(Calculator):
 
         cp = model if hasattr(model, "build_model") else load_sevenn_checkpoint(model)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-        net = cp.build_model().to(device=device, dtype=self.dtype)
+        net = built_model(cp).to(device=device, dtype=self.dtype)
         onehot = net._modules["onehot_idx_to_onehot"]
         onehot_forward = onehot.forward
         cast = self.dtype

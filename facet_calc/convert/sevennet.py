@@ -128,21 +128,31 @@ def load_sevenn_checkpoint(checkpoint: str):
     return cp
 
 
+def built_model(cp):
+    """A fresh copy of sevenn's float32 model for checkpoint ``cp`` (built once per checkpoint:
+    building compiles e3nn's tensor products, seconds each)."""
+    import copy
+
+    model = getattr(cp, "_facet_built_model", None)
+    if model is None:
+        model = cp.build_model()
+        cp._facet_built_model = model
+    return copy.deepcopy(model)
+
+
 def unsupported_pieces(cfg: dict[str, Any]) -> list[str]:
     """The pieces of a SevenNet config that the converter cannot represent exactly ([] if none)."""
     problems = []
     if cfg.get("interaction_type", "nequip") != "nequip":
         problems.append(f"interaction_type={cfg.get('interaction_type')!r}")
     sc = cfg.get("self_connection_type", "nequip")
-    for t, kind in enumerate([sc] * int(cfg["num_convolution_layer"]) if isinstance(sc, str) else sc):
-        if kind == "nequip":
-            problems.append(
-                f"self_connection_type='nequip' in layer {t} (a species-dependent self-connection, "
-                "FullyConnectedTensorProduct(x, onehot(species)), as in SevenNet-MF-ompa/-omat/-omni; "
-                "the facet-spline-nequip family has only the linear self-connection)"
-            )
-        elif kind != "linear":
-            problems.append(f"self_connection_type={kind!r} in layer {t}")
+    kinds = [sc] * int(cfg["num_convolution_layer"]) if isinstance(sc, str) else list(sc)
+    for kind in sorted(set(kinds) - {"linear"}):
+        layers = ", ".join(str(t) for t, k in enumerate(kinds) if k == kind)
+        what = (" (a species-dependent self-connection, FullyConnectedTensorProduct(x, onehot(species)), as in "
+                "SevenNet-MF-ompa/-omat/-omni; the facet-spline-nequip family has only the linear one)"
+                if kind == "nequip" else "")  # fmt: skip
+        problems.append(f"self_connection_type={kind!r} in layers {layers}{what}")
     if cfg.get("readout_as_fcn"):
         problems.append("readout_as_fcn=True (a fully connected readout network)")
     if cfg.get("use_bias_in_linear"):
@@ -251,7 +261,7 @@ def convert_sevennet(
     cp = checkpoint if hasattr(checkpoint, "build_model") else load_sevenn_checkpoint(checkpoint)
     cfg = cp.config
     _check_supported(cfg)
-    model = cp.build_model().to(torch.float64).eval()
+    model = built_model(cp).to(torch.float64).eval()
     # multi-fidelity: heads in the source's modal order, named in lower case
     modal_map = cfg.get("_modal_map") or {}
     heads = sorted(modal_map, key=modal_map.get) if cfg.get("use_modality") else []
