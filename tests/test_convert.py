@@ -99,6 +99,17 @@ def test_pickled_code_and_mace_refused_without_unpickling(tmp_path, monkeypatch)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("keyword", ["7net-0", "7net-l3i5", "7net-mf-0"])
+def test_bundled_checkpoints_read_weights_only(keyword):
+    """sevenn's own checkpoints (written with numpy 1: numpy.core.*) pass the weights-only reader."""
+    from sevenn.util import pretrained_name_to_path
+
+    from facet_calc.convert.sevennet import load_checkpoint_dict
+
+    data = load_checkpoint_dict(pretrained_name_to_path(keyword))
+    assert data["config"]["cutoff"] == 5.0 and data["model_state_dict"]
+
+
 def test_existing_folder_and_shipped_name_refused_before_reading(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -46,12 +46,11 @@ NUMPY_GLOBALS = ("numpy.ndarray", "numpy.core.multiarray._reconstruct", "numpy._
 def _allowed_globals() -> list:
     import numpy
 
-    allowed = [numpy.ndarray, numpy.dtype]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        try:
-            allowed.append(__import__(module, fromlist=["_reconstruct"])._reconstruct)
-        except (ImportError, AttributeError):
-            pass
+    allowed: list = [numpy.ndarray, numpy.dtype]
+    # numpy 2 moved numpy.core to numpy._core; checkpoints written with numpy 1 name the old
+    # path, so the function is allow-listed under both names
+    reconstruct = numpy.ndarray.__reduce__(numpy.zeros(1))[0]
+    allowed += [(reconstruct, f"numpy.{core}.multiarray._reconstruct") for core in ("core", "_core")]
     # numpy >= 1.25 pickles dtypes as instances of numpy.dtypes.Float64DType etc.
     allowed += [getattr(numpy.dtypes, n) for n in dir(getattr(numpy, "dtypes", object())) if n.endswith("DType")]
     return allowed
