@@ -50,8 +50,16 @@ def measure(layout: str, shrink: int, folder: Path) -> dict:
 
 
 def row(fig: dict) -> str:
-    if "refused" in fig or "sevenn_error" in fig:
-        return f"| {fig['layout']} | {fig.get('refused') or 'sevenn cannot build it: ' + fig['sevenn_error']} |"
+    if "refused" in fig:  # the pieces the message names, without their explanations
+        text, depth, kept = fig["refused"].split("approximately): ", 1)[-1], 0, []
+        for char in text:  # drop the explanations in brackets
+            depth += (char == "(") - (char == ")")
+            if depth == 0 and char != ")":
+                kept.append(char)
+        text = "".join(kept).replace(" ;", ";").strip()
+        return f"| {fig['layout']} | refused: {text} | |"
+    if "sevenn_error" in fig:
+        return f"| {fig['layout']} | sevenn 0.13 cannot build it ({fig['sevenn_error'][:80]}) | |"
     cells = []
     for dtype in ("float64", "float32"):
         f = fig[dtype]
