@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .graph import AtomicGraph, graph_from_atoms
-from .index import INDEX_FILE, list_potentials, potentials_dir  # noqa: F401  (re-exported)
+from .index import INDEX_FILE, list_potentials, list_user_potentials, potentials_dir, user_potentials_dir  # noqa: F401  (re-exported)
 from .index import read_index as _read_index
 from .nn import build_model
 from .nn.config_checks import ConfigError
@@ -114,8 +114,10 @@ def _is_path(potential: str | Path) -> bool:
 def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     """Folder of a potential and the sha256 digests its index lists (None if it has none).
 
-    A bare name resolves to the shipped potentials only; a path to that folder, whose digests
-    come from the ``index.json`` in the folder's parent (an index the user controls)."""
+    A bare name resolves to a shipped potential first, then to one in the user potential
+    directory (:func:`~facet_calc.index.user_potentials_dir`), whose names never shadow shipped
+    ones; a path to that folder, whose digests come from the ``index.json`` in the folder's
+    parent (an index the user controls)."""
     if _is_path(potential):
         path = Path(potential).expanduser()
         if not path.is_dir():
@@ -129,7 +131,15 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     index = _read_index(shipped)
     name = str(potential)
     if name not in index:
+        user_dir = user_potentials_dir()
+        user_index = _read_index(user_dir)
+        if name in user_index:
+            if not isinstance(user_index[name].get("sha256"), dict):
+                raise ValueError(f"{user_dir / INDEX_FILE} has no sha256 table for {name!r}")
+            return user_dir / name, user_index[name]["sha256"]
         known = ", ".join(sorted(index)) or "(none installed)"
+        if user_index:
+            known += f"; yours ({user_dir}): " + ", ".join(sorted(user_index))
         hint = ""
         if Path(name).is_dir():
             hint = f" (to load the folder {name!r} in the working directory, pass it as a path: './{name}')"
@@ -212,7 +222,8 @@ def load_potential(
     ``"auto"``: CUDA when available). ``head`` picks the fidelity of a multi-fidelity potential
     (case-insensitive; default: its ``default_head``); for any other potential it must be None.
 
-    A name (a string without a path separator) means a shipped potential, never a folder of
+    A name (a string without a path separator) means a shipped potential, or else one that
+    ``facet-calc convert --name`` installed in the user potential directory, never a folder of
     that name in the working directory; pass ``Path(...)`` or ``"./name"`` for a folder. Every
     file (config, weights, card) is checked against the sha256 in the index: the shipped one,
     or the ``index.json`` beside a folder (``save_potential`` writes it). ``verify=False``

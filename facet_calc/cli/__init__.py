@@ -10,6 +10,7 @@
     facet-calc elastic POSCAR
     facet-calc finetune 7net-0-spline --train dft.extxyz --out runs/ft --epochs 30 --lr 1e-4
     facet-calc train config.yaml
+    facet-calc convert checkpoint_best.pth --name my-7net
 
 Every run writes its structures (extxyz, with their energy, forces and stress, or ASE
 trajectories) and ``summary.json`` (units in the key names) into ``--out`` (default: the
@@ -42,6 +43,7 @@ COMMANDS = {
     "list": potentials.list_names,
     "info": potentials.info,
     "export-lammps-mliap": potentials.export_lammps_mliap,
+    "convert": potentials.convert,
     "single": jobs.single,
     "relax": jobs.relax,
     "md": jobs.md,

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="names of the shipped potentials")
+    sub.add_parser("list", help="names of the shipped potentials, then of your own (facet-calc convert --name)")
     info = sub.add_parser("info", help="metadata and model card of a potential")
     info.add_argument("name")
     _add_structure_jobs(sub)
@@ -166,7 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
     mliap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     mliap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     mliap.add_argument("--out", required=True, help="output file (.pkl): pair_style mliap unified OUT 0")
+    _add_convert(sub)
     return parser
+
+
+def _add_convert(sub) -> None:
+    conv = sub.add_parser(
+        "convert",
+        help="convert a SevenNet checkpoint into a potential (fidelity-checked)",
+        description="Convert a SevenNet .pth checkpoint into a spline potential: measures it against the source "
+        "model (float64 and float32) before writing and refuses above the bound or for a layout it cannot "
+        "represent exactly. Reads the checkpoint with torch.load(weights_only=True). Needs sevenn.",
+    )
+    conv.add_argument("checkpoint", help="SevenNet checkpoint file (.pth)")
+    where = conv.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="potential folder to write (index.json goes beside it); load it by this path")
+    where.add_argument("--name", help="install into your potential directory ($FACET_CALC_POTENTIALS, default "
+                       "~/.local/share/facet_calc/potentials) under this name; load it by name")  # fmt: skip
+    conv.add_argument("--head", help="default head of a multi-fidelity checkpoint (all heads are kept)")
+    conv.add_argument("--licence", help="licence of the checkpoint, recorded in the card")
+    conv.add_argument("--overwrite", action="store_true", help="replace a converted potential that exists there")
 
 
 def _version() -> str:
