@@ -113,6 +113,25 @@ def heads_section(recipe: dict, figures: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def accuracy_section(name: str, recipe_dir: Path) -> str:
+    """Card section from ``<recipe folder>/accuracy.json`` (benchmarks/accuracy.py --write)."""
+    path = recipe_dir / "accuracy.json"
+    lines = ["## Accuracy (measured here)\n",
+             "The accuracy is that of the source model (see the SevenNet papers and Matbench Discovery);",
+             "the conversion changes predictions by the amounts above.\n"]  # fmt: skip
+    if not path.exists():
+        return "\n".join(lines) + "\n\n"
+    heads = json.loads(path.read_text())["heads"]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from accuracy import markdown_tables
+
+    labelled = {name if head == "default" else f"{name}:{head}": r for head, r in heads.items()}
+    lines += [f"Measured by `python benchmarks/accuracy.py --potentials {name} --write` (float64, 0 K, no",
+              "zero-point motion; the references and their sources are in that script):\n",
+              markdown_tables(labelled)]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", type=Path, help="recipe folder, e.g. models/7net-0-spline")
@@ -169,7 +188,9 @@ def main(argv=None) -> int:
         irreps=config["layers"][1]["irreps_in"] if len(config["layers"]) > 1 else config["irreps_embedding"],
         n_intervals=radial["n_intervals"],
         h=config["cutoff"] / radial["n_intervals"],
-        c1_only_at=", ".join(f"{b} A" for b in radial["c1_only_at"]) or "nowhere",
+        smoothness=(f"C1 only at {', '.join(f'{b} A' for b in radial['c1_only_at'])}, where the source cutoff "
+                    "function itself has a jump in its second derivative" if radial["c1_only_at"]
+                    else "C2 everywhere (the source cutoff function is smooth)"),  # fmt: skip
         n_structures=f64["n_structures"],
         e64=f64["max_abs_energy_mev_per_atom"],
         f64=f64["max_abs_force_mev_per_A"],
@@ -182,8 +203,16 @@ def main(argv=None) -> int:
         citation=recipe["citation"],
         training_data=recipe["training_data"],
         heads_section=heads_section(recipe, figures),
+        accuracy_section=accuracy_section(recipe["name"], args.recipe),
         weaknesses=recipe["weaknesses"],
     )
+    shipped = args.out / recipe["name"] / "weights.safetensors"
+    if args.card_only and shipped.exists():
+        # the card (and version) only: the weights stay the bytes fidelity.json was measured on
+        # (a re-conversion agrees to ~1e-12 in the spline slopes, not bit for bit)
+        from safetensors.torch import load_file
+
+        tensors = load_file(shipped)
     save_potential(args.out / recipe["name"], config, tensors, card)
     print(f"wrote {args.out / recipe['name']}")
     return 0
