@@ -338,8 +338,8 @@ def _consistency(frames: list[_Frame], stress_offset_ev: float | None) -> list[F
                 f"the energies do not match the forces: over {len(fixed)} pairs of frames with the same cell, "
                 f"E_b - E_a differs from the work of the label forces by {lab * 1e3:.3g} meV/atom (median; the base "
                 f"model's own path error is {mod * 1e3:.3g}). Energies and forces from different "
-                "calculations, or the energy key names another quantity (free vs total energy)? Fix the labels, or train on forces only "
-                "(--energy-weight 0).")))  # fmt: skip
+                "calculations, or the energy key names another quantity (free vs total energy)? Fix the "
+                "labels, or train on forces only (--energy-weight 0).")))  # fmt: skip
     with_stress = [p for p in strained if p[0].stress is not None and p[1].stress is not None]
     if len(with_stress) >= 3:
 

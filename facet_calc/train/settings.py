@@ -25,7 +25,8 @@ class TrainSettings:
     than ``guard_tolerance`` (relative) counts as worse; after ``guard_patience`` such epochs in
     a row the run stops; the weights kept are the best epoch's that is not worse (the starting
     model's at worst), with a loud warning. ``guard_patience=None`` disables the stop (the best
-    weights are still kept).
+    weights are still kept). ``guard=False`` turns the guard off (the last epoch's weights are
+    saved, whatever they are).
 
     ``stress_offset``: what to do when the label diagnostics (:mod:`.diagnostics`) find the
     stress labels offset from the base model by far more than their spread (likely Pulay
@@ -48,6 +49,7 @@ class TrainSettings:
     clip_grad_norm: float | None = 10.0
     ema_decay: float | None = 0.99
     early_stopping_patience: int | None = None
+    guard: bool = True
     guard_patience: int | None = 5
     guard_tolerance: float = 0.0
     stress_offset: str = "auto"

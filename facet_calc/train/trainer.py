@@ -252,6 +252,8 @@ class Trainer:
             self._say("balanced loss: each term divided by the starting model's RMS error on the training set: "
                       + ", ".join(f"{k} {v:.4g} {u}" for (k, v), u in
                                   zip(self.scales.items(), ("eV/atom", "eV/A", "GPa"))))  # fmt: skip
+        if not self.settings.guard:
+            return
         if not self.valid_set:
             warnings.warn(
                 "no validation set: the fine-tuning guard cannot check that training does not make the "
