@@ -94,6 +94,7 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None  # the guard's kept weights
         self.stopped_by_guard = False
         self.started = False  # the starting model has been measured (scales, guard)
+        self._best_written: Path | None = None  # the best-weights file this trainer wrote or read
 
     def _make_scheduler(self):
         s = self.settings
@@ -133,12 +134,13 @@ class Trainer:
             "stopped_by_guard": self.stopped_by_guard,
         }
         best = self._best_path()
-        if self.best_weights is not None and not best.is_file():
+        if self.best_weights is not None and self._best_written != best:
             # written before the checkpoint that names it, so a resume always finds it
             tmp = best.with_suffix(".tmp")
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.best_weights.items()}, str(tmp))
             os.replace(tmp, best)
+            self._best_written = best
         save_checkpoint(self.checkpoint_dir, self.model, self.ema.shadow if self.ema else None, self.optimizer, state)
         for old in self.checkpoint_dir.glob("best-epoch-*.safetensors"):
             if old != best:
@@ -171,7 +173,9 @@ class Trainer:
         self.stopped_by_guard = state.get("stopped_by_guard", False)
         if state.get("guard"):
             self.guard = ValidationGuard(**state["guard"])
-            self.best_weights = {k: v.to(self.device, self.dtype) for k, v in load_file(str(self._best_path())).items()}
+            self._best_written = self._best_path()
+            tensors = load_file(str(self._best_written))
+            self.best_weights = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}
         self.started = True
         # the radial tables derive their C2 slopes from the restored values
         self.model.train()
