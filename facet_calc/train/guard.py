@@ -3,10 +3,13 @@ without saying so.
 
 The starting model (the base, after the per-element shift refit) is evaluated on the
 validation set before epoch 1. After every epoch, each property's validation MAE (energy per
-atom, forces, stress) is divided by the base's; an epoch is *worse* when any ratio exceeds
-``1 + tolerance``. The best epoch is the one with the lowest mean ratio among those that are
-not worse, the base (epoch 0, mean ratio 1) at worst, so the kept weights are never worse than
-the base on any property. After ``patience`` worse epochs in a row the run stops.
+atom, forces, stress) is divided by the base's; an epoch is *worse* when the mean of these
+ratios exceeds ``1 + tolerance``. The best epoch is the one with the lowest mean ratio, the
+base (epoch 0, mean ratio 1) at worst, so the kept weights are never worse than the base on the
+validation set as a whole; when they are worse on one property (e.g. forces x0.6 but stress
+x1.2), the warning names it. After ``patience`` worse epochs in a row the run stops. (Requiring
+every ratio <= 1 was measured too strict: on 4 validation frames the stress MAE, 0.7 GPa,
+fluctuates by 30 % and vetoed epochs with forces x0.57 and energies x0.3.)
 
     guard = ValidationGuard.start(base_row, patience=5, tolerance=0.0)
     improved = guard.judge(epoch, row)      # after each epoch's validation
@@ -53,9 +56,9 @@ class ValidationGuard:
         """Record ``epoch``'s validation row; True when it is the new best (keep its weights)."""
         ratios = {p: row[col] / self.base[p] for p, col in MAE_COLUMNS if p in self.base and col in row}
         self.ratios[str(epoch)] = ratios
-        worse = not ratios or any(r > 1 + self.tolerance for r in ratios.values())
-        self.worse_in_a_row = self.worse_in_a_row + 1 if worse else 0
         score = sum(ratios.values()) / max(len(ratios), 1)
+        worse = not ratios or score > 1 + self.tolerance
+        self.worse_in_a_row = self.worse_in_a_row + 1 if worse else 0
         if not worse and score < self.best_score:
             self.best_epoch, self.best_score = epoch, score
             return True
@@ -69,10 +72,20 @@ class ValidationGuard:
         """``epoch``'s validation MAE against the base, e.g. ``energy x0.82, forces x1.31``."""
         return ", ".join(f"{p} x{r:.3g}" for p, r in self.ratios.get(str(epoch), {}).items())
 
+    def worse_properties(self) -> list[str]:
+        """The properties on which the kept weights are worse than the base (validation MAE)."""
+        ratios = self.ratios.get(str(self.best_epoch), {})
+        return [f"{p} x{r:.3g}" for p, r in ratios.items() if r > 1]
+
     def verdict(self, last_epoch: int, stopped: bool) -> str | None:
-        """The warning to give when the kept weights are not the last epoch's (None: they are)."""
+        """The warning to give when the kept weights are not the last epoch's, or are worse than
+        the base on some property (None: neither)."""
+        worse = self.worse_properties()
         if self.best_epoch == last_epoch and not stopped:
-            return None
+            if not worse:
+                return None
+            return (f"fine-tuning guard: the saved potential (epoch {last_epoch}: {self.describe(last_epoch)} of "
+                    f"the base's validation MAE) is better than the base overall but WORSE on {', '.join(worse)}")  # fmt: skip
         why = (
             f"stopped after {self.worse_in_a_row} epochs in a row worse than the base on the validation set "
             f"(epoch {last_epoch}: {self.describe(last_epoch)} of the base's MAE)"
@@ -82,13 +95,14 @@ class ValidationGuard:
         )
         if self.best_epoch == 0:
             return (
-                f"fine-tuning guard: {why}; no epoch improved on the base without making a property worse, "
+                f"fine-tuning guard: {why}; no epoch improved on the base on the validation set, "
                 "so the saved potential is the BASE (with its refitted energy shifts). Check the label "
                 "diagnostics above (offsets, outliers), lower --lr, or change the loss weights."
             )
+        also = f" It is WORSE than the base on {', '.join(worse)}." if worse else ""
         return (
             f"fine-tuning guard: {why}; the saved potential has the weights of epoch {self.best_epoch} "
-            f"({self.describe(self.best_epoch)} of the base's MAE)."
+            f"({self.describe(self.best_epoch)} of the base's MAE).{also}"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class LossWeights:
     energy: float = 1.0
     forces: float = 1.0
     stress: float = 1.0
-    kind: str = "mse"  # or "huber"
+    #: "huber" by default: on EMT Cu with a +30 GPa stress offset it gave held-out forces 74.3 against
+    #: MSE's 77.7 meV/A and energies 1.87 against 2.74 meV/atom (benchmarks/finetune_offset.py)
+    kind: str = "huber"  # or "mse"
     huber_delta: float | None = None
     balance: bool = True
 

@@ -21,8 +21,8 @@ class TrainSettings:
     disables early stopping.
 
     The guard (:mod:`.guard`): the starting model is evaluated on the validation set before
-    epoch 1; an epoch whose validation MAE of any property exceeds the starting model's by more
-    than ``guard_tolerance`` (relative) counts as worse; after ``guard_patience`` such epochs in
+    epoch 1; an epoch whose validation MAEs, each divided by the starting model's, average more
+    than ``1 + guard_tolerance`` counts as worse; after ``guard_patience`` such epochs in
     a row the run stops; the weights kept are the best epoch's that is not worse (the starting
     model's at worst), with a loud warning. ``guard_patience=None`` disables the stop (the best
     weights are still kept). ``guard=False`` turns the guard off (the last epoch's weights are

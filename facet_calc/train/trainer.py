@@ -355,11 +355,12 @@ class Trainer:
             self.ema.copy_to_model()
         if self.guard is not None and self.best_weights is not None:
             message = self.guard.verdict(self.epoch, self.stopped_by_guard)
-            if message is not None:
+            if self.guard.best_epoch != self.epoch:
                 params = dict(self.model.named_parameters())
                 with torch.no_grad():
                     for k, v in self.best_weights.items():
                         params[k].copy_(v)
+            if message is not None:
                 warnings.warn(message, GuardWarning, stacklevel=2)
                 self._say(message)
         return self.model.eval()
