@@ -84,8 +84,9 @@ class ValidationGuard:
         if self.best_epoch == last_epoch and not stopped:
             if not worse:
                 return None
-            return (f"fine-tuning guard: the saved potential (epoch {last_epoch}: {self.describe(last_epoch)} of "
-                    f"the base's validation MAE) is better than the base overall but WORSE on {', '.join(worse)}")  # fmt: skip
+            shown = self.describe(last_epoch)
+            return (f"fine-tuning guard: the saved potential (epoch {last_epoch}: {shown} of the base's validation "
+                    f"MAE) is better than the base overall but WORSE on {', '.join(worse)}")  # fmt: skip
         why = (
             f"stopped after {self.worse_in_a_row} epochs in a row worse than the base on the validation set "
             f"(epoch {last_epoch}: {self.describe(last_epoch)} of the base's MAE)"
