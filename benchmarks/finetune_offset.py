@@ -17,13 +17,18 @@ the loss and the guard:
   no guard: what balancing alone does;
 * ``balanced-huber``: the same with the Huber loss (delta = 1 scale): is Huber more robust to
   the offset than MSE?
-* ``new``: the new defaults: balanced Huber, the flagged offset subtracted, the guard;
-* ``new-mse``: the new defaults with MSE;
+* ``new``: the new defaults: balanced MSE, the flagged offset subtracted, the guard;
+* ``new-huber``: the new defaults with the Huber loss (delta = 1 scale);
 * ``no-stress``: the old defaults with the stresses left out (the reference the issue quotes).
 
 Reported: held-out force MAE (meV/A) and energy MAE (meV/atom; each model's energies aligned to
 the labels by one constant per atom fitted on the training set, so the EMT energy zero does
 not count) for the base and each fine-tuned potential, and which epoch the guard kept.
+
+Measured (``--epochs 4``, lr 3e-4; 2 shared CPU cores): base 134.0 / 7.87; old 291.3 / 14.86;
+balanced 77.7 / 2.74; balanced-huber 74.3 / 1.87; new 80.0 / 1.77 (kept epoch 4);
+new-huber 81.1 / 3.29 (kept epoch 4). The old defaults double the force error; every balanced
+variant improves it by 40-45 %.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ VARIANTS = {
     "balanced": dict(loss=LossWeights(kind="mse"), guard=False, stress_offset="keep"),
     "balanced-huber": dict(loss=LossWeights(kind="huber"), guard=False, stress_offset="keep"),
     "new": dict(),
-    "new-mse": dict(loss=LossWeights(kind="mse")),
+    "new-huber": dict(loss=LossWeights(kind="huber")),
     "no-stress": dict(loss=LossWeights(1.0, 1.0, 0.0, balance=False), guard=False, stress_offset="keep"),
 }
 

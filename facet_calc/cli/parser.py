@@ -121,7 +121,7 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-weight", type=float, default=1.0, help="relative weight of the energy term")
     p.add_argument("--force-weight", type=float, default=1.0, help="relative weight of the force term")
     p.add_argument("--stress-weight", type=float, default=1.0, help="relative weight of the stress term (0: no stress)")
-    p.add_argument("--loss", choices=["mse", "huber"], default="huber", help="huber: quadratic within one scale")
+    p.add_argument("--loss", choices=["mse", "huber"], default="mse", help="huber: quadratic within one scale")
     p.add_argument("--stress-offset", choices=["auto", "keep"], default="auto",
                    help="a stress offset flagged as likely Pulay stress: subtract it (auto) or train on it (keep)")
     p.add_argument("--ema-decay", type=float, default=0.99)
