@@ -94,8 +94,9 @@ for atoms in phonon_cells:
 Path("si_finetune").mkdir(exist_ok=True)
 write("si_finetune/train.extxyz", train + phonon_cells)
 keys = LabelKeys(energy="REF_energy", forces="REF_forces", stress="REF_stress")  # as generate.py stores them
+# overwrite=True: a rerun of this example replaces its previous run (without it, finetune refuses)
 result = finetune("7net-0-spline", "si_finetune/train.extxyz", "si_finetune", settings, valid=DATA / "valid.extxyz",
-                  keys=keys, progress=False, plots=True)  # fmt: skip
+                  keys=keys, progress=False, plots=True, overwrite=True)  # fmt: skip
 tuned = FacetCalculator(result.potential_dir, dtype="float64")
 tuned_e, tuned_f = errors(tuned, test)  # its shifts were refitted on the training set
 tuned_gamma = gamma_optical_thz(tuned)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,13 @@ class FacetCalculator(Calculator):
         max_region_atoms: evaluate every structure in spatial chunks of at most this many
             atoms (owned + halo); ``None``: only where ``memory_check`` finds that the whole
             system would not fit.
+        threads: CPU threads of one model call. ``"auto"`` (the default): one thread per
+            :data:`ATOMS_PER_THREAD` atoms of the call, at most torch's setting
+            (``torch.set_num_threads``, ``OMP_NUM_THREADS``), so a small system runs on one
+            thread, where threads cannot pay and, on a busy machine, waiting for a descheduled
+            one made an 8-atom call 30x slower; an int: that many; ``None``: torch's setting
+            as it is. The count is set for the call only, in the calling thread, and restored
+            after it (see :func:`torch_threads`).
 
     The settings live in ``self.parameters`` (and so in ``todict()``, trajectories and
     databases); ``calc.set(dtype="float64")`` and the like reload what they change. An unknown
@@ -76,7 +84,8 @@ class FacetCalculator(Calculator):
 
     #: the settings ``__init__`` and ``set()`` accept; ``arch`` is a label (janus-core keys its
     #: results by it) that defaults to the potential's name and head
-    parameter_names = ("potential", "device", "dtype", "head", "dispersion", "memory_check", "max_region_atoms", "arch")
+    parameter_names = ("potential", "device", "dtype", "head", "dispersion", "memory_check", "max_region_atoms",
+                       "threads", "arch")  # fmt: skip
     _ase_keywords = ("restart", "label", "atoms", "directory")
 
     def __init__(
@@ -88,6 +97,7 @@ class FacetCalculator(Calculator):
         dispersion: str | dict[str, Any] | None = None,
         memory_check: bool = True,
         max_region_atoms: int | None = None,
+        threads: int | str | None = "auto",
         **kwargs,
     ) -> None:
         self._check_names(kwargs, self.parameter_names[-1:] + self._ase_keywords)
@@ -98,7 +108,8 @@ class FacetCalculator(Calculator):
         self._shared = isinstance(potential, Potential)
         self._arch_given = False
         settings = {"potential": potential, "device": device, "dtype": dtype, "head": head, "dispersion": dispersion,
-                    "memory_check": memory_check, "max_region_atoms": max_region_atoms}  # fmt: skip
+                    "memory_check": memory_check, "max_region_atoms": max_region_atoms,
+                    "threads": threads}  # fmt: skip
         if "arch" in kwargs:
             settings["arch"] = kwargs.pop("arch")
         super().__init__(**kwargs)
@@ -158,13 +169,14 @@ class FacetCalculator(Calculator):
             "dispersion": options,
             "memory_check": bool(kwargs.get("memory_check", True)),
             "max_region_atoms": _positive_or_none(kwargs.get("max_region_atoms")),
+            "threads": _threads_setting(kwargs.get("threads", "auto")),
             "arch": kwargs["arch"] if self._arch_given else default_arch,
         }
         changed = Calculator.set(self, **settings)
         self.device = new_potential.device
         if "potential" in changed or "device" in changed or "dtype" in changed or self.memory_plan is None:
             self.memory_plan = MemoryPlan(new_potential.model, min_region_atoms=self.MIN_REGION_ATOMS)
-        self._warned_close_pairs = False
+        self._warned_closeness = None  # the closest pair warned about (fraction of covalent radii)
         if changed:
             self.reset()
         return changed
@@ -257,10 +269,15 @@ class FacetCalculator(Calculator):
             start = end + 1
         return results
 
-    def _warn_close_pairs(self, message: str) -> None:
-        if not self._warned_close_pairs:  # once per calculator: an MD run would repeat it every step
-            self._warned_close_pairs = True
-            warnings.warn(message, UserWarning, stacklevel=5)
+    def _warn_close_pairs(self, message: str, graph: AtomicGraph, numbers: np.ndarray) -> None:
+        """Warn about close pairs once, and again only for a structure whose closest pair is
+        markedly closer (:data:`CLOSE_PAIR_REWARN` of the closest warned before): an MD run
+        would repeat the warning every step, yet a later, far worse structure must not pass
+        unwarned."""
+        closeness = closest_pair_fraction(graph, numbers)
+        if self._warned_closeness is None or closeness < CLOSE_PAIR_REWARN * self._warned_closeness:
+            self._warned_closeness = closeness
+            warnings.warn(message, UserWarning, stacklevel=4)
 
     def _prepare(self, atoms: Atoms, properties: list[str]) -> tuple[AtomicGraph, int | None]:
         """The graph of one structure and its chunk bound (``None``: in one piece); errors for
@@ -280,8 +297,10 @@ class FacetCalculator(Calculator):
             fitting = self.memory_plan.region_atoms(len(structure), estimated_edges, potential.cutoff)
             if fitting is not None:
                 region = fitting if region is None else min(region, fitting)
-        graph = build_graph(structure, potential.cutoff, potential.species, checked=True,
-                            on_close_pairs=self._warn_close_pairs)  # fmt: skip
+        close = []
+        graph = build_graph(structure, potential.cutoff, potential.species, checked=True, on_close_pairs=close.append)
+        if close:
+            self._warn_close_pairs(close[0], graph, structure.numbers)
         return graph, region
 
     def _evaluate(
@@ -299,13 +318,15 @@ class FacetCalculator(Calculator):
             return [dict(empty, stress=np.zeros(6)) if c and need_gradients else dict(empty) for c in has_cell]
         model = self.potential.model
         graph = graph.to(self.device, model.dtype)
-        if max_region_atoms is not None:  # the exact chunked path for a system too large at once
-            out = evaluate_in_chunks(
-                model, graph, max_region_atoms,
-                compute_forces=need_gradients, compute_virial=need_gradients and has_cell[0],
-            )  # fmt: skip
-        else:
-            out = evaluate(model, graph, compute_forces=need_gradients, compute_virial=need_gradients and any(has_cell))
+        with torch_threads(self._threads_for(graph.n_atoms)):
+            if max_region_atoms is not None:  # the exact chunked path for a system too large at once
+                out = evaluate_in_chunks(
+                    model, graph, max_region_atoms,
+                    compute_forces=need_gradients, compute_virial=need_gradients and has_cell[0],
+                )  # fmt: skip
+            else:
+                out = evaluate(model, graph, compute_forces=need_gradients,
+                               compute_virial=need_gradients and any(has_cell))  # fmt: skip
         energy = out["energy"].double().cpu().numpy()
         energies = out["energies"].double().cpu().numpy()
         forces = None if out["forces"] is None else out["forces"].double().cpu().numpy()
@@ -325,6 +346,65 @@ class FacetCalculator(Calculator):
                 result["free_energy"] = result["energy"]
             results.append(result)
         return results
+
+    def _threads_for(self, n_atoms: int) -> int | None:
+        """CPU threads for a model call on ``n_atoms`` atoms; ``None``: torch's setting as is."""
+        setting = self.parameters["threads"]
+        if self.device.type != "cpu" or setting is None:
+            return None
+        if setting == "auto":
+            return min(torch.get_num_threads(), max(1, n_atoms // ATOMS_PER_THREAD))
+        return setting
+
+
+#: under ``threads="auto"``, one CPU thread per this many atoms of a model call. On an idle
+#: 2-core machine 216-atom Si ran 1.7x faster on 2 threads than on one (README: 65 vs 113 ms);
+#: beside a busy process 2 threads made 8- and 64-atom Si 5.7x and 13x slower than one
+#: (``benchmarks/contention.py --thread-default``), where "auto" stays within 1.2x of one thread
+ATOMS_PER_THREAD = 100
+#: a close-pair warning is repeated for a structure whose closest pair (as a fraction of the
+#: covalent radii sum) is below this fraction of the closest one warned about before
+CLOSE_PAIR_REWARN = 0.9
+
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` for the block and restored after it (``None``: left
+    alone). torch's count is per calling thread (OpenMP's), plus a process-wide default that
+    threads started meanwhile inherit; both are restored, so nothing outlives the block."""
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    with _threads_lock:  # the process-wide default: one save and restore at a time
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            torch.set_num_threads(before)
+
+
+def closest_pair_fraction(graph: AtomicGraph, numbers: np.ndarray) -> float:
+    """The closest pair's distance as a fraction of its covalent radii sum (1.0 without edges)."""
+    if graph.n_edges == 0:
+        return 1.0
+    from ase.data import covalent_radii
+
+    radii = covalent_radii[np.asarray(numbers)]
+    distances = np.linalg.norm(graph.edge_vectors.double().numpy(), axis=1)
+    senders, receivers = graph.senders.numpy(), graph.receivers.numpy()
+    return float(np.min(distances / (radii[senders] + radii[receivers])))
+
+
+def _threads_setting(value) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"threads must be 'auto', a positive number of threads or None, got {value!r}")
+    return int(value)
 
 
 def _positive_or_none(value) -> int | None:

@@ -248,19 +248,37 @@ def check_distances(graph: NeighbourList, numbers: np.ndarray) -> str | None:
     pairs closer than :data:`CLOSE_FRACTION`, else ``None``."""
     if graph.receivers.size == 0:
         return None
+    distances = np.linalg.norm(graph.edge_vectors, axis=1)
+    return check_edge_distances(distances, graph.receivers, graph.senders, numbers)
+
+
+def check_edge_distances(
+    distances: np.ndarray,
+    receivers: np.ndarray,
+    senders: np.ndarray,
+    numbers: np.ndarray,
+    ids: np.ndarray | None = None,
+    noun: str = "atoms",
+) -> str | None:
+    """:func:`check_distances` on edges given as arrays (engines that build their own
+    neighbour lists, e.g. LAMMPS, check here): ``distances`` (n_edges,) in A, ``receivers`` and
+    ``senders`` index ``numbers`` (atomic numbers, ghost atoms included); atoms are named by
+    ``ids`` (default: their index; a periodic image carries its atom's id) after ``noun``."""
+    if len(distances) == 0:
+        return None
     from ase.data import chemical_symbols, covalent_radii
 
-    distances = np.linalg.norm(graph.edge_vectors, axis=1)
     radii = covalent_radii[numbers]
-    ratio = distances / (radii[graph.receivers] + radii[graph.senders])
+    ratio = distances / (radii[receivers] + radii[senders])
     worst = int(np.argmin(ratio))
     if ratio[worst] >= CLOSE_FRACTION:
         return None
-    i, j = int(graph.receivers[worst]), int(graph.senders[worst])
+    i, j = int(receivers[worst]), int(senders[worst])
+    id_i, id_j = (i, j) if ids is None else (int(ids[i]), int(ids[j]))
     pair = (
-        f"atoms {i} ({chemical_symbols[numbers[i]]}) and {j} ({chemical_symbols[numbers[j]]})"
-        if i != j
-        else f"atom {i} ({chemical_symbols[numbers[i]]}) and its own periodic image"
+        f"{noun} {id_i} ({chemical_symbols[numbers[i]]}) and {id_j} ({chemical_symbols[numbers[j]]})"
+        if id_i != id_j
+        else f"atom {id_i} ({chemical_symbols[numbers[i]]}) and its own periodic image"
     )
     n_close = int(np.sum(ratio < CLOSE_FRACTION)) // 2
     if ratio[worst] < COINCIDENT_FRACTION:

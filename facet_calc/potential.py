@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .graph import AtomicGraph, graph_from_atoms
-from .index import INDEX_FILE, list_potentials, potentials_dir  # noqa: F401  (re-exported)
+from .index import INDEX_FILE, list_potentials, list_user_potentials, potentials_dir, user_potentials_dir  # noqa: F401  (re-exported)
 from .index import read_index as _read_index
 from .nn import build_model
 from .nn.config_checks import ConfigError
@@ -114,12 +114,15 @@ def _is_path(potential: str | Path) -> bool:
 def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     """Folder of a potential and the sha256 digests its index lists (None if it has none).
 
-    A bare name resolves to the shipped potentials only; a path to that folder, whose digests
-    come from the ``index.json`` in the folder's parent (an index the user controls)."""
+    A bare name resolves to a shipped potential first, then to one in the user potential
+    directory (:func:`~facet_calc.index.user_potentials_dir`), whose names never shadow shipped
+    ones; a path to that folder, whose digests come from the ``index.json`` in the folder's
+    parent (an index the user controls)."""
     if _is_path(potential):
         path = Path(potential).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"potential folder {str(path)!r} does not exist or is not a folder")
+            why = _symlink_trouble(path) or ("is a file, not a folder" if path.exists() else "does not exist")
+            raise FileNotFoundError(f"potential folder {str(path)!r} {why}")
         entry = _read_index(path.resolve().parent).get(path.resolve().name)
         if entry is not None and not isinstance(entry.get("sha256"), dict):
             raise ValueError(f"{path.resolve().parent / INDEX_FILE} has no sha256 table for {path.name!r}")
@@ -128,7 +131,15 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     index = _read_index(shipped)
     name = str(potential)
     if name not in index:
+        user_dir = user_potentials_dir()
+        user_index = _read_index(user_dir)
+        if name in user_index:
+            if not isinstance(user_index[name].get("sha256"), dict):
+                raise ValueError(f"{user_dir / INDEX_FILE} has no sha256 table for {name!r}")
+            return user_dir / name, user_index[name]["sha256"]
         known = ", ".join(sorted(index)) or "(none installed)"
+        if user_index:
+            known += f"; yours ({user_dir}): " + ", ".join(sorted(user_index))
         hint = ""
         if Path(name).is_dir():
             hint = f" (to load the folder {name!r} in the working directory, pass it as a path: './{name}')"
@@ -138,13 +149,33 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     return shipped / name, index[name]["sha256"]
 
 
+def _symlink_trouble(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a broken link (a loop, or a link to nothing)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (its links lead back to themselves); replace it with the real file or folder"
+        if path.is_symlink():
+            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
+    return None
+
+
+def _missing(folder: Path, fname: str) -> FileNotFoundError:
+    why = _symlink_trouble(folder / fname)
+    return FileNotFoundError(f"potential folder {folder}: {fname} {why}" if why else
+                             f"potential folder {folder} has no {fname}")  # fmt: skip
+
+
 def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
     """Check every file of the potential against its sha256 in the index.
 
     Without an index entry the folder loads only with ``verify=False``, with a warning."""
     for fname in REQUIRED_FILES:
         if not (folder / fname).is_file():
-            raise FileNotFoundError(f"potential folder {folder} has no {fname}")
+            raise _missing(folder, fname)
     if digests is None:
         if verify:
             raise ValueError(
@@ -167,7 +198,7 @@ def _verify(folder: Path, digests: dict[str, str] | None, verify: bool) -> None:
                 "every file of a potential (config.json, weights.safetensors, card.md) must be listed"
             )
         if not fpath.is_file():
-            raise FileNotFoundError(f"potential folder {folder} has no {fname}")
+            raise _missing(folder, fname)
         actual = sha256_of(fpath)
         if actual != digests[fname]:
             raise ValueError(
@@ -191,7 +222,8 @@ def load_potential(
     ``"auto"``: CUDA when available). ``head`` picks the fidelity of a multi-fidelity potential
     (case-insensitive; default: its ``default_head``); for any other potential it must be None.
 
-    A name (a string without a path separator) means a shipped potential, never a folder of
+    A name (a string without a path separator) means a shipped potential, or else one that
+    ``facet-calc convert --name`` installed in the user potential directory, never a folder of
     that name in the working directory; pass ``Path(...)`` or ``"./name"`` for a folder. Every
     file (config, weights, card) is checked against the sha256 in the index: the shipped one,
     or the ``index.json`` beside a folder (``save_potential`` writes it). ``verify=False``

@@ -145,6 +145,7 @@ def test_settings_are_recorded_and_set_takes_effect(tmp_path):
         "dispersion": None,
         "memory_check": True,
         "max_region_atoms": None,
+        "threads": "auto",
         "arch": "7net-0-spline",  # janus-core keys its results by it
     }
     atoms = bulk("Si", "diamond", a=5.43)
@@ -193,3 +194,87 @@ def test_switching_potentials_and_heads_with_set():
     assert calc.potential.head == "pbe" and calc.parameters["head"] == "pbe"
     calc.set(potential="7net-0-spline")  # the single-fidelity potential takes no head
     assert calc.parameters["head"] is None and calc.parameters["arch"] == "7net-0-spline"
+
+
+def _threads_seen(monkeypatch) -> list[int]:
+    """torch's thread count inside each model call of the calculator."""
+    import facet_calc.calculator as module
+
+    seen, evaluate = [], module.evaluate
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(module, "evaluate", recording)
+    return seen
+
+
+def test_small_systems_run_on_one_thread_and_torch_s_setting_is_restored(potential32, monkeypatch):
+    """threads="auto": one thread per ATOMS_PER_THREAD atoms, at most torch's setting, for the
+    call only (issue 22.3: on a busy 2-core machine an 8-atom call took 1.2-2.0 s on 2 threads
+    against 40 ms on one)."""
+    from facet_calc.calculator import ATOMS_PER_THREAD
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        seen = _threads_seen(monkeypatch)
+        small = bulk("NaCl", "rocksalt", a=5.64, cubic=True)  # 8 atoms
+        large = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 4, 4))  # 512 atoms
+        assert len(large) >= 4 * ATOMS_PER_THREAD
+        for atoms in (small, large):
+            atoms.rattle(0.02, seed=0)
+            atoms.calc = FacetCalculator(potential32)
+            atoms.get_forces()
+        assert seen == [1, 4] and torch.get_num_threads() == 4  # restored after the small call
+        # an explicit count, and None (torch's as it is); the numbers do not depend on it
+        reference = small.get_forces()
+        for threads, expected in ((2, 2), (None, 4)):
+            small.calc = FacetCalculator(potential32, threads=threads)
+            np.testing.assert_allclose(small.get_forces(), reference, atol=1e-5)  # float32 sums
+            assert seen[-1] == expected and torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "all", True])
+def test_bad_thread_counts_are_refused(potential32, threads):
+    with pytest.raises(ValueError, match="threads must be 'auto', a positive number of threads or None"):
+        FacetCalculator(potential32, threads=threads)
+
+
+def test_a_markedly_closer_pair_is_warned_again(potential32):
+    """The close-pair warning comes once per calculator (not every MD step), and again for a
+    structure whose closest pair is markedly closer than any warned about before."""
+    import warnings
+
+    atoms = Atoms("Si2", positions=[(0, 0, 0), (1.0, 0, 0)])  # Si-Si covalent radii sum 2.22 A
+    atoms.calc = FacetCalculator(potential32)
+    messages = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for distance in (1.0, 0.99, 1.05, 0.6, 0.59, 0.8):
+            atoms.positions[1, 0] = distance
+            atoms.get_potential_energy()
+            messages.append([str(w.message) for w in caught if "closer than" in str(w.message)])
+            caught.clear()
+    assert [len(m) for m in messages] == [1, 0, 0, 1, 0, 0]
+    assert "at 0.6 A" in messages[3][0]
+
+
+def test_facet_calc_never_forks_python_workers():
+    """A fork after torch has run on several OpenMP threads can deadlock the children
+    (upstream; docs/processes.md): facet_calc starts no worker process but with spawn."""
+    import re
+    from pathlib import Path
+
+    import facet_calc
+
+    forking = re.compile(r"\bos\.fork\b|multiprocessing|ProcessPoolExecutor|torch\.multiprocessing")
+    offenders = []
+    for path in Path(facet_calc.__file__).parent.rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if forking.search(line) and "spawn" not in line:
+                offenders.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offenders, offenders

@@ -177,6 +177,11 @@ def test_list_and_version_do_not_import_torch():
     run = processes.run([sys.executable, "-c", code], what="`facet-calc list` in a fresh interpreter", timeout=10)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split()[-1] == "False" and "7net-0-spline" in run.stdout
+    for argv in (["--help"], ["relax", "--help"], ["finetune", "--help"]):  # help of every kind: no torch
+        code = (f"import sys\nfrom facet_calc.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n"
+                "    pass\nprint('torch' in sys.modules)\n")  # fmt: skip
+        run = processes.run([sys.executable, "-c", code], what=f"`facet-calc {' '.join(argv)}`", timeout=10)
+        assert run.returncode == 0 and run.stdout.split()[-1] == "False", (argv, run.stderr[-2000:])
     run = processes.run(
         [sys.executable, "-m", "facet_calc.cli", "--version"], what="`facet-calc --version`", timeout=10
     )
@@ -278,3 +283,98 @@ def test_relaxed_poscar_feeds_phonons(tmp_path):
     # the primitive cell phonopy used is the relaxed one (volume kept to the written precision)
     primitive = read(tmp_path / "POSCAR_relaxed_primitive.extxyz", format="extxyz")
     assert primitive.get_volume() == pytest.approx(relaxed.get_volume(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["md", "--temperature", "inf"], "argument --temperature: must be a finite number, got inf"),
+        (["md", "--temperature", "-5"], "argument --temperature: must be zero or positive, got -5"),
+        (["md", "--pressure", "nan"], "argument --pressure: must be a finite number, got nan"),
+        (["md", "--timestep", "inf"], "argument --timestep: must be a finite number, got inf"),
+        (["relax", "--fmax", "nan"], "argument --fmax: must be a finite number, got nan"),
+        (["eos", "--max-strain", "1.5"], "argument --max-strain: must be a fraction below 1"),
+        (["elastic", "--max-strain", "-0.01"], "argument --max-strain: must be positive"),
+    ],
+)
+def test_values_that_make_no_run_are_refused_by_the_parser(option, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([option[0], "x.extxyz", *option[1:]])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_folder_or_a_symlink_loop_as_input_is_named_as_such(tmp_path, capsys):
+    import os
+
+    (tmp_path / "folder").mkdir()
+    os.symlink(tmp_path / "loop.extxyz", tmp_path / "loop.extxyz")
+    os.symlink(tmp_path / "gone.extxyz", tmp_path / "dangling.extxyz")
+    cases = {"folder": "is a folder, not a file", "loop.extxyz": "is a symlink loop",
+             "dangling.extxyz": "which does not exist", "missing.extxyz": "does not exist"}  # fmt: skip
+    for name, message in cases.items():
+        assert main(["single", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (name, err)
+
+
+def test_a_symlink_loop_in_a_potential_folder_is_named_as_such(tmp_path, capsys):
+    """A listed potential folder whose card.md is a link to itself: the error says so (it
+    said "has no card.md")."""
+    import os
+    import shutil
+
+    from facet_calc.potential import potentials_dir
+
+    shutil.copytree(potentials_dir() / "7net-0-spline", tmp_path / "7net-0-spline")
+    shutil.copy(potentials_dir() / "index.json", tmp_path / "index.json")
+    card = tmp_path / "7net-0-spline" / "card.md"
+    card.unlink()
+    os.symlink(card, card)
+    path = tmp_path / "al.extxyz"
+    write(path, bulk("Al", "fcc", a=4.05))
+    argv = ["single", str(path), "--potential", str(tmp_path / "7net-0-spline"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "card.md is a symlink loop" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_relax_writes_the_last_structure_and_a_summary(tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt in the 4th optimizer step: status 130, the structure of step 3 with
+    its results, a summary marked interrupted, a readable trajectory."""
+    from ase.optimize import FIRE
+
+    calls, original = {"n": 0}, FIRE.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FIRE, "step", step)
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.rattle(0.05, seed=0)
+    path = tmp_path / "cu.extxyz"
+    write(path, atoms)
+    assert main(["relax", str(path), "--out", str(tmp_path), "--quiet", "--fmax", "1e-4", "--plot"]) == 130
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["steps"] == 3 and not summary["converged"]
+    assert "interrupted after 3 steps" in capsys.readouterr().err
+    last = read(tmp_path / "cu_relax.traj", ":")[-1]
+    relaxed = read(tmp_path / "cu_relaxed.extxyz")
+    np.testing.assert_allclose(relaxed.positions, last.positions, atol=1e-6)
+    assert relaxed.get_potential_energy() == pytest.approx(summary["energy_eV"], abs=1e-5)
+    assert (tmp_path / "cu_relax.png").is_file()
+
+
+def test_elastic_summary_prints_the_matrix_row_by_row(tmp_path, capsys):
+    path = tmp_path / "nacl.extxyz"
+    write(path, bulk("NaCl", "rocksalt", a=5.64))
+    from facet_calc.workflows import WorkflowWarning
+
+    with pytest.warns(WorkflowWarning, match="not relaxed"):  # the CLI test needs no relaxed input
+        assert main(["elastic", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert json.loads(out) == summary and np.shape(summary["C_GPa_voigt"]) == (6, 6)
+    rows = [line for line in out.splitlines() if line.strip().startswith("[") and line.rstrip(",").count(",") == 5]
+    assert len(rows) == 12  # the 6x6 matrix and its 6x6 standard errors, one row per line

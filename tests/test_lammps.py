@@ -302,6 +302,26 @@ def test_errors_name_the_problem(tmp_path, env, small, pair_lines, message):
     assert "ERROR" in done.stdout and message in done.stdout, done.stdout[-2000:]
 
 
+def test_coincident_atoms_are_refused_as_by_the_calculator(tmp_path, env, small):
+    """Si2 0.1 A apart: FacetCalculator refuses it; LAMMPS gave an energy (-7.6e7 eV with
+    7net-0-spline). The plugin runs the calculator's check and names the atoms by their IDs."""
+    from facet_calc.graph import GeometryError
+
+    atoms = Atoms("OSiSi", positions=[[1.0, 1.0, 1.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.1]], cell=[10.0] * 3, pbc=True)
+    atoms.calc = FacetCalculator(str(small), dtype="float64")
+    with pytest.raises(GeometryError, match="0.1 A apart"):
+        atoms.get_potential_energy()
+    write_data(tmp_path / "data.si2", atoms, ["Si", "O"])
+    script = (
+        f"units metal\natom_style atomic\nread_data data.si2\npair_style facet {small}\npair_coeff * * Si O\nrun 0\n"
+    )
+    done = run_lammps(tmp_path, script, 1, env)
+    assert done.returncode != 0
+    expected = "atoms with IDs 2 (Si) and 3 (Si) are 0.1 A apart"
+    assert "ERROR" in done.stdout and expected in done.stdout, done.stdout[-2000:]
+    assert "remove duplicated atoms" in done.stdout
+
+
 def test_lammps_started_from_python_under_mpirun(tmp_path, env, small):
     """``lammps.lammps()`` in a Python script under mpirun, the plugin loaded by path."""
     atoms = _sio(2, seed=13)

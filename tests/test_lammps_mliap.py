@@ -150,3 +150,17 @@ def test_export_command_writes_a_weightless_pickle(tmp_path, small_dir):
     obj.compute_forces(data)
     atoms.calc = FacetCalculator(str(small_dir), dtype="float64")
     assert abs(data.energy - atoms.get_potential_energy()) < 1e-10 * abs(data.energy)
+
+
+def test_coincident_atoms_are_refused_as_by_the_calculator(small_dir):
+    """Si2 0.1 A apart: the calculator's overlap check, not an energy (-7.6e7 eV in LAMMPS)."""
+    from ase import Atoms
+
+    from facet_calc.graph import GeometryError
+
+    obj = FacetMLIAP(str(small_dir), dtype="float64")
+    atoms = Atoms("OSiSi", positions=[[1.0, 1.0, 1.0], [5.0, 5.0, 5.0], [5.0, 5.0, 5.1]], pbc=False)
+    data = _Data(atoms, obj, kokkos=False, with_exchange=False)
+    with pytest.raises(GeometryError, match=r"atoms 1 \(Si\) and 2 \(Si\) are 0.1 A apart"):
+        obj.compute_forces(data)
+    assert data.energy is None

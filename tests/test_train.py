@@ -269,7 +269,8 @@ def test_cli_finetune_writes_potential_log_and_plots(tmp_path, capsys):
             "--epochs", "1", "--batch-size", "3", "--quiet", "--readout-only"]  # fmt: skip
     assert main(args) == 0
     for name in ("potential/config.json", "potential/weights.safetensors", "potential/card.md", "index.json",
-                 "log.csv", "learning_curves.png", "parity_valid.png", "checkpoint/checkpoint.json"):  # fmt: skip
+                 "log.csv", "learning_curves.png", "parity_valid.png",
+                 "checkpoint/checkpoint.safetensors"):  # fmt: skip
         assert (out / name).is_file(), name
     assert "potential" in capsys.readouterr().out
     # only the readout, scale and shift changed

@@ -244,3 +244,51 @@ def test_nac_gives_the_lo_mode_phonopy_gives(calc64, nacl_relaxed):
     lo = np.sqrt(to**2 + gap * units._e / units._amu * 1e20 / (2 * np.pi * 1e12) ** 2)  # THz
     assert nac.band_frequencies_thz[0].max() == pytest.approx(lo, rel=1e-4)  # 7.3863 THz, measured 1e-5
     assert nac.gamma_frequencies_thz.max() == pytest.approx(to, abs=1e-3)  # at Gamma itself: TO
+
+
+def test_cell_relaxation_records_stress_and_its_plot_shows_it(calc32, tmp_path, capsys):
+    """The relax figure of a cell relaxation has a stress panel beside energy and force; the
+    progress bar counts steps against fmax, with no "/max_steps" total nor its false ETA."""
+    atoms = bulk("Cu", "fcc", a=3.7)
+    result = relax(atoms, calc32, fmax=0.01, progress=True)
+    assert "/1000" not in capsys.readouterr().err
+    assert result.cell_relaxed and result.max_stresses_gpa.shape == result.energies_ev.shape
+    assert result.max_stresses_gpa[0] > 1.0  # Cu compressed to a = 3.7 A: measured 5.6 GPa
+    probe = result.atoms.copy()
+    probe.calc = calc32
+    assert result.max_stresses_gpa[-1] == pytest.approx(np.abs(probe.get_stress()).max() / units.GPa, abs=1e-6)
+    assert result.max_stress_gpa == result.max_stresses_gpa[-1] and result.n_steps == len(result.energies_ev) - 1
+    fig = result.plot(str(tmp_path / "cell.png"))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["energy (eV)", "largest force (eV/Å)", "largest |stress| (GPa)"]
+    fixed = relax(atoms, calc32, fmax=0.01, relax_cell=False, progress=False)
+    assert fixed.max_stresses_gpa is None and len(fixed.plot(str(tmp_path / "fixed.png")).axes) == 2
+
+
+def test_a_relaxation_stopped_by_ctrl_c_returns_its_last_step(calc32, tmp_path, monkeypatch):
+    from ase.io import read
+    from ase.optimize import FIRE
+
+    calls, original = {"n": 0}, FIRE.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FIRE, "step", step)
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
+    atoms.rattle(0.05, seed=0)
+    result = relax(atoms, calc32, fmax=1e-4, trajectory=str(tmp_path / "r.traj"), progress=False)
+    assert result.interrupted and not result.converged and result.n_steps == 3
+    frames = read(tmp_path / "r.traj", ":")  # closed and readable: the start and the 3 steps
+    assert len(frames) == 4
+    np.testing.assert_allclose(result.atoms.positions, frames[-1].positions, atol=1e-12)
+    assert result.energy_ev == pytest.approx(frames[-1].get_potential_energy(), abs=1e-9)
+
+
+def test_eos_figure_spells_the_volume_unit_one_way(calc64, tmp_path):
+    with pytest.warns(WorkflowWarning, match="not relaxed"):
+        fig = eos(bulk("Al", "fcc", a=4.05), calc64, progress=False).plot(str(tmp_path / "eos.png"))
+    ax = fig.axes[0]
+    assert "Å³" in ax.get_title() and "Å³" in ax.get_xlabel() and "A^3" not in ax.get_title()

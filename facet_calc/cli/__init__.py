@@ -10,14 +10,16 @@
     facet-calc elastic POSCAR
     facet-calc finetune 7net-0-spline --train dft.extxyz --out runs/ft --epochs 30 --lr 1e-4
     facet-calc train config.yaml
+    facet-calc convert checkpoint_best.pth --name my-7net
 
 Every run writes its structures (extxyz, with their energy, forces and stress, or ASE
 trajectories) and ``summary.json`` (units in the key names) into ``--out`` (default: the
 current folder), PNG plots with ``--plot``; existing results there are kept unless
 ``--overwrite`` is given. A file with several structures is used whole by ``single`` and refused
 by the other commands unless ``--frame`` picks one. Errors in files or options are reported in
-one sentence, with exit status 2; Ctrl-C stops with status 130 (``md`` first writes a summary
-of the steps done, marked ``"interrupted": true``).
+one sentence, with exit status 2 (values such as ``--temperature inf`` are refused by the
+parser); Ctrl-C stops with status 130 (``md`` and ``relax`` first write a summary of the steps
+done, marked ``"interrupted": true``, and ``relax`` the last structure).
 
 Modules: :mod:`.parser` (the arguments), :mod:`.files` (reading and writing), one module per
 kind of command (:mod:`.potentials`, :mod:`.jobs`, :mod:`.training`); none imports torch
@@ -41,6 +43,7 @@ COMMANDS = {
     "list": potentials.list_names,
     "info": potentials.info,
     "export-lammps-mliap": potentials.export_lammps_mliap,
+    "convert": potentials.convert,
     "single": jobs.single,
     "relax": jobs.relax,
     "md": jobs.md,

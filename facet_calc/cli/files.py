@@ -29,12 +29,31 @@ def input_format(path: str | Path) -> str | None:
     return by_suffix if by_suffix is not None and by_name is not None and by_name != by_suffix else None
 
 
+def why_not_a_file(path: Path) -> str:
+    """Why ``path`` is not a readable file, as the end of a sentence: a folder, a symlink loop,
+    a link to nothing, or missing."""
+    import errno
+    import os
+
+    if path.is_dir():
+        return "is a folder, not a file; name a structure file inside it"
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symlink loop (its links lead back to themselves); point it at a real file"
+        if path.is_symlink():
+            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
+        return "does not exist"
+    return "is not a regular file (a device or a pipe); name a structure file"
+
+
 def read_structures(path: str, frame: str | None = None) -> list:
     """Every structure in ``path`` (or the one ``frame`` picks), as a list of Atoms."""
     from ase.io import read
 
     if not Path(path).is_file():
-        raise UserError(f"structure file {path!r} does not exist")
+        raise UserError(f"structure file {path!r} {why_not_a_file(Path(path))}")
     index = ":" if frame is None else frame
     try:
         frames = read(path, index=index, format=input_format(path))
@@ -92,6 +111,31 @@ def write_structures(path: Path, images) -> None:
     write(path, images, format="extxyz")
 
 
+def format_summary(value, indent: int = 0) -> str:
+    """JSON text of ``value`` laid out for reading: a list of numbers on one line, a matrix
+    (a list of such lists) one aligned row per line, like ``json.dumps(value, indent=1)``
+    otherwise."""
+    pad, inner = " " * indent, " " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(key)}: {format_summary(v, indent + 1)}" for key, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and not _flat(value):
+        if all(isinstance(row, list) and row and _flat(row) for row in value):  # a matrix
+            cells = [[json.dumps(v) for v in row] for row in value]
+            width = max(len(c) for row in cells for c in row)
+            lines = [inner + "[" + ", ".join(c.rjust(width) for c in row) + "]" for row in cells]
+        else:
+            lines = [inner + format_summary(v, indent + 1) for v in value]
+        return "[\n" + ",\n".join(lines) + f"\n{pad}]"
+    return json.dumps(value)
+
+
+def _flat(items: list) -> bool:
+    return not any(isinstance(v, (list, dict)) for v in items)
+
+
 def write_summary(out: Path, summary: dict) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary, indent=1))
+    """``summary.json`` in ``out`` (units in the key names), also printed."""
+    text = format_summary(summary)
+    (out / "summary.json").write_text(text + "\n")
+    print(text)

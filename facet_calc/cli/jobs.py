@@ -122,12 +122,17 @@ def relax(args) -> int:
     write_structures(job.path("relaxed.extxyz"), with_results(result.atoms, calc))
     summary = {"energy_eV": result.energy_ev, "max_force_eV_per_A": result.max_force_ev_per_a,
                "max_stress_GPa": result.max_stress_gpa, "steps": result.n_steps,
-               "converged": result.converged, "cell_relaxed": result.cell_relaxed}  # fmt: skip
+               "converged": result.converged, "cell_relaxed": result.cell_relaxed,
+               "interrupted": result.interrupted}  # fmt: skip
     if result.atoms.cell.rank == 3:
         summary["volume_A3"] = result.atoms.get_volume()
-    if args.plot:
+    if args.plot and len(result.energies_ev):
         result.plot(str(job.path("relax.png")))
-    return job.finish(summary)
+    if not result.interrupted:
+        return job.finish(summary)
+    print(f"facet-calc: interrupted after {result.n_steps} steps; {job.path('relaxed.extxyz')} holds the last "
+          f"structure and {job.out / 'summary.json'} its summary (not converged)", file=sys.stderr)  # fmt: skip
+    return job.finish(summary, status=130)
 
 
 def md(args) -> int:

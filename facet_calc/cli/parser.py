@@ -5,6 +5,7 @@ stay fast)."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from ..options import JOB_DTYPES
@@ -17,12 +18,20 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or auto")
 
 
+def _number(kind, text: str):
+    """``text`` as a finite ``kind``: ``inf`` and ``nan`` parse as floats but make no run."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'number' if kind is float else 'whole number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _positive(kind):
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        value = _number(kind, text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -31,13 +40,22 @@ def _positive(kind):
     return parse
 
 
+def _finite_float(text: str) -> float:
+    return _number(float, text)
+
+
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(float, text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _strain(text: str) -> float:
+    """A relative strain in (0, 1): at 1 or more the compressed cell would have no volume."""
+    value = _positive(float)(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction below 1 (0.05 is 5 %), got {text}")
     return value
 
 
@@ -73,16 +91,16 @@ def _add_structure_jobs(sub) -> None:
     md.add_argument("--temperature", type=_non_negative_float, default=300.0, help="K")
     md.add_argument("--timestep", type=_positive(float), default=1.0, help="fs")
     md.add_argument("--steps", type=_positive(int), default=1000)
-    md.add_argument("--pressure", type=float, default=0.0, help="GPa (npt)")
+    md.add_argument("--pressure", type=_finite_float, default=0.0, help="GPa (npt)")
     ph = sub.add_parser("phonons", help="phonon band structure and DOS (phonopy)")
     _add_common(ph, "phonons", plot="the band structure and DOS")
     ph.add_argument("--supercell", type=_positive(int), nargs=3, default=[2, 2, 2])
     eos = sub.add_parser("eos", help="equation of state and bulk modulus")
     _add_common(eos, "eos", plot="E(V) with the fit")
-    eos.add_argument("--max-strain", type=_positive(float), default=0.05, help="relative volume change")
+    eos.add_argument("--max-strain", type=_strain, default=0.05, help="relative volume change")
     el = sub.add_parser("elastic", help="elastic constants (strain-stress fit)")
     _add_common(el, "elastic")
-    el.add_argument("--max-strain", type=_positive(float), default=0.01)
+    el.add_argument("--max-strain", type=_strain, default=0.01, help="largest strain component")
 
 
 def _add_training(sub) -> None:
@@ -105,10 +123,12 @@ def _add_training(sub) -> None:
     ft.add_argument("--no-shift-refit", action="store_true", help="keep the base's per-element energy shifts")
     ft.add_argument("--name", help="name of the new potential (default: the --out folder name)")
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    ft.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     ft.add_argument("--quiet", action="store_true", help="no progress bars")
     tr = sub.add_parser("train", help="train a potential from a YAML file (from scratch or from a base)")
     tr.add_argument("config", help="YAML file; see facet_calc.train.recipe for its keys")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")
+    tr.add_argument("--overwrite", action="store_true", help="replace a run already in the run folder")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -137,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="names of the shipped potentials")
+    sub.add_parser("list", help="names of the shipped potentials, then of your own (facet-calc convert --name)")
     info = sub.add_parser("info", help="metadata and model card of a potential")
     info.add_argument("name")
     _add_structure_jobs(sub)
@@ -149,7 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
     mliap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     mliap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     mliap.add_argument("--out", required=True, help="output file (.pkl): pair_style mliap unified OUT 0")
+    _add_convert(sub)
     return parser
+
+
+def _add_convert(sub) -> None:
+    conv = sub.add_parser(
+        "convert",
+        help="convert a SevenNet checkpoint into a potential (fidelity-checked)",
+        description="Convert a SevenNet .pth checkpoint into a spline potential: measures it against the source "
+        "model (float64 and float32) before writing and refuses above the bound or for a layout it cannot "
+        "represent exactly. Reads the checkpoint with torch.load(weights_only=True). Needs sevenn.",
+    )
+    conv.add_argument("checkpoint", help="SevenNet checkpoint file (.pth)")
+    where = conv.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="potential folder to write (index.json goes beside it); load it by this path")
+    where.add_argument("--name", help="install into your potential directory ($FACET_CALC_POTENTIALS, default "
+                       "~/.local/share/facet_calc/potentials) under this name; load it by name")  # fmt: skip
+    conv.add_argument("--head", help="default head of a multi-fidelity checkpoint (all heads are kept)")
+    conv.add_argument("--licence", help="licence of the checkpoint, recorded in the card")
+    conv.add_argument("--overwrite", action="store_true", help="replace a converted potential that exists there")
 
 
 def _version() -> str:

@@ -47,6 +47,7 @@ def finetune(args) -> int:
         shift_refit=not args.no_shift_refit,
         name=args.name,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.quiet,
         plots=True,
     )
@@ -58,6 +59,6 @@ def finetune(args) -> int:
 def train(args) -> int:
     from ..train.recipe import train_from_yaml
 
-    folder = train_from_yaml(Path(args.config), resume=args.resume, progress=not args.quiet)
+    folder = train_from_yaml(Path(args.config), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(f"potential written to {folder}")
     return 0

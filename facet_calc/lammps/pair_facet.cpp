@@ -145,7 +145,7 @@ class PairFacet : public Pair {
   double *comm_data = nullptr;
   int comm_width = 0;
   int comm_float32 = 0;
-  std::vector<int64_t> species, receivers, senders;
+  std::vector<int64_t> species, receivers, senders, ids;
   std::vector<double> edge_vec;
 
   void allocate();
@@ -277,6 +277,9 @@ void PairFacet::compute(int eflag, int vflag)
 
   species.resize(nall);
   for (int i = 0; i < nall; i++) species[i] = species_of_type[type[i]];
+  // atom IDs (ghosts carry their owner's): errors name atoms as the user's data file does
+  ids.resize(nall);
+  for (int i = 0; i < nall; i++) ids[i] = (int64_t) atom->tag[i];
   receivers.clear();
   senders.clear();
   edge_vec.clear();
@@ -302,11 +305,11 @@ void PairFacet::compute(int eflag, int vflag)
   {
     GIL gil;
     PyObject *result = PyObject_CallMethod(
-        model, "compute", "iiLKKKKKKKKKK", nlocal, nall, n_edges, address(species.data()),
+        model, "compute", "iiLKKKKKKKKKKK", nlocal, nall, n_edges, address(species.data()),
         address(receivers.data()), address(senders.data()), address(edge_vec.data()),
         address(nall ? atom->f[0] : nullptr), address(eflag_atom ? eatom : nullptr),
         address(vflag_atom ? vatom[0] : nullptr), address(out), address(this),
-        address((void *) &facet_pair_exchange));
+        address((void *) &facet_pair_exchange), address(ids.data()));
     if (!result) error->one(FLERR, "pair_style facet: {}", python_error(true));
     Py_DECREF(result);
   }

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..potential import Potential, load_potential
+from . import output
 from .data import LabelKeys
 from .datafiles import DataFiles
 from .diagnostics import card_section
@@ -49,7 +50,7 @@ def finetune(
     base: str | Path | Potential, train: str | Path, out_dir: str | Path, settings: TrainSettings | None = None,
     valid: str | Path | None = None, valid_fraction: float = 0.1, keys: LabelKeys | None = None,
     freeze: tuple[str, ...] = (), train_only: str | None = None, shift_refit: bool = True, name: str | None = None,
-    resume: bool = False, progress: bool = True, plots: bool = False,
+    resume: bool = False, progress: bool = True, plots: bool = False, overwrite: bool = False,
 ) -> FinetuneResult:  # fmt: skip
     """Fine-tune ``base`` on the structures in ``train``; the result is a potential folder
     ``<out_dir>/potential`` (index in ``<out_dir>/index.json``) that ``FacetCalculator`` loads,
@@ -62,6 +63,9 @@ def finetune(
     )
     model = copy.deepcopy(potential.model).to(dtype=getattr(torch, settings.dtype), device=settings.device)
     data = DataFiles(Path(train), None if valid is None else Path(valid), valid_fraction, keys or LabelKeys())
+    run = {"base potential": potential.name, "base weights (sha256)": output.weights_digest(potential.model),
+           "frozen": list(freeze), "train only": train_only, "shift refit": shift_refit}  # fmt: skip
+    output.prepare_run_folder(out_dir, output.run_inputs(data, settings, **run), model, settings, resume, overwrite)
     result, provenance = fit_on_files(
         model, potential.atomic_numbers, potential.cutoff, data, settings, out_dir, freeze=freeze,
         train_only=train_only, shift_refit=shift_refit, resume=resume, progress=progress, plots=plots,

@@ -52,7 +52,7 @@ def config_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise DataError(f"model.hyperparameters: {err}") from err
 
 
-def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> Path:
+def train_from_yaml(path: Path, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Run the training that the YAML file at ``path`` describes; returns the potential folder."""
     import yaml
 
@@ -88,6 +88,7 @@ def train_from_yaml(path: Path, resume: bool = False, progress: bool = True) -> 
         train_only=recipe.get("train_only"),
         name=recipe.get("name"),
         resume=resume,
+        overwrite=overwrite,
         progress=progress,
         plots=True,
     )

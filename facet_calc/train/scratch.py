@@ -12,6 +12,8 @@ epoch (the fresh model's energies are near zero; the data's are not).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from ..nn import build_model, initialise_for_training
 from .data import LabelKeys
 from .datafiles import DataFiles
 from .fit import fit_on_files
-from .output import TrainResult, data_bullet, render_card, save_trained, stamp
+from .output import TrainResult, data_bullet, prepare_run_folder, render_card, run_inputs, save_trained, stamp
 from .settings import TrainSettings
 
 WEAKNESSES = """A model trained from scratch knows only its training data: it has seen no other elements,
@@ -41,7 +43,7 @@ def train_from_scratch(
     config: dict[str, Any], train: str | Path, out_dir: str | Path, settings: TrainSettings | None = None,
     valid: str | Path | None = None, valid_fraction: float = 0.1, keys: LabelKeys | None = None,
     freeze: tuple[str, ...] = (), train_only: str | None = None, name: str | None = None, resume: bool = False,
-    progress: bool = True, plots: bool = False,
+    progress: bool = True, plots: bool = False, overwrite: bool = False,
 ) -> TrainResult:  # fmt: skip
     """Train the model ``config`` describes (a full model config: ``architecture``,
     ``atomic_numbers``, ``cutoff``, ...) on the structures in ``train``; writes the same run
@@ -51,6 +53,9 @@ def train_from_scratch(
     out_dir = Path(out_dir)
     model = untrained_model(config, settings.dtype, settings.seed).to(device=settings.device)
     data = DataFiles(Path(train), None if valid is None else Path(valid), valid_fraction, keys or LabelKeys())
+    config_digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    run = {"model config (sha256)": config_digest, "frozen": list(freeze), "train only": train_only}
+    prepare_run_folder(out_dir, run_inputs(data, settings, **run), model, settings, resume, overwrite)
     result, provenance = fit_on_files(
         model, list(config["atomic_numbers"]), float(config["cutoff"]), data, settings, out_dir, freeze=freeze,
         train_only=train_only, resume=resume, progress=progress, plots=plots,

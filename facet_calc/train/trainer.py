@@ -326,8 +326,8 @@ class Trainer:
                     self.best_weights = self._weights()
                 self.stopped_by_guard = self.guard.should_stop
             self.history.append(row)
+            self.save()  # before the log: log.csv never lists an epoch the checkpoint lacks
             self._log(row)
-            self.save()
         return self.history
 
     def _should_stop(self) -> bool:

@@ -55,11 +55,11 @@ def resolve_calculator(calculator: Calculator | None, job: str) -> Calculator:
     return FacetCalculator(dtype=job_dtype(job))
 
 
-def progress_bar(total: int, description: str, enabled: bool):
-    """A tqdm bar (a no-op object when disabled)."""
+def progress_bar(total: int | None, description: str, enabled: bool, unit: str = "it"):
+    """A tqdm bar (a no-op object when disabled); ``total=None``: a counter without an ETA."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False, unit=unit)
 
 
 def calculate_many(calculator: Calculator, images: list[Atoms], properties: list[str]) -> list[dict]:

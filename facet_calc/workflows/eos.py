@@ -45,7 +45,10 @@ class EOSResult:
         fig = Figure(figsize=(5, 4))
         ax = fig.subplots()
         fit.plot(ax=ax, show=False)
-        ax.set_title(f"V0 = {self.v0_a3:.3f} A^3, B0 = {self.b0_gpa:.1f} GPa")
+        # one spelling of the unit in the title and on the axes (ASE's own labels say "Å$^3$")
+        ax.set_title(f"V0 = {self.v0_a3:.3f} Å³, B0 = {self.b0_gpa:.1f} GPa")
+        ax.set_xlabel("volume (Å³)")
+        ax.set_ylabel("energy (eV)")
         return save_figure(fig, filename)
 
 

@@ -42,6 +42,10 @@ class RelaxResult:
         energies_ev, max_forces_ev_per_a: (n_steps + 1,) energy and largest force per step.
         cell_relaxed: whether the cell relaxed (False for a fixed cell, a structure that is not
             periodic in 3D, and a slab or wire with vacuum along a cell vector).
+        max_stresses_gpa: (n_steps + 1,) largest stress component per step (GPa), when the
+            cell relaxed; else ``None``.
+        interrupted: True when the run was stopped early (Ctrl-C); ``atoms`` and the series
+            hold the last completed step.
     """
 
     atoms: Atoms
@@ -53,20 +57,27 @@ class RelaxResult:
     energies_ev: np.ndarray | None = None
     max_forces_ev_per_a: np.ndarray | None = None
     cell_relaxed: bool = False
+    max_stresses_gpa: np.ndarray | None = None
+    interrupted: bool = False
 
     def plot(self, filename: str) -> Figure:
-        """Energy and largest force against optimizer step, as PNG."""
+        """Energy, largest force and (for a cell relaxation) largest stress component against
+        optimizer step, as PNG."""
         # a Figure, not pyplot: the user's backend and open figures stay as they were
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6, 5))
-        ax_e, ax_f = fig.subplots(2, 1, sharex=True)
+        with_stress = self.max_stresses_gpa is not None
+        fig = Figure(figsize=(6, 7 if with_stress else 5))
+        axes = fig.subplots(3 if with_stress else 2, 1, sharex=True)
         steps = np.arange(len(self.energies_ev))
-        ax_e.plot(steps, self.energies_ev)
-        ax_e.set_ylabel("energy (eV)")
-        ax_f.semilogy(steps, self.max_forces_ev_per_a)
-        ax_f.set_ylabel("largest force (eV/A)")
-        ax_f.set_xlabel("optimizer step")
+        axes[0].plot(steps, self.energies_ev)
+        axes[0].set_ylabel("energy (eV)")
+        axes[1].semilogy(steps, self.max_forces_ev_per_a)
+        axes[1].set_ylabel("largest force (eV/Å)")
+        if with_stress:
+            axes[2].semilogy(steps, np.maximum(self.max_stresses_gpa, 1e-6))  # an exact 0 has no log
+            axes[2].set_ylabel("largest |stress| (GPa)")
+        axes[-1].set_xlabel("optimizer step")
         return save_figure(fig, filename)
 
 
@@ -86,6 +97,11 @@ def relax(
     The cell relaxes only for a crystal: a structure not periodic in 3D, or one whose atoms
     leave vacuum wider than the potential's cutoff along a cell vector (a slab or wire read from
     POSCAR or CIF), relaxes positions only, with a :class:`WorkflowWarning` in the second case.
+
+    The progress bar counts steps and shows the largest (for the cell, generalised) force
+    against ``fmax`` (``max_steps`` is a limit, not a forecast). A ``KeyboardInterrupt``
+    (Ctrl-C) stops the run after the current step and returns what was done, with
+    ``interrupted=True``, the trajectory closed.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
@@ -102,28 +118,47 @@ def relax(
         relax_cell = False
     target = FrechetCellFilter(atoms) if relax_cell else atoms
     opt = OPTIMIZERS[optimizer](target, trajectory=trajectory, logfile=None)
-    bar = progress_bar(max_steps, "relax", progress)
-    history = []
+    # no total: a relaxation stops at fmax, mostly long before max_steps, so a bar to max_steps
+    # would show "/1000" and an ETA of minutes for a run of seconds
+    bar = progress_bar(None, "relax", progress, unit="step")
+    history = []  # (energy, largest force, largest stress or None) after each step
+    last = {}  # the structure of the last completed step
 
     def record():
         forces = atoms.get_forces()
-        history.append((atoms.get_potential_energy(), np.linalg.norm(forces, axis=1).max() if len(atoms) else 0.0))
+        largest = float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0
+        stress = float(np.abs(atoms.get_stress()).max() / units.GPa) if relax_cell else None
+        history.append((float(atoms.get_potential_energy()), largest, stress))
+        last.update(positions=atoms.positions.copy(), cell=atoms.cell.array.copy())
+        # what fmax is compared with: the filter's forces include the cell's (stress x volume)
+        now = float(np.linalg.norm(target.get_forces(), axis=1).max()) if len(atoms) else 0.0
+        bar.set_postfix_str(f"fmax {now:.3g} -> {fmax:g} eV/Å", refresh=False)
         if len(history) > 1:  # ASE calls observers once before the first step
             bar.update(1)
 
     opt.attach(record)
-    converged = bool(opt.run(fmax=fmax, steps=max_steps))
-    bar.close()
-    forces = atoms.get_forces()
-    stress = atoms.get_stress() if relax_cell else np.zeros(6)
+    interrupted = converged = False
+    try:
+        converged = bool(opt.run(fmax=fmax, steps=max_steps))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        opt.close()  # flush and close the trajectory, interrupted or not
+    if interrupted and last:  # a step may have been cut short: keep the last completed one
+        atoms.set_cell(last["cell"])
+        atoms.positions = last["positions"]
+    energy, largest, stress = history[-1] if history else (float(atoms.get_potential_energy()), 0.0, None)
     return RelaxResult(
         atoms=atoms,
-        energy_ev=float(atoms.get_potential_energy()),
-        max_force_ev_per_a=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
-        max_stress_gpa=float(np.abs(stress).max() / units.GPa),
-        n_steps=int(opt.get_number_of_steps()),
+        energy_ev=energy,
+        max_force_ev_per_a=largest,
+        max_stress_gpa=stress if stress is not None else 0.0,
+        n_steps=max(len(history) - 1, 0),
         converged=converged,
-        energies_ev=np.array([e for e, _ in history]),
-        max_forces_ev_per_a=np.array([f for _, f in history]),
+        energies_ev=np.array([h[0] for h in history]),
+        max_forces_ev_per_a=np.array([h[1] for h in history]),
         cell_relaxed=relax_cell,
+        max_stresses_gpa=np.array([h[2] for h in history]) if relax_cell else None,
+        interrupted=interrupted,
     )
