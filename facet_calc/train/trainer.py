@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase.units import GPa
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..graph import AtomicGraph, group_by_edge_budget
 from ..nn.forward import evaluate
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import TENSORS, has_checkpoint, load_checkpoint, save_checkpoint
 from .data import Configuration, batch_of
 from .ema import ExponentialMovingAverage
 from .guard import GuardWarning, ValidationGuard
@@ -94,7 +93,6 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None  # the guard's kept weights
         self.stopped_by_guard = False
         self.started = False  # the starting model has been measured (scales, guard)
-        self._best_written: Path | None = None  # the best-weights file this trainer wrote or read
 
     def _make_scheduler(self):
         s = self.settings
@@ -133,22 +131,9 @@ class Trainer:
             "guard": self.guard.to_dict() if self.guard else None,
             "stopped_by_guard": self.stopped_by_guard,
         }
-        best = self._best_path()
-        if self.best_weights is not None and self._best_written != best:
-            # written before the checkpoint that names it, so a resume always finds it
-            tmp = best.with_suffix(".tmp")
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.best_weights.items()}, str(tmp))
-            os.replace(tmp, best)
-            self._best_written = best
-        save_checkpoint(self.checkpoint_dir, self.model, self.ema.shadow if self.ema else None, self.optimizer, state)
-        for old in self.checkpoint_dir.glob("best-epoch-*.safetensors"):
-            if old != best:
-                old.unlink()
-
-    def _best_path(self) -> Path:
-        epoch = self.guard.best_epoch if self.guard else 0
-        return self.checkpoint_dir / f"best-epoch-{epoch}.safetensors"
+        ema = self.ema.shadow if self.ema else None
+        # the guard's kept weights go into the same file: one rename commits them with the rest
+        save_checkpoint(self.checkpoint_dir, self.model, ema, self.optimizer, state, best=self.best_weights)
 
     def resume(self) -> bool:
         """Continue from the last checkpoint in ``out_dir``; False when there is none."""
@@ -173,9 +158,9 @@ class Trainer:
         self.stopped_by_guard = state.get("stopped_by_guard", False)
         if state.get("guard"):
             self.guard = ValidationGuard(**state["guard"])
-            self._best_written = self._best_path()
-            tensors = load_file(str(self._best_written))
-            self.best_weights = {k: v.to(self.device, self.dtype) for k, v in tensors.items()}
+            tensors = load_file(str(self.checkpoint_dir / TENSORS))
+            best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+            self.best_weights = {k: v.to(self.device, self.dtype) for k, v in best.items()}
         self.started = True
         # the radial tables derive their C2 slopes from the restored values
         self.model.train()
