@@ -278,7 +278,10 @@ def test_cli_finetune_writes_potential_log_and_plots(tmp_path, capsys):
     for (name, a), (_, b) in zip(base.model.named_parameters(), tuned.model.named_parameters()):
         if not torch.equal(a, b.to(a.dtype)):
             assert name.startswith(("readout", "scale", "shift")), name
-    assert not torch.equal(base.model.readout_out.weight, tuned.model.readout_out.weight)
+    # the guard keeps epoch 1 unless it is worse than the base on validation (then it says so)
+    guard = tuned.config["finetune"]["guard"]
+    changed = not torch.equal(base.model.readout_out.weight, tuned.model.readout_out.weight)
+    assert changed == (guard["best_epoch"] == 1), guard
 
 
 def test_cli_finetune_errors_are_one_sentence(tmp_path, capsys):

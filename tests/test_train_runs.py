@@ -72,10 +72,10 @@ def test_a_kill_while_saving_resumes_to_the_uninterrupted_weights(configs, strai
 def test_log_never_lists_an_epoch_the_checkpoint_lacks(configs, tmp_path, monkeypatch):
     real_save = trainer_module.save_checkpoint
 
-    def save(folder, model, ema, optimizer, state):
+    def save(folder, model, ema, optimizer, state, **options):
         if state["epoch"] == 2:
             raise Killed
-        real_save(folder, model, ema, optimizer, state)
+        real_save(folder, model, ema, optimizer, state, **options)
 
     monkeypatch.setattr(trainer_module, "save_checkpoint", save)
     with pytest.raises(Killed):

@@ -137,10 +137,13 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW)")
     p.add_argument("--schedule", choices=["cosine", "plateau", "constant"], default="cosine")
-    p.add_argument("--energy-weight", type=float, default=1.0, help="weight of the energy term (eV/atom)^2")
-    p.add_argument("--force-weight", type=float, default=1.0, help="weight of the force term (eV/A)^2")
-    p.add_argument("--stress-weight", type=float, default=0.1, help="weight of the stress term (GPa)^2")
-    p.add_argument("--loss", choices=["mse", "huber"], default="mse")
+    # balanced loss: each term is divided by the base's RMS error on it, so the weights carry no units
+    p.add_argument("--energy-weight", type=float, default=1.0, help="relative weight of the energy term")
+    p.add_argument("--force-weight", type=float, default=1.0, help="relative weight of the force term")
+    p.add_argument("--stress-weight", type=float, default=1.0, help="relative weight of the stress term (0: no stress)")
+    p.add_argument("--loss", choices=["mse", "huber"], default="mse", help="huber: quadratic within one scale")
+    p.add_argument("--stress-offset", choices=["auto", "keep"], default="auto",
+                   help="a stress offset flagged as likely Pulay stress: subtract it (auto) or train on it (keep)")
     p.add_argument("--ema-decay", type=float, default=0.99)
     p.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
     p.add_argument("--seed", type=int, default=0)

@@ -18,6 +18,7 @@ def settings_from_args(args):
         ema_decay=args.ema_decay or None,
         early_stopping_patience=args.patience,
         seed=args.seed,
+        stress_offset=args.stress_offset,
         device=args.device,
         dtype=args.dtype,
         loss=LossWeights(

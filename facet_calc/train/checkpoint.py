@@ -56,11 +56,15 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor] | None,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    best: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the checkpoint atomically (see the module docstring); a full disk raises
-    :class:`CheckpointSpaceError` and leaves the previous checkpoint in place."""
+    :class:`CheckpointSpaceError` and leaves the previous checkpoint in place. ``best``: the
+    weights the fine-tuning guard keeps, stored as ``best.<name>`` in the same file."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors, groups = checkpoint_tensors(model, ema, optimizer)
+    if best is not None:
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
     state = {**state, "optimizer_param_groups": groups}
     payload = save(tensors, metadata={STATE_KEY: json.dumps(state)})
     tmp = folder / (TENSORS + ".tmp")

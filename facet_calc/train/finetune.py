@@ -10,6 +10,12 @@ zero slope, at the cutoff); ``freeze`` names parameter prefixes to keep, and
 per-element energy shifts are refitted by least squares on the training set, so data from
 another code or functional does not spend the first epochs on a constant offset. The training
 itself is :func:`.fit.fit`; training from scratch is :mod:`.scratch`.
+
+Before anything is trained, the labels are diagnosed against the base (:mod:`.diagnostics`:
+errors per property, stress offsets, energies against forces and stresses, outliers,
+duplicates, validation frames in the training set), each finding a warning that names its fix,
+all of it in the card. During training the guard (:mod:`.guard`) keeps the model from ending
+worse than the base on the validation set without a loud warning.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from ..potential import Potential, load_potential
 from . import output
 from .data import LabelKeys
 from .datafiles import DataFiles
+from .diagnostics import card_section
 from .fit import READOUT_PREFIXES, fit_on_files, set_trainable
+from .guard import guard_summary
 from .output import TrainResult, data_bullet, render_card, save_trained, stamp
 from .settings import TrainSettings
 from .shifts import refit_shifts
@@ -61,6 +69,7 @@ def finetune(
     result, provenance = fit_on_files(
         model, potential.atomic_numbers, potential.cutoff, data, settings, out_dir, freeze=freeze,
         train_only=train_only, shift_refit=shift_refit, resume=resume, progress=progress, plots=plots,
+        base_diagnostics=True,
     )  # fmt: skip
     config = copy.deepcopy(potential.config)
     config["name"] = name or out_dir.name
@@ -73,6 +82,8 @@ def finetune(
         data_bullet(provenance),
         f"- Per-element shift change before training (eV): {provenance['shift_change_eV'] or 'none'}.",
         f"- Frozen: {list(freeze) or 'nothing'}{'; trained: readout, scale and shift only' if train_only else ''}.",
+        guard_summary(provenance["guard"]),
     ], WEAKNESSES)  # fmt: skip
+    card += "\n" + card_section(provenance["label_diagnostics"])
     folder = save_trained(out_dir, config, result.model, card)
     return FinetuneResult(folder, result.history, provenance["shift_change_eV"])

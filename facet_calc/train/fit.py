@@ -12,6 +12,7 @@ files, fit the per-element shifts, mark the trainable parameters, ``fit``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 
 from .data import Configuration, DataError
 from .datafiles import DataFiles
+from .diagnostics import LabelReport, TrainingDataWarning, diagnose, subtract_stress_offset
 from .settings import TrainSettings
 from .shifts import refit_shifts_by_element
 from .trainer import Trainer
@@ -31,11 +33,15 @@ READOUT_PREFIXES = ("readout_hidden.", "readout_out.", "readout_weight", "scale"
 
 @dataclass
 class FitResult:
-    """``model``: the trained model (EMA weights in it, eval mode); ``history``: one row of
-    metrics per epoch (the rows of ``log.csv``)."""
+    """``model``: the trained model (EMA weights in it, eval mode; an earlier epoch's, or the
+    starting model's, when the guard kept them); ``history``: one row of metrics per epoch (the
+    rows of ``log.csv``); ``guard``: what the guard measured and kept (None without a
+    validation set); ``scales``: the balanced loss's scales (None: unbalanced)."""
 
     model: torch.nn.Module
     history: list[dict[str, float]]
+    guard: dict[str, Any] | None = None
+    scales: dict[str, float] | None = None
 
 
 def set_trainable(model: torch.nn.Module, freeze: tuple[str, ...] = (), train_only: str | None = None) -> list[str]:
@@ -82,7 +88,11 @@ def fit(
 
         plot_learning_curves(history, out_dir / "learning_curves.png")
         plot_parity(trainer.predictions(valid), out_dir / "parity_valid.png", "validation set")
-    return FitResult(trainer.finish(), history)
+    model = trainer.finish()
+    guard = None
+    if trainer.guard is not None:
+        guard = {**trainer.guard.to_dict(), "stopped": trainer.stopped_by_guard, "epochs_run": trainer.epoch}
+    return FitResult(model, history, guard, trainer.scales)
 
 
 def fit_on_files(
@@ -98,12 +108,16 @@ def fit_on_files(
     resume: bool = False,
     progress: bool = True,
     plots: bool = False,
+    base_diagnostics: bool = False,
 ) -> tuple[FitResult, dict[str, Any]]:
-    """Read ``data`` for a model of ``atomic_numbers`` and ``cutoff`` (A), refit its per-element
-    shifts (``shift_refit``; never on resume: the checkpoint has them), mark the trainable
-    parameters and :func:`fit`; returns the result and the run's provenance (data files,
-    settings, what was frozen, the shift changes in eV)."""
+    """Read ``data`` for a model of ``atomic_numbers`` and ``cutoff`` (A), check the labels
+    (:func:`.diagnostics.diagnose`; against ``model`` with ``base_diagnostics``, i.e. when it
+    is a trained base), refit its per-element shifts (``shift_refit``; never on resume: the
+    checkpoint has them), mark the trainable parameters and :func:`fit`; returns the result and
+    the run's provenance (data files, settings, what was frozen, the shift changes in eV, the
+    label diagnostics and what the guard kept)."""
     train_set, valid_set = data.read(atomic_numbers, cutoff, settings)
+    report = check_labels(model if base_diagnostics else None, train_set, valid_set, settings, progress)
     shift_change: dict[str, float] = {}
     if shift_refit and not resume:
         shift_change = refit_shifts_by_element(model, train_set, getattr(torch, settings.dtype), atomic_numbers)
@@ -115,5 +129,45 @@ def fit_on_files(
         "freeze": list(freeze),
         "train_only": train_only,
         "shift_change_eV": shift_change,
+        "label_diagnostics": report.to_dict(),
+        "guard": result.guard,
+        "loss_scales": result.scales,
     }
     return result, provenance
+
+
+def check_labels(
+    model: torch.nn.Module | None,
+    train: list[Configuration],
+    valid: list[Configuration],
+    settings: TrainSettings,
+    progress: bool = True,
+) -> LabelReport:
+    """Diagnose the labels (against ``model``, a trained base, when given), warn about every
+    finding (:class:`.diagnostics.TrainingDataWarning`) and, with ``settings.stress_offset ==
+    "auto"``, subtract a stress offset flagged as likely Pulay stress from the stress labels of
+    both sets (in place)."""
+    dtype = getattr(torch, settings.dtype)
+    report = diagnose(model, train, valid, dtype, settings.device)
+    if progress and report.errors:
+        from tqdm.auto import tqdm
+
+        tqdm.write("label diagnostics (base model against the labels, before training):")
+        for line in report.lines():
+            tqdm.write("  " + line)
+    for finding in report.findings:
+        warnings.warn(finding.message, TrainingDataWarning, stacklevel=3)
+    offset = report.stress_offset_GPa
+    if offset is not None and settings.loss.stress > 0 and any(c.has_stress for c in train):
+        if settings.stress_offset == "auto":
+            subtract_stress_offset([*train, *valid], offset)
+            report.stress_offset_action = "subtracted"
+            message = (f"subtracted the stress offset {offset:+.4g} GPa (isotropic) from every stress label before "
+                       "training (stress_offset='auto'); to train on the stresses as they are, pass "
+                       "--stress-offset keep, or --stress-weight 0 to ignore them")  # fmt: skip
+        else:
+            report.stress_offset_action = "kept"
+            message = (f"training on stress labels offset by {offset:+.4g} GPa as they are (stress_offset='keep'); "
+                       "expect the forces to get worse")  # fmt: skip
+        warnings.warn(message, TrainingDataWarning, stacklevel=3)
+    return report

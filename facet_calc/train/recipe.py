@@ -16,7 +16,7 @@ is data). Two kinds of start: from a potential (:func:`.finetune.finetune`) or f
       # hyperparameters: {atomic_numbers: [29], channels: 16, lmax: 1, n_layers: 2, cutoff: 4.5}
       # config: {...}
     freeze: []                    # parameter prefixes (fine-tuning)
-    settings: {epochs: 50, batch_size: 4, lr: 0.001, loss: {energy: 1, forces: 1, stress: 0.1}}
+    settings: {epochs: 50, batch_size: 4, lr: 0.001, loss: {energy: 1, forces: 1, stress: 1}}
 """
 
 from __future__ import annotations

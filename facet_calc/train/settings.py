@@ -19,6 +19,19 @@ class TrainSettings:
     when the validation loss has not improved for ``plateau_patience`` epochs) or
     ``"constant"``. ``ema_decay=None`` disables the EMA; ``early_stopping_patience=None``
     disables early stopping.
+
+    The guard (:mod:`.guard`): the starting model is evaluated on the validation set before
+    epoch 1; an epoch whose validation MAEs, each divided by the starting model's, average more
+    than ``1 + guard_tolerance`` counts as worse; after ``guard_patience`` such epochs in
+    a row the run stops; the weights kept are the best epoch's that is not worse (the starting
+    model's at worst), with a loud warning. ``guard_patience=None`` disables the stop (the best
+    weights are still kept). ``guard=False`` turns the guard off (the last epoch's weights are
+    saved, whatever they are).
+
+    ``stress_offset``: what to do when the label diagnostics (:mod:`.diagnostics`) find the
+    stress labels offset from the base model by far more than their spread (likely Pulay
+    stress): ``"auto"`` subtracts the measured isotropic offset from the stress labels, with a
+    warning and a line in the card; ``"keep"`` trains on them as they are (warning only).
     """
 
     epochs: int = 50
@@ -36,6 +49,10 @@ class TrainSettings:
     clip_grad_norm: float | None = 10.0
     ema_decay: float | None = 0.99
     early_stopping_patience: int | None = None
+    guard: bool = True
+    guard_patience: int | None = 5
+    guard_tolerance: float = 0.0
+    stress_offset: str = "auto"
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
@@ -55,6 +72,12 @@ class TrainSettings:
             problems.append(f"lr must be a positive number (got {self.lr})")
         if self.schedule not in ("cosine", "plateau", "constant"):
             problems.append(f"schedule must be 'cosine', 'plateau' or 'constant' (got {self.schedule!r})")
+        if self.guard_patience is not None and self.guard_patience < 1:
+            problems.append(f"guard_patience must be None or >= 1 (got {self.guard_patience})")
+        if not (self.guard_tolerance >= 0 and math.isfinite(self.guard_tolerance)):
+            problems.append(f"guard_tolerance must be a finite number >= 0 (got {self.guard_tolerance})")
+        if self.stress_offset not in ("auto", "keep"):
+            problems.append(f"stress_offset must be 'auto' or 'keep' (got {self.stress_offset!r})")
         if self.dtype not in ("float32", "float64"):
             problems.append(f"dtype must be 'float32' or 'float64' (got {self.dtype!r})")
         if problems:

@@ -1,5 +1,9 @@
 """The training loop: batches, loss, AdamW, schedule, clipping, EMA, validation, early
-stopping, a CSV log and a checkpoint after every epoch, and exact resume.
+stopping, the guard against ending worse than the start (:mod:`.guard`), a CSV log and a
+checkpoint after every epoch, and exact resume.
+
+Before epoch 1 the starting model is evaluated on the training set (the balanced loss's
+scales, :func:`.loss.balance_scales`) and on the validation set (the guard's reference).
 
 Reproducible on the CPU: the only randomness is the shuffle of each epoch, drawn from a
 generator seeded with ``(seed, epoch)``, so an epoch that is redone after a resume visits the
@@ -13,20 +17,23 @@ import contextlib
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from ase.units import GPa
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..graph import AtomicGraph, group_by_edge_budget
 from ..nn.forward import evaluate
-from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import TENSORS, has_checkpoint, load_checkpoint, save_checkpoint
 from .data import Configuration, batch_of
 from .ema import ExponentialMovingAverage
-from .loss import Metrics, loss_terms, predicted_stress
+from .guard import GuardWarning, ValidationGuard
+from .loss import Metrics, balance_scales, loss_terms, predicted_stress
 from .settings import TrainSettings
 
 
@@ -80,6 +87,12 @@ class Trainer:
         self.best_valid_loss = math.inf
         self.epochs_without_improvement = 0
         self.history: list[dict[str, float]] = []
+        #: the balanced loss's scales (eV/atom, eV/A, GPa), measured before epoch 1; None: unbalanced
+        self.scales: dict[str, float] | None = None
+        self.guard: ValidationGuard | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the guard's kept weights
+        self.stopped_by_guard = False
+        self.started = False  # the starting model has been measured (scales, guard)
 
     def _make_scheduler(self):
         s = self.settings
@@ -114,8 +127,13 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "history": self.history,
             "settings": self.settings.to_dict(),
+            "scales": self.scales,
+            "guard": self.guard.to_dict() if self.guard else None,
+            "stopped_by_guard": self.stopped_by_guard,
         }
-        save_checkpoint(self.checkpoint_dir, self.model, self.ema.shadow if self.ema else None, self.optimizer, state)
+        ema = self.ema.shadow if self.ema else None
+        # the guard's kept weights go into the same file: one rename commits them with the rest
+        save_checkpoint(self.checkpoint_dir, self.model, ema, self.optimizer, state, best=self.best_weights)
 
     def resume(self) -> bool:
         """Continue from the last checkpoint in ``out_dir``; False when there is none."""
@@ -136,6 +154,14 @@ class Trainer:
             self.ema.updates = state["ema_updates"]
         self.scheduler.load_state_dict(state["scheduler"])
         self.history = state["history"]
+        self.scales = state.get("scales")
+        self.stopped_by_guard = state.get("stopped_by_guard", False)
+        if state.get("guard"):
+            self.guard = ValidationGuard(**state["guard"])
+            tensors = load_file(str(self.checkpoint_dir / TENSORS))
+            best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+            self.best_weights = {k: v.to(self.device, self.dtype) for k, v in best.items()}
+        self.started = True
         # the radial tables derive their C2 slopes from the restored values
         self.model.train()
         return True
@@ -163,7 +189,7 @@ class Trainer:
         for step, configs in enumerate(bar):
             batch = batch_of(configs, self.dtype, self.device)
             pred = predict(self.model, batch, create_graph=True, with_stress=self.with_stress)
-            terms = loss_terms(pred, batch, self.settings.loss)
+            terms = loss_terms(pred, batch, self.settings.loss, self.scales)
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             if self.settings.clip_grad_norm:
@@ -193,12 +219,48 @@ class Trainer:
                 batch = batch_of(chunk, self.dtype, self.device)
                 yield batch, predict(self.model, batch, create_graph=False, with_stress=self.with_stress)
 
-    def validate(self, configs: Sequence[Configuration] | None = None) -> dict[str, float]:
+    def validate(self, configs: Sequence[Configuration] | None = None, prefix: str = "valid_") -> dict[str, float]:
         """Metrics of the EMA weights on ``configs`` (default: the validation set)."""
         metrics = Metrics()
         for batch, pred in self._evaluated(self.valid_set if configs is None else configs):
-            metrics.update(pred, batch, float(loss_terms(pred, batch, self.settings.loss)["total"]))
-        return metrics.summary("valid_")
+            metrics.update(pred, batch, float(loss_terms(pred, batch, self.settings.loss, self.scales)["total"]))
+        return metrics.summary(prefix)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights that would be saved now (the EMA's, or the trainable ones)."""
+        if self.ema:
+            return {k: v.detach().clone() for k, v in self.ema.shadow.items()}
+        return {k: p.detach().clone() for k, p in self.model.named_parameters() if p.requires_grad}
+
+    def start(self) -> None:
+        """Measure the starting model before epoch 1: the balanced loss's scales on the training
+        set, and the guard's reference on the validation set."""
+        self.started = True
+        if self.settings.loss.balance:
+            self.scales = balance_scales(self.validate(self.train_set, prefix=""))
+            self._say("balanced loss: each term divided by the starting model's RMS error on the training set: "
+                      + ", ".join(f"{k} {v:.4g} {u}" for (k, v), u in
+                                  zip(self.scales.items(), ("eV/atom", "eV/A", "GPa"))))  # fmt: skip
+        if not self.settings.guard:
+            return
+        if not self.valid_set:
+            warnings.warn(
+                "no validation set: the fine-tuning guard cannot check that training does not make the "
+                "model worse than where it started; give a validation file or a valid_fraction",
+                GuardWarning,
+                stacklevel=3,
+            )
+            return
+        base = self.validate()
+        self.guard = ValidationGuard.start(base, self.settings.guard_patience, self.settings.guard_tolerance)
+        self.best_weights = self._weights()
+        shown = {k: v for k, v in base.items() if "_mae_" in k}
+        self._say("starting model on the validation set (the guard's reference): "
+                  + ", ".join(f"{k.removeprefix('valid_')} {v:.4g}" for k, v in shown.items()))  # fmt: skip
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)
 
     def predictions(self, configs: Sequence[Configuration]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(reference, predicted) of the EMA weights: energy per atom (eV), force components
@@ -225,8 +287,10 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume()
+        if not self.started:
+            self.start()
         while self.epoch < self.settings.epochs:
-            if self._should_stop():
+            if self._should_stop() or self.stopped_by_guard:
                 break
             start = time.perf_counter()
             row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -242,6 +306,10 @@ class Trainer:
             else:
                 self.epochs_without_improvement += 1
             self.epoch += 1
+            if self.guard is not None:
+                if self.guard.judge(self.epoch, row):
+                    self.best_weights = self._weights()
+                self.stopped_by_guard = self.guard.should_stop
             self.history.append(row)
             self.save()  # before the log: log.csv never lists an epoch the checkpoint lacks
             self._log(row)
@@ -265,8 +333,19 @@ class Trainer:
             writer.writerows(rows)
 
     def finish(self) -> torch.nn.Module:
-        """Put the EMA weights into the model and leave training mode (the radial tables store
-        their derived slopes); returns the model, ready to save."""
+        """Put the kept weights into the model (the EMA's; the guard's best epoch's when a later
+        one was worse on validation, with a :class:`GuardWarning`) and leave training mode (the
+        radial tables store their derived slopes); returns the model, ready to save."""
         if self.ema:
             self.ema.copy_to_model()
+        if self.guard is not None and self.best_weights is not None:
+            message = self.guard.verdict(self.epoch, self.stopped_by_guard)
+            if self.guard.best_epoch != self.epoch:
+                params = dict(self.model.named_parameters())
+                with torch.no_grad():
+                    for k, v in self.best_weights.items():
+                        params[k].copy_(v)
+            if message is not None:
+                warnings.warn(message, GuardWarning, stacklevel=2)
+                self._say(message)
         return self.model.eval()
