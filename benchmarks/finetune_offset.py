@@ -39,33 +39,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from ase.build import bulk
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from facet_calc import FacetCalculator
+from facet_calc.testing import emt_cu_frames
 from facet_calc.train import LossWeights, TrainSettings, finetune
 
 OFFSET_GPA = 30.0
-EV_PER_A3_PER_GPA = 1 / 160.21766208
-
-
-def emt_cu(n: int, seed: int, offset_gpa: float = OFFSET_GPA) -> list:
-    """Rattled, strained 4-atom Cu cells, EMT labels, ``offset_gpa`` added to the stress diagonal."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
-        atoms.set_cell(atoms.cell @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
-        atoms.rattle(0.08, seed=seed * 1000 + i)
-        atoms.calc = EMT()
-        stress = atoms.get_stress() + np.array([1, 1, 1, 0, 0, 0]) * offset_gpa * EV_PER_A3_PER_GPA
-        atoms.calc = SinglePointCalculator(
-            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=stress
-        )
-        frames.append(atoms)
-    return frames
 
 
 def errors(calc, train, test) -> tuple[float, float]:
@@ -105,7 +85,8 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=8)
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
-    train, valid, test = emt_cu(args.n_train, seed=1), emt_cu(args.n_valid, seed=2), emt_cu(args.n_test, seed=3)
+    sizes = ((args.n_train, 1), (args.n_valid, 2), (args.n_test, 3))
+    train, valid, test = (emt_cu_frames(n, seed, OFFSET_GPA) for n, seed in sizes)
     folder = Path(tempfile.mkdtemp(prefix="finetune_offset_"))
     write(folder / "train.extxyz", train)
     write(folder / "valid.extxyz", valid)

@@ -168,3 +168,35 @@ def random_rotation(seed: int) -> np.ndarray:
     if np.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
+
+
+def emt_cu_frames(n: int, seed: int, stress_offset_gpa: float = 0.0) -> list[Atoms]:
+    """``n`` rattled, strained 4-atom Cu cells labelled by ASE's EMT (energy, forces, stress), as
+    training data with an independent reference; ``stress_offset_gpa`` is added to the stress
+    diagonal (a synthetic Pulay stress)."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+        atoms.set_cell(atoms.cell @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
+        atoms.rattle(0.08, seed=seed * 1000 + i)
+        atoms.calc = EMT()
+        stress = atoms.get_stress() + np.array([1, 1, 1, 0, 0, 0]) * stress_offset_gpa * units.GPa
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=stress
+        )
+        frames.append(atoms)
+    return frames
+
+
+def force_mae(calc, frames: list[Atoms]) -> float:
+    """Mean absolute force error (eV/A) of ``calc`` against the forces stored with ``frames``."""
+    errors = []
+    for atoms in frames:
+        probe = atoms.copy()
+        probe.calc = calc
+        errors.append(np.abs(probe.get_forces() - atoms.get_forces()).mean())
+    return float(np.mean(errors))

@@ -9,45 +9,17 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
-from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from ase.units import GPa
 
 from facet_calc import FacetCalculator, load_potential
+from facet_calc.testing import emt_cu_frames, force_mae
 from facet_calc.train import Trainer, TrainSettings, finetune, read_configurations
 from facet_calc.train.diagnostics import TrainingDataWarning, diagnose
 from facet_calc.train.guard import GuardWarning
 
 OFFSET_GPA = 30.0
-
-
-def _emt_cu(n: int, seed: int, offset_gpa: float = 0.0) -> list:
-    """Rattled, strained 4-atom Cu cells labelled by EMT, ``offset_gpa`` added to the stress
-    diagonal (a synthetic Pulay stress)."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
-        atoms.set_cell(atoms.cell @ (np.eye(3) + rng.uniform(-0.03, 0.03, (3, 3))), scale_atoms=True)
-        atoms.rattle(0.08, seed=seed * 1000 + i)
-        atoms.calc = EMT()
-        stress = atoms.get_stress() + np.array([1, 1, 1, 0, 0, 0]) * offset_gpa * GPa
-        atoms.calc = SinglePointCalculator(
-            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(), stress=stress
-        )
-        frames.append(atoms)
-    return frames
-
-
-def _force_mae(calc, frames) -> float:
-    errors = []
-    for atoms in frames:
-        probe = atoms.copy()
-        probe.calc = calc
-        errors.append(np.abs(probe.get_forces() - atoms.get_forces()).mean())
-    return float(np.mean(errors))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +31,7 @@ def test_a_pulay_offset_is_flagged_and_the_finetuned_model_is_not_worse(tmp_path
     """EMT labels + 30 GPa on the stress diagonal: the diagnostics name the offset, and the
     fine-tuned potential is not worse than the base on held-out forces (before issue 23 the
     offset was trained on silently; on GPAW MgO it made held-out forces 81 -> 305 meV/A)."""
-    train, valid, held_out = (_emt_cu(n, seed, OFFSET_GPA) for n, seed in ((8, 11), (4, 12), (6, 13)))
+    train, valid, held_out = (emt_cu_frames(n, seed, OFFSET_GPA) for n, seed in ((8, 11), (4, 12), (6, 13)))
     write(tmp_path / "train.extxyz", train)
     write(tmp_path / "valid.extxyz", valid)
     settings = TrainSettings(epochs=3, batch_size=4, lr=1e-4, dtype="float32", ema_decay=0.9, warmup_epochs=0.5)
@@ -82,8 +54,8 @@ def test_a_pulay_offset_is_flagged_and_the_finetuned_model_is_not_worse(tmp_path
     assert named == pytest.approx(OFFSET_GPA, rel=0.1)
     card = (result.potential_dir / "card.md").read_text()
     assert "Label diagnostics" in card and "Pulay" in card and "Guard" in card
-    tuned = _force_mae(FacetCalculator(result.potential_dir, dtype="float64"), held_out)
-    reference = _force_mae(base, held_out)
+    tuned = force_mae(FacetCalculator(result.potential_dir, dtype="float64"), held_out)
+    reference = force_mae(base, held_out)
     assert tuned <= reference * (1 + 1e-9), (tuned, reference)
 
 
@@ -94,11 +66,11 @@ def _findings(potential, train, valid=()):
 
 
 def test_clean_emt_labels_raise_no_finding(potential):
-    assert _findings(potential, _emt_cu(10, seed=21), _emt_cu(3, seed=22)) == []
+    assert _findings(potential, emt_cu_frames(10, seed=21), emt_cu_frames(3, seed=22)) == []
 
 
 def test_a_frame_in_mev_is_an_outlier(potential):
-    frames = _emt_cu(10, seed=21)
+    frames = emt_cu_frames(10, seed=21)
     atoms = frames[3]
     atoms.calc = SinglePointCalculator(
         atoms, energy=atoms.get_potential_energy() * 1000, forces=atoms.get_forces(), stress=atoms.get_stress()
@@ -109,8 +81,8 @@ def test_a_frame_in_mev_is_an_outlier(potential):
 
 
 def test_duplicates_and_train_valid_overlap_are_flagged(potential):
-    frames = _emt_cu(8, seed=21)
-    valid = _emt_cu(3, seed=22)
+    frames = emt_cu_frames(8, seed=21)
+    valid = emt_cu_frames(3, seed=22)
     twin = frames[5].copy()
     twin.calc = SinglePointCalculator(twin, **frames[5].calc.results)
     found = _findings(potential, [*frames, twin], [*valid, frames[2]])
@@ -133,7 +105,7 @@ def _trainer(potential, train, valid, out_dir, **settings):
 
 def test_the_guard_restores_the_base_when_training_only_makes_it_worse(tmp_path):
     potential = load_potential("7net-0-spline", dtype="float64")
-    configs = read_configurations(_emt_cu(6, seed=31), potential.atomic_numbers, potential.cutoff)
+    configs = read_configurations(emt_cu_frames(6, seed=31), potential.atomic_numbers, potential.cutoff)
     trainer = _trainer(potential, configs[:4], configs[4:], tmp_path, lr=3.0, schedule="constant", guard_patience=2)
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     history = trainer.run()
@@ -151,7 +123,7 @@ def test_the_guard_restores_the_base_when_training_only_makes_it_worse(tmp_path)
 
 def test_without_a_validation_set_the_guard_says_it_cannot_run(tmp_path):
     potential = load_potential("7net-0-spline", dtype="float64")
-    configs = read_configurations(_emt_cu(2, seed=41), potential.atomic_numbers, potential.cutoff)
+    configs = read_configurations(emt_cu_frames(2, seed=41), potential.atomic_numbers, potential.cutoff)
     trainer = _trainer(potential, configs, [], tmp_path)
     with pytest.warns(GuardWarning, match="no validation set: the fine-tuning guard cannot check"):
         trainer.start()
@@ -162,7 +134,7 @@ def test_the_balanced_loss_divides_each_term_by_the_starting_rms_error(tmp_path)
     """The scales are the starting model's RMS errors on the training set, measured here
     independently through the ASE calculator."""
     potential = load_potential("7net-0-spline", dtype="float64")
-    frames = _emt_cu(4, seed=51, offset_gpa=OFFSET_GPA)
+    frames = emt_cu_frames(4, seed=51, stress_offset_gpa=OFFSET_GPA)
     configs = read_configurations(frames, potential.atomic_numbers, potential.cutoff)
     trainer = _trainer(potential, configs, [], tmp_path, guard=False)
     trainer.start()

@@ -11,7 +11,6 @@ file the user names; loading the converted potential never unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..potential import sha256_of
 from .fidelity import BOUNDS, KEYS, check_bounds, fidelity_structures_for, measure_fidelity
 from .sevennet import DEFAULT_MIN_INTERVALS, load_checkpoint_dict
 
@@ -46,20 +46,12 @@ def detect_source(path: str | Path) -> str:
     return "sevennet"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _bundled_checkpoint_digests() -> dict[str, str]:
     """sha256 -> file name of the checkpoints inside the installed sevenn wheel."""
     import sevenn
 
     root = Path(sevenn.__file__).parent / "pretrained_potentials"
-    return {_sha256(p): str(p.relative_to(root.parent.parent)) for p in root.glob("*/*.pth")}
+    return {sha256_of(p): str(p.relative_to(root.parent.parent)) for p in root.glob("*/*.pth")}
 
 
 def _licence(digest: str, given: str | None) -> str:
@@ -206,7 +198,7 @@ def convert(
 
     import sevenn
 
-    digest = _sha256(Path(path))
+    digest = sha256_of(Path(path))
     config["source"] = {
         "model": "SevenNet checkpoint",
         "file": Path(path).name,
