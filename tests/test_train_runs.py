@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 from ase.io import write
-from test_train import _emt_cu, _tiny_trainer
+from test_train import _tiny_trainer
 
 from facet_calc import load_potential
 from facet_calc.cli import main
 from facet_calc.potential import save_potential
+from facet_calc.testing import emt_cu_frames
 from facet_calc.train import DataError, TrainSettings, finetune, read_configurations
 from facet_calc.train import checkpoint as checkpoint_module
 from facet_calc.train import trainer as trainer_module
@@ -29,7 +30,7 @@ class Killed(BaseException):
 @pytest.fixture(scope="module")
 def configs():
     potential = load_potential("7net-0-spline")
-    return read_configurations(_emt_cu(6, seed=8), potential.atomic_numbers, potential.cutoff)
+    return read_configurations(emt_cu_frames(6, seed=8), potential.atomic_numbers, potential.cutoff)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_a_full_disk_while_saving_is_one_sentence_and_keeps_the_checkpoint(confi
 
 
 def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
-    write(tmp_path / "train.extxyz", _emt_cu(4, seed=9))
+    write(tmp_path / "train.extxyz", emt_cu_frames(4, seed=9))
 
     class Usage:
         total, used, free = 10 << 30, 10 << 30, 1 << 20
@@ -139,8 +140,8 @@ def _outputs(out: Path) -> dict[str, bytes]:
 def test_finetune_refuses_to_overwrite_or_resume_another_run(tmp_path, capsys):
     """A second ``finetune --out`` onto a run, a ``--resume`` with other data or another base:
     each refused with one sentence naming what differs, and nothing in the folder changes."""
-    write(tmp_path / "train.extxyz", _emt_cu(6, seed=9))
-    write(tmp_path / "other.extxyz", _emt_cu(6, seed=10))
+    write(tmp_path / "train.extxyz", emt_cu_frames(6, seed=9))
+    write(tmp_path / "other.extxyz", emt_cu_frames(6, seed=10))
     base = load_potential("7net-0-spline")
     tensors = {k: v.detach().clone() for k, v in base.model.named_parameters()}
     tensors["shift"] += 0.01
@@ -176,7 +177,7 @@ def test_finetune_refuses_to_overwrite_or_resume_another_run(tmp_path, capsys):
 def test_train_from_scratch_refuses_an_existing_run_and_another_model_on_resume(tmp_path):
     from facet_calc.nn.families.nequip_spline import nequip_spline_config
 
-    write(tmp_path / "train.extxyz", _emt_cu(6, seed=11))
+    write(tmp_path / "train.extxyz", emt_cu_frames(6, seed=11))
     settings = TrainSettings(epochs=1, batch_size=3, dtype="float64")
     avg = {"avg_num_neighbors": 12.0}
     config = nequip_spline_config([29], channels=4, lmax=1, n_layers=1, cutoff=4.0, n_intervals=20, **avg)
