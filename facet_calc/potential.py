@@ -31,6 +31,7 @@ from .index import read_index as _read_index
 from .nn import build_model
 from .nn.config_checks import ConfigError
 from .options import resolve_device, resolve_dtype, same_device
+from .paths import broken_link
 from .species import SpeciesTable
 
 #: The potential used when none is named.
@@ -41,6 +42,8 @@ CARD_FILE = "card.md"
 #: files every potential folder has; all of them are checked against the index
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 CHECKED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+#: the fix a symlink loop among a potential's files is reported with
+LOOP_FIX = "replace it with the real file or folder"
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -121,7 +124,7 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     if _is_path(potential):
         path = Path(potential).expanduser()
         if not path.is_dir():
-            why = _symlink_trouble(path) or ("is a file, not a folder" if path.exists() else "does not exist")
+            why = broken_link(path, LOOP_FIX) or ("is a file, not a folder" if path.exists() else "does not exist")
             raise FileNotFoundError(f"potential folder {str(path)!r} {why}")
         entry = _read_index(path.resolve().parent).get(path.resolve().name)
         if entry is not None and not isinstance(entry.get("sha256"), dict):
@@ -149,22 +152,8 @@ def _locate(potential: str | Path) -> tuple[Path, dict[str, str] | None]:
     return shipped / name, index[name]["sha256"]
 
 
-def _symlink_trouble(path: Path) -> str | None:
-    """What is wrong with ``path`` if it is a broken link (a loop, or a link to nothing)."""
-    import errno
-
-    try:
-        os.stat(path)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "is a symlink loop (its links lead back to themselves); replace it with the real file or folder"
-        if path.is_symlink():
-            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
-    return None
-
-
 def _missing(folder: Path, fname: str) -> FileNotFoundError:
-    why = _symlink_trouble(folder / fname)
+    why = broken_link(folder / fname, LOOP_FIX)
     return FileNotFoundError(f"potential folder {folder}: {fname} {why}" if why else
                              f"potential folder {folder} has no {fname}")  # fmt: skip
 

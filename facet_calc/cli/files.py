@@ -32,18 +32,17 @@ def input_format(path: str | Path) -> str | None:
 def why_not_a_file(path: Path) -> str:
     """Why ``path`` is not a readable file, as the end of a sentence: a folder, a symlink loop,
     a link to nothing, or missing."""
-    import errno
     import os
+
+    from ..paths import broken_link
 
     if path.is_dir():
         return "is a folder, not a file; name a structure file inside it"
+    if why := broken_link(path, "point it at a real file"):
+        return why
     try:
         os.stat(path)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return "is a symlink loop (its links lead back to themselves); point it at a real file"
-        if path.is_symlink():
-            return f"is a symlink to {os.readlink(path)!r}, which does not exist"
+    except OSError:
         return "does not exist"
     return "is not a regular file (a device or a pipe); name a structure file"
 
