@@ -45,3 +45,17 @@ def sevenn_reference64():
     from facet_calc.convert.reference import SevenNetReference
 
     return SevenNetReference("7net-0", "float64")
+
+
+def interrupt_at_step(monkeypatch, driver: type, step: int) -> None:
+    """Make ``driver.step`` (an ASE optimizer or MD class) raise KeyboardInterrupt on its
+    ``step``-th call, as Ctrl-C there would; the earlier steps run as usual."""
+    calls, original = {"n": 0}, driver.step
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(driver, "step", interrupted)

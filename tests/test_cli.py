@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.io import read, write
+from conftest import interrupt_at_step
 
 from facet_calc.cli import main
 
@@ -101,16 +102,7 @@ def test_ctrl_c_during_md_writes_what_was_done(tmp_path, monkeypatch, capsys):
     """A KeyboardInterrupt in the 6th step: status 130, a summary of the 5 steps done."""
     from ase.md.verlet import VelocityVerlet
 
-    calls = {"n": 0}
-    original = VelocityVerlet.step
-
-    def step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(VelocityVerlet, "step", step)
+    interrupt_at_step(monkeypatch, VelocityVerlet, 6)
     path = tmp_path / "si.extxyz"
     write(path, bulk("Si", "diamond", a=5.43, cubic=True))
     argv = ["md", str(path), "--ensemble", "nve", "--steps", "50", "--out", str(tmp_path), "--quiet"]
@@ -342,15 +334,7 @@ def test_ctrl_c_during_relax_writes_the_last_structure_and_a_summary(tmp_path, m
     its results, a summary marked interrupted, a readable trajectory."""
     from ase.optimize import FIRE
 
-    calls, original = {"n": 0}, FIRE.step
-
-    def step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FIRE, "step", step)
+    interrupt_at_step(monkeypatch, FIRE, 4)
     atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
     atoms.rattle(0.05, seed=0)
     path = tmp_path / "cu.extxyz"

@@ -13,6 +13,7 @@ import pytest
 from ase import Atoms, units
 from ase.build import bulk, fcc111
 from ase.collections import dcdft
+from conftest import interrupt_at_step
 
 from facet_calc.workflows import WorkflowWarning, elastic_constants, eos, phonons, relax, run_md
 
@@ -268,15 +269,7 @@ def test_a_relaxation_stopped_by_ctrl_c_returns_its_last_step(calc32, tmp_path, 
     from ase.io import read
     from ase.optimize import FIRE
 
-    calls, original = {"n": 0}, FIRE.step
-
-    def step(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(FIRE, "step", step)
+    interrupt_at_step(monkeypatch, FIRE, 4)
     atoms = bulk("Cu", "fcc", a=3.7, cubic=True)
     atoms.rattle(0.05, seed=0)
     result = relax(atoms, calc32, fmax=1e-4, trajectory=str(tmp_path / "r.traj"), progress=False)
