@@ -19,6 +19,7 @@ from .dispersion import D3Dispersion, dispersion_options
 from .graph import (
     DEFAULT_MAX_EDGES,
     AtomicGraph,
+    CloseContacts,
     Structure,
     build_graph,
     check_neighbour_count,
@@ -269,14 +270,13 @@ class FacetCalculator(Calculator):
             start = end + 1
         return results
 
-    def _warn_close_pairs(self, message: str, graph: AtomicGraph, numbers: np.ndarray) -> None:
+    def _warn_close_pairs(self, message: CloseContacts) -> None:
         """Warn about close pairs once, and again only for a structure whose closest pair is
         markedly closer (:data:`CLOSE_PAIR_REWARN` of the closest warned before): an MD run
         would repeat the warning every step, yet a later, far worse structure must not pass
         unwarned."""
-        closeness = closest_pair_fraction(graph, numbers)
-        if self._warned_closeness is None or closeness < CLOSE_PAIR_REWARN * self._warned_closeness:
-            self._warned_closeness = closeness
+        if self._warned_closeness is None or message.fraction < CLOSE_PAIR_REWARN * self._warned_closeness:
+            self._warned_closeness = message.fraction
             warnings.warn(message, UserWarning, stacklevel=4)
 
     def _prepare(self, atoms: Atoms, properties: list[str]) -> tuple[AtomicGraph, int | None]:
@@ -300,7 +300,7 @@ class FacetCalculator(Calculator):
         close = []
         graph = build_graph(structure, potential.cutoff, potential.species, checked=True, on_close_pairs=close.append)
         if close:
-            self._warn_close_pairs(close[0], graph, structure.numbers)
+            self._warn_close_pairs(close[0])
         return graph, region
 
     def _evaluate(
@@ -385,18 +385,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
     finally:
         with _threads_lock:
             torch.set_num_threads(before)
-
-
-def closest_pair_fraction(graph: AtomicGraph, numbers: np.ndarray) -> float:
-    """The closest pair's distance as a fraction of its covalent radii sum (1.0 without edges)."""
-    if graph.n_edges == 0:
-        return 1.0
-    from ase.data import covalent_radii
-
-    radii = covalent_radii[np.asarray(numbers)]
-    distances = np.linalg.norm(graph.edge_vectors.double().numpy(), axis=1)
-    senders, receivers = graph.senders.numpy(), graph.receivers.numpy()
-    return float(np.min(distances / (radii[senders] + radii[receivers])))
 
 
 def _threads_setting(value) -> int | str | None:

@@ -287,11 +287,20 @@ def check_edge_distances(
             "of their covalent radii: coincident or overlapping atoms, for which the potential's "
             "energy is meaningless; remove duplicated atoms or check the cell and units"
         )
-    return (
+    message = CloseContacts(
         f"{n_close or 1} pair(s) closer than {CLOSE_FRACTION:g} x the sum of covalent radii, the "
         f"closest {pair} at {distances[worst]:.3g} A: far outside the training data, so the "
         "energy and forces are not to be trusted"
     )
+    message.fraction = float(ratio[worst])
+    return message
+
+
+class CloseContacts(str):
+    """The close-pair warning sentence, carrying ``fraction``: the closest pair's distance over
+    its covalent radii sum (what a caller rate-limiting the warning compares)."""
+
+    fraction: float
 
 
 def neighbour_list(structure: Structure, cutoff: float) -> NeighbourList:
@@ -437,7 +446,7 @@ def build_graph(
     than matter can have (:func:`check_neighbour_count`, skipped when ``checked``: the caller
     just ran it), and coincident atoms (:func:`check_distances`); an element the potential
     lacks raises ``UnknownElementError``. Pairs that are close but not coincident call
-    ``on_close_pairs(message)`` (default: ``warnings.warn``).
+    ``on_close_pairs(message)`` with a :class:`CloseContacts` (default: ``warnings.warn``).
     """
     index = species.indices(structure.numbers)
     if not checked:
