@@ -11,6 +11,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .e3nn_modules import tensor_product
 from .radial import SplineRadial
 
 
@@ -56,7 +57,7 @@ class SplineConvolution(nn.Module):
         denominator: float,
     ) -> None:
         super().__init__()
-        self.tp = o3.TensorProduct(
+        self.tp = tensor_product(
             irreps_in,
             irreps_sh,
             irreps_out,

@@ -28,6 +28,7 @@ from e3nn import o3
 from torch import nn
 
 from ..backend import KERNEL, Backend
+from .e3nn_modules import linear
 from .fast_linear import FastLinear
 
 
@@ -76,7 +77,7 @@ class ScaledResidual(nn.Module):
         if self.irreps_in == self.irreps_out:
             self.adapter = None
         else:
-            self.adapter = o3.Linear(self.irreps_in, self.irreps_out, biases=False)
+            self.adapter = linear(self.irreps_in, self.irreps_out)
             self.fast_adapter = FastLinear(self.adapter)
         #: the reference (e3nn) or fast path; set by the layer's ``set_backend`` (``nn.backend``)
         self.backend: Backend = KERNEL

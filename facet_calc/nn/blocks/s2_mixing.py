@@ -35,6 +35,7 @@ from e3nn import o3
 from torch import nn
 
 from ..backend import KERNEL, Backend
+from .e3nn_modules import linear
 from .fast_linear import FastLinear
 
 
@@ -112,9 +113,9 @@ class S2Mixer(nn.Module):
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         self.channels, self.lmax = channels, lmax
         self.irreps_grid = o3.Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
-        self.up = o3.Linear(self.irreps_in, self.irreps_grid, biases=False)
+        self.up = linear(self.irreps_in, self.irreps_grid)
         scalars_in = o3.Irreps([(mul, ir) for mul, ir in self.irreps_in if ir == o3.Irrep("0e")])
-        self.down = o3.Linear(self.irreps_grid + scalars_in, self.irreps_out, biases=False)
+        self.down = linear(self.irreps_grid + scalars_in, self.irreps_out)
         self.grid = SphericalGrid(lmax, grid_degree)
         self.fast_up = FastLinear(self.up)
         self.fast_down = FastLinear(self.down)

@@ -39,6 +39,7 @@ from torch import nn
 
 from ... import config_checks as checks
 from ...blocks.convolution import SplineConvolution, convolution_paths
+from ...blocks.e3nn_modules import linear
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial, random_radial_table
@@ -91,12 +92,12 @@ class FacetLayer(TwinnedLayer):
         super().__init__()
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
         irreps_tp, instructions = convolution_paths(irreps_in, irreps_sh, irreps_out)
-        self.linear_in = o3.Linear(irreps_in, irreps_in, biases=False)
+        self.linear_in = linear(irreps_in, irreps_in)
         n_weights = sum(irreps_in[i].mul for i, *_ in instructions)
         zeros = torch.zeros(n_intervals + 1, n_weights)
         radial = SplineRadial(zeros, zeros, cutoff, c1_only_at=[])
         self.convolution = SplineConvolution(irreps_in, irreps_sh, irreps_tp, instructions, radial, denominator)
-        self.linear_out = o3.Linear(irreps_tp, irreps_out, biases=False)
+        self.linear_out = linear(irreps_tp, irreps_out)
         if mixer is not None:
             self.mixer = S2Mixer(irreps_out, irreps_out, **mixer)
         else:

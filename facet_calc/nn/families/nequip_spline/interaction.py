@@ -23,6 +23,7 @@ from torch import nn
 
 from ...blocks.activations import activation
 from ...blocks.convolution import SplineConvolution
+from ...blocks.e3nn_modules import linear
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_gate import FastGate
 from ...blocks.fast_linear import FastLinear
@@ -49,8 +50,8 @@ class InteractionBlock(TwinnedLayer):
             o3.Irreps(gate["gated"]),
         )
         irreps_gate_in = self.gate.irreps_in
-        self.self_connection = o3.Linear(irreps_in, irreps_gate_in, biases=False)
-        self.linear_in = o3.Linear(irreps_in, irreps_in, biases=False)
+        self.self_connection = linear(irreps_in, irreps_gate_in)
+        self.linear_in = linear(irreps_in, irreps_in)
         self.convolution = SplineConvolution(
             irreps_in,
             irreps_sh,
@@ -59,7 +60,7 @@ class InteractionBlock(TwinnedLayer):
             radial,
             spec["denominator"],
         )
-        self.linear_out = o3.Linear(irreps_tp_out, irreps_gate_in, biases=False)
+        self.linear_out = linear(irreps_tp_out, irreps_gate_in)
         self.irreps_out = self.gate.irreps_out
         # Multi-fidelity potentials (SevenNet-MF): the source feeds a one-hot of the fidelity
         # to linear_in and linear_out as extra scalar inputs, which is a per-head bias on their

@@ -20,6 +20,7 @@ from e3nn import o3
 from torch import nn
 
 from ... import config_checks as checks
+from ...blocks.e3nn_modules import linear
 from ...blocks.radial import SplineRadial
 from ...contract import EnergyModel
 from .config import ARCHITECTURE, initialise_parameters, nequip_spline_config
@@ -46,7 +47,7 @@ class NequipSplineModel(EnergyModel):
             normalize=True,
             normalization=config.get("sh_normalization", "component"),
         )
-        self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(config["irreps_embedding"]), biases=False)
+        self.embedding = linear(f"{n_species}x0e", config["irreps_embedding"])
         radial_cfg = config["radial"]
         n_knots = int(radial_cfg["n_intervals"]) + 1
         if radial_cfg.get("kind", "cubic_hermite_c2") not in ("cubic_hermite_c2", "cubic_hermite"):
@@ -60,8 +61,8 @@ class NequipSplineModel(EnergyModel):
             layers.append(InteractionBlock(spec, self.irreps_sh, radial))
         self.layers = nn.ModuleList(layers)
         irreps_last = layers[-1].irreps_out
-        self.readout_hidden = o3.Linear(irreps_last, o3.Irreps(config["readout_hidden"]), biases=False)
-        self.readout_out = o3.Linear(o3.Irreps(config["readout_hidden"]), o3.Irreps("1x0e"), biases=False)
+        self.readout_hidden = linear(irreps_last, config["readout_hidden"])
+        self.readout_out = linear(config["readout_hidden"], "1x0e")
         self.scale = nn.Parameter(torch.ones(n_species))
         self.shift = nn.Parameter(torch.zeros(n_species))
         # Multi-fidelity potentials: per-head energy shifts and readout bias (the source's
