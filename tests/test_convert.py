@@ -38,10 +38,11 @@ def user_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    """A random-weight SevenNet checkpoint (sevenn's base preset, linear self-connection, 4 channels)."""
+    """A random-weight SevenNet checkpoint (sevenn's base preset, 4 channels; self-connections
+    linear, per species ('nequip', as in SevenNet-MF-ompa), linear)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return random_sevennet_checkpoint("base-linear-sc", tmp_path_factory.mktemp("cp") / "tiny.pth", **TINY)
+        return random_sevennet_checkpoint("base-mixed-sc", tmp_path_factory.mktemp("cp") / "tiny.pth", **TINY)
 
 
 def test_user_dir_from_environment(user_dir):
@@ -185,18 +186,16 @@ def test_fidelity_gate_refuses_and_writes_nothing(tiny_checkpoint, tmp_path):
 def test_unsupported_layout_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = random_sevennet_checkpoint("base", tmp_path / "nequip-sc.pth", **TINY)
-    with pytest.raises(UnsupportedLayout, match="self_connection_type='nequip' in layers 0, 1, 2"):
+        path = random_sevennet_checkpoint("base-bias", tmp_path / "bias.pth", **TINY)
+    with pytest.raises(UnsupportedLayout, match=r"use_bias_in_linear=True \(biases in the linear layers\)"):
         convert(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 SUPPORTED = ["sevennet-0", "sevennet-l3i5", "fine_tune_le", "MF_0", "multi_modal", "base-linear-sc",
              "base-parity-linear-sc", "base-xplor-lmax3-l4", "base-lmax_edge", "base-act-radial-tanh",
-             "base-train-denominator"]  # fmt: skip
-REFUSED = {"base": "self_connection_type='nequip'", "mf_ompa": "self_connection_type='nequip'",
-           "omat": "self_connection_type='nequip'", "base-mixed-sc": "self_connection_type='nequip' in layers 1",
-           "base-bias": "use_bias_in_linear", "base-unnormalised-sh": "_normalize_sph=False",
+             "base-train-denominator", "base", "mf_ompa", "omat", "base-mixed-sc"]  # fmt: skip
+REFUSED = {"base-bias": "use_bias_in_linear", "base-unnormalised-sh": "_normalize_sph=False",
            "MF_0-modal-embedding": "use_modal_node_embedding", "MF_0-modal-scale": "use_modal_wise_scale"}  # fmt: skip
 
 

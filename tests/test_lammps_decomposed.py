@@ -147,9 +147,17 @@ def _whole_system(model, atoms) -> dict:
     return evaluate(model, graph_from_atoms(atoms, model.cutoff, SpeciesTable(model.config["atomic_numbers"])))
 
 
-@pytest.fixture(scope="module", params=["facet-spline-nequip", "facet"])
+@pytest.fixture(scope="module", params=["facet-spline-nequip", "facet-spline-nequip-species", "facet"])
 def small_model(request, tmp_path_factory):
-    """A small model of each family (the domain driver relies only on the layer-wise contract)."""
+    """A small model of each family (the domain driver relies only on the layer-wise contract),
+    and one whose self-connections depend on the species (layers then need the rows' species)."""
+    if request.param == "facet-spline-nequip-species":
+        from facet_calc.nn import build_model, initialise_for_training
+        from facet_calc.nn.families.nequip_spline import nequip_spline_config
+
+        config = nequip_spline_config([8, 14], channels=8, lmax=2, n_layers=2, cutoff=3.5, avg_num_neighbors=10.0,
+                                      self_connection="species")  # fmt: skip
+        return initialise_for_training(build_model(config, torch.float64), seed=0).eval().requires_grad_(False)
     if request.param == "facet":
         from facet_calc.nn import build_model, initialise_for_training
         from facet_calc.nn.families.facet import facet_config

@@ -146,12 +146,9 @@ def unsupported_pieces(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"interaction_type={cfg.get('interaction_type')!r}")
     sc = cfg.get("self_connection_type", "nequip")
     kinds = [sc] * int(cfg["num_convolution_layer"]) if isinstance(sc, str) else list(sc)
-    for kind in sorted(set(kinds) - {"linear"}):
+    for kind in sorted(set(kinds) - {"linear", "nequip"}):
         layers = ", ".join(str(t) for t, k in enumerate(kinds) if k == kind)
-        what = (" (a species-dependent self-connection, FullyConnectedTensorProduct(x, onehot(species)), as in "
-                "SevenNet-MF-ompa/-omat/-omni; the facet-spline-nequip family has only the linear one)"
-                if kind == "nequip" else "")  # fmt: skip
-        problems.append(f"self_connection_type={kind!r} in layers {layers}{what}")
+        problems.append(f"self_connection_type={kind!r} in layers {layers}")
     if cfg.get("readout_as_fcn"):
         problems.append("readout_as_fcn=True (a fully connected readout network)")
     if cfg.get("use_bias_in_linear"):
@@ -208,6 +205,60 @@ def _radial_samples(model, t: int, r: torch.Tensor) -> tuple[np.ndarray, np.ndar
     with torch.no_grad():
         values, slopes = torch.func.jvp(radial, (r,), (torch.ones_like(r),))
     return values.numpy(), slopes.numpy()
+
+
+def _species_self_connection(intro, n_species: int) -> torch.Tensor:
+    """``(n_species, numel)`` weights of a :class:`~facet_calc.nn.blocks.species_linear.SpeciesLinear`
+    equal to SevenNet's ``nequip`` self-connection ``FullyConnectedTensorProduct(x, onehot(species))``.
+
+    With a one-hot second input each ``'uvw'`` path is ``c_l * path_weight * sum_u W[u, s, w] x_u``,
+    an ``o3.Linear`` of ``x`` whose weight block is ``W[:, s, :]`` rescaled; ``c_l`` is the
+    ``(l, 0e, l)`` coupling, which depends on the product's irrep normalisation (1 for e3nn's
+    ``"component"``, ``1/sqrt(2l+1)`` for ``"norm"``), so it is read off the source module with
+    one probe per path. The result is checked against the source on random features of every species.
+    """
+    from ..nn.blocks.species_linear import SpeciesLinear
+
+    tp = intro.fc_tensor_product
+    if tp is None or str(tp.irreps_in2) != f"{n_species}x0e":
+        operand = getattr(tp, "irreps_in2", None)
+        raise ValueError(f"a 'nequip' self-connection with operand {operand}, not one-hot species")
+    tp = tp.to(torch.float64)
+    ours = SpeciesLinear(tp.irreps_in1, tp.irreps_out, n_species).to(torch.float64)
+    if len(tp.instructions) != len(ours.linear.instructions):
+        raise ValueError("a 'nequip' self-connection whose paths are not those of a linear map")
+    weight = tp.weight.detach().to(torch.float64)
+    in_slices, out_slices = tp.irreps_in1.slices(), tp.irreps_out.slices()
+    blocks, start = [], 0
+    for ins, mine in zip(tp.instructions, ours.linear.instructions):
+        mul_in, mul_species, mul_out = ins.path_shape
+        same_path = (ins.i_in1, ins.i_out) == (mine.i_in, mine.i_out)
+        if ins.connection_mode != "uvw" or not same_path or mul_species != n_species:
+            raise ValueError(f"unexpected path {ins} in a 'nequip' self-connection")
+        block = weight[start : start + mul_in * mul_species * mul_out].view(mul_in, mul_species, mul_out)
+        start += mul_in * mul_species * mul_out
+        # probe: input channel 0 (component m = 0) of this path's irrep, the species whose
+        # weight row from that channel is largest; the output is c_l * path_weight * W[0, s, :]
+        s = int(block[0].abs().amax(dim=1).argmax())
+        x = torch.zeros(1, tp.irreps_in1.dim, dtype=torch.float64)
+        x[0, in_slices[ins.i_in1].start] = 1.0
+        onehot = torch.nn.functional.one_hot(torch.tensor([s]), n_species).to(torch.float64)
+        with torch.no_grad():
+            out = tp(x, onehot)[0, out_slices[ins.i_out]].view(mul_out, -1)[:, 0]
+        w = int(block[0, s].abs().argmax())
+        coupling = float(out[w]) / (ins.path_weight * float(block[0, s, w]))
+        blocks.append((block * (coupling * ins.path_weight / mine.path_weight)).permute(1, 0, 2).reshape(n_species, -1))
+    result = torch.cat(blocks, dim=1)
+    with torch.no_grad():
+        ours.weight.copy_(result)
+        species = torch.arange(n_species).repeat_interleave(2)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(species.shape[0], tp.irreps_in1.dim, dtype=torch.float64, generator=gen)
+        source = tp(x, torch.nn.functional.one_hot(species, n_species).to(torch.float64))
+        error = float((ours(x, species) - source).abs().max())
+    if error > 1e-10 * max(1.0, float(source.abs().max())):
+        raise ValueError(f"the 'nequip' self-connection is not reproduced exactly (max deviation {error:.2e})")
+    return result
 
 
 def _split_modal_linear(module, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -311,7 +362,12 @@ def convert_sevennet(
             }
         )
         prefix = f"layers.{t}."
-        tensors[prefix + "self_connection.weight"] = sd[f"{t}_self_connection_intro.linear.weight"]
+        intro = model._modules[f"{t}_self_connection_intro"]
+        if hasattr(intro, "fc_tensor_product"):  # 'nequip': FullyConnectedTensorProduct(x, onehot(species))
+            tensors[prefix + "self_connection.weight"] = _species_self_connection(intro, len(atomic_numbers))
+            layers[-1]["self_connection"] = "species"
+        else:
+            tensors[prefix + "self_connection.weight"] = sd[f"{t}_self_connection_intro.linear.weight"]
         for ours, theirs in (("linear_in", "self_interaction_1"), ("linear_out", "self_interaction_2")):
             module = model._modules[f"{t}_{theirs}"]
             if n_heads:

@@ -16,7 +16,7 @@ receivers only. Per message-passing layer ``t``:
 Edge-vector gradients collected on the way give forces and virial exactly as
 :func:`facet_calc.nn.forward.evaluate` does for the whole system; the ghost shell is one cutoff,
 not layers x cutoff. Only the model's layer-wise contract is used (``embed``,
-``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers, edges=, n_out=)``,
+``spherical_harmonics``, ``layers[t](x, sh, r, senders, receivers, edges=, n_out=, species=)``,
 ``readout``): each layer computes the owned rows only (``n_out``), so ghosts cost the
 convolution's messages they send and nothing node-wise.
 
@@ -103,7 +103,7 @@ def evaluate_domain(
         x_in = x.detach().requires_grad_(t > 0)  # the embedding has nothing to differentiate
         with torch.enable_grad():
             # n_out: the layer's node-wise work (linears, gate, mixer) for owned rows only
-            y = layer(x_in, sh_leaf, r_leaf, senders, receivers, edges=edges, n_out=n_local)
+            y = layer(x_in, sh_leaf, r_leaf, senders, receivers, edges=edges, n_out=n_local, species=species)
         saved.append((x_in, y))
         if t < n_layers - 1:
             x = exchange.forward(y.detach())[nodes].to(y.dtype)

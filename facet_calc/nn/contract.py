@@ -7,8 +7,11 @@ ghost exchanges in between) and the trainer use any family without knowing which
     x = embed(species)                               # (n_atoms, feature_widths[0])
     sh = spherical_harmonics(edge_vec); r = |edge_vec|
     for layer in layers:                             # layer(x, sh, r, senders, receivers,
-        x = layer(x, sh, r, senders, receivers)      #       edges=None, n_out=None)
+        x = layer(x, sh, r, senders, receivers)      #       edges=None, n_out=None, species=None)
     e = readout(x, species)                          # (n_atoms,) eV
+
+``species`` in a layer call holds the species indices of the rows of ``x``, for maps that
+depend on the species (SevenNet's per-species self-connection); layers that need none ignore it.
 
 A new family subclasses :class:`EnergyModel` in a folder of its own under ``nn/families/``, and
 is added to the table in ``nn/families/__init__.py``; ``tests/families`` then runs the
@@ -134,7 +137,7 @@ class EnergyModel(nn.Module, ABC):
         # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
         edges = EdgeContext(species.shape[0], senders, receivers, r)
         for layer in self.layers:
-            x = layer(x, sh, r, senders, receivers, edges=edges)
+            x = layer(x, sh, r, senders, receivers, edges=edges, species=species)
         return self.readout(x, species)
 
 

@@ -110,7 +110,8 @@ class FacetLayer(TwinnedLayer):
             linear_out=FastLinear(self.linear_out),
         )  # fmt: skip
 
-    def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None, n_out: int | None = None):
+    def forward(self, x, sh, r, senders, receivers, edges: EdgeContext | None = None, n_out: int | None = None,
+                species: torch.Tensor | None = None):  # fmt: skip
         n = x.shape[0] if n_out is None else n_out
         h = self._linear("linear_in", x)
         h = self._convolve(h, sh, r, senders, receivers, edges, n)

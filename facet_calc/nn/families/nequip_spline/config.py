@@ -34,12 +34,16 @@ from torch import nn
 from ...blocks.activations import ACTIVATIONS
 from ...blocks.convolution import convolution_paths
 from ...blocks.radial import SplineRadial, random_radial_table
+from ...blocks.species_linear import SpeciesLinear
 
 ARCHITECTURE = "facet-spline-nequip"
 
 #: Activation of odd scalars (``parity=True``): it must be an odd function to keep the parity,
 #: and NequIP and SevenNet both use tanh.
 ODD_ACTIVATION = "tanh"
+
+#: the self-connection of a layer: one linear map, or one per species (``SpeciesLinear``)
+SELF_CONNECTIONS = ("linear", "species")
 
 
 def _irreps_str(irreps: list[tuple[int, o3.Irrep]]) -> str:
@@ -65,6 +69,7 @@ def _layer(
     denominator: float,
     act_scalars: str,
     act_gates: str,
+    self_connection: str = "linear",
 ) -> tuple[dict[str, Any], o3.Irreps]:
     """One layer's config entry and its output irreps (the next layer's input)."""
     # the target irreps this layer can reach (NequIP drops the others: no path, no weights)
@@ -86,6 +91,7 @@ def _layer(
         "instructions": [list(ins) for ins in instructions],
         "weight_numel": int(weight_numel),
         "denominator": float(denominator),
+        "self_connection": self_connection,
         "gate": {
             "scalars": str(scalars_irreps),
             "act_scalars": [act_scalars if ir.p == 1 else ODD_ACTIVATION for _, ir in scalars_irreps],
@@ -110,6 +116,7 @@ def nequip_spline_config(
     parity: bool = False,
     activation_scalars: str = "silu",
     activation_gates: str = "silu",
+    self_connection: str | Sequence[str] = "linear",
     avg_num_neighbors: float,
     name: str = "facet-spline-nequip",
 ) -> dict[str, Any]:
@@ -133,6 +140,9 @@ def nequip_spline_config(
             hold both parities); ``False``: SO(3), every irrep even, as SevenNet-0 has.
         activation_scalars: activation of the even scalars (odd ones get ``tanh``).
         activation_gates: activation of the gate scalars. NequIP and SevenNet use ``"silu"``.
+        self_connection: ``"linear"`` (SevenNet-0) or ``"species"``, one linear map per species
+            (SevenNet's ``nequip`` self-connection, in SevenNet-MF-ompa/-omat/-omni); one value
+            for every layer or a list of one per layer.
         name: stored as the config's ``name``.
 
     Returns the config dict; ``facet_calc.nn.families.build_model(config)`` builds the model
@@ -165,6 +175,11 @@ def nequip_spline_config(
         )
     _check_activation("activation_scalars", activation_scalars)
     _check_activation("activation_gates", activation_gates)
+    kinds = [self_connection] * n_layers if isinstance(self_connection, str) else list(self_connection)
+    if len(kinds) != n_layers or any(kind not in SELF_CONNECTIONS for kind in kinds):
+        raise ValueError(
+            f"self_connection={self_connection!r}; give one of {SELF_CONNECTIONS}, or a list of one per layer"
+        )
 
     irreps_sh = o3.Irreps.spherical_harmonics(lmax, p=-1 if parity else 1)
     parities = (1, -1) if parity else (1,)
@@ -177,7 +192,9 @@ def nequip_spline_config(
     irreps_x = irreps_embedding
     for t in range(n_layers):
         target = last if t == n_layers - 1 else hidden
-        spec, irreps_x = _layer(irreps_x, irreps_sh, target, denominator, activation_scalars, activation_gates)
+        spec, irreps_x = _layer(
+            irreps_x, irreps_sh, target, denominator, activation_scalars, activation_gates, kinds[t]
+        )
         layers.append(spec)
 
     if readout_hidden is None:
@@ -194,6 +211,7 @@ def nequip_spline_config(
         "parity": bool(parity),
         "activation_scalars": activation_scalars,
         "activation_gates": activation_gates,
+        "self_connection": self_connection if isinstance(self_connection, str) else kinds,
         "avg_num_neighbors": avg,
     }
     return {
@@ -242,6 +260,8 @@ def initialise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Mo
                     assign(param, torch.randn(param.shape, generator=generator, dtype=torch.float64))
                 elif pname == "bias":
                     assign(param, torch.zeros(param.shape, dtype=torch.float64))
+        elif isinstance(module, SpeciesLinear):  # one e3nn linear weight per species
+            assign(module.weight, torch.randn(module.weight.shape, generator=generator, dtype=torch.float64))
         elif isinstance(module, SplineRadial):
             fixed = getattr(module, "fixed_slope_knots", None)
             breaks = [] if fixed is None else torch.nonzero(fixed[1:-1]).flatten().add(1).tolist()
@@ -259,6 +279,6 @@ def initialise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Mo
     if unknown:
         raise ValueError(
             f"initialise_parameters does not know how to initialise {unknown} of {type(model).__name__}; "
-            "it handles e3nn Linear weights, SplineRadial tables, scale and shift"
+            "it handles e3nn Linear and SpeciesLinear weights, SplineRadial tables, scale and shift"
         )
     return model

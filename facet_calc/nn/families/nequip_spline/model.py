@@ -23,7 +23,7 @@ from ... import config_checks as checks
 from ...blocks.e3nn_modules import linear
 from ...blocks.radial import SplineRadial
 from ...contract import EnergyModel
-from .config import ARCHITECTURE, initialise_parameters, nequip_spline_config
+from .config import ARCHITECTURE, SELF_CONNECTIONS, initialise_parameters, nequip_spline_config
 from .interaction import InteractionBlock
 
 
@@ -36,7 +36,9 @@ class NequipSplineModel(EnergyModel):
     """
 
     architecture = ARCHITECTURE
-    example_hyperparameters = {"channels": 8, "lmax": 2, "n_layers": 2, "cutoff": 4.0, "avg_num_neighbors": 10.0}
+    #: both self-connections: one weight per species in the first layer (SevenNet-MF-ompa), one in the second
+    example_hyperparameters = {"channels": 8, "lmax": 2, "n_layers": 2, "cutoff": 4.0, "avg_num_neighbors": 10.0,
+                               "self_connection": ["species", "linear"]}  # fmt: skip
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
@@ -58,7 +60,7 @@ class NequipSplineModel(EnergyModel):
             n_out = int(spec["weight_numel"])
             zeros = torch.zeros(n_knots, n_out)
             radial = SplineRadial(zeros, zeros, self.cutoff, c1_only_at=c2_breaks)
-            layers.append(InteractionBlock(spec, self.irreps_sh, radial))
+            layers.append(InteractionBlock(spec, self.irreps_sh, radial, n_species))
         self.layers = nn.ModuleList(layers)
         irreps_last = layers[-1].irreps_out
         self.readout_hidden = linear(irreps_last, config["readout_hidden"])
@@ -104,6 +106,10 @@ class NequipSplineModel(EnergyModel):
             checks.irreps(checks.field(spec, "irreps_tp_out", where), f"{where}.irreps_tp_out")
             checks.positive(checks.field(spec, "denominator", where), f"{where}.denominator")
             checks.integer(spec.get("n_heads", 0), f"{where}.n_heads", 0, 64)
+            if spec.get("self_connection", "linear") not in SELF_CONNECTIONS:
+                raise checks.ConfigError(
+                    f"{where}.self_connection is {spec.get('self_connection')!r}; choose one of {SELF_CONNECTIONS}"
+                )
             instructions = checks.field(spec, "instructions", where)
             try:  # each path carries mul_in radial weights ('uvu'): the count must add up
                 expected = sum(irreps_in[int(ins[0])].mul for ins in instructions)
