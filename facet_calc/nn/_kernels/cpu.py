@@ -17,8 +17,9 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
 class CpuBackend:
     """Launches of the compiled C++ kernel (``_kernels/spline_conv.cpp``) through ctypes."""
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    def __init__(self, library: ctypes.CDLL, isa: str = "native") -> None:
         self.library = library
+        self.isa = isa  #: the instruction-set level the library was built for
 
     def forward_block(self, graph, a, xt, rows, beta, table, path_of_col, out_map, dims, out, scale):
         mul, m1, cols, n_paths = dims
