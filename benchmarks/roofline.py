@@ -20,8 +20,10 @@ FLOPs (one multiply-add = 2) are computed from shapes, not sampled:
   features, spline-weight product, cubic spline evaluation from 4 table rows); backward
   ``2 (3 cols m1 mul + 1.5 cols mul + 8 n_paths mul)`` (contraction again, grad A, grad x, the
   spline's products, spline evaluation and grad beta);
-* every matrix product torch runs (linears, the per-edge coupling ``A = Y @ coupling`` and its
-  gradient, the Facet mixer's grid projections, readout): ``2 M N K``, counted by a
+  plus the per-edge coupling ``A = Y @ coupling`` that the kernel forms itself, ``2 dim_Y cols
+  m1`` forward and twice that backward (A again, and grad Y);
+* every matrix product torch runs (linears, the Facet mixer's grid projections, readout):
+  ``2 M N K``, counted by a
   ``TorchDispatchMode`` and charged to the stage running;
 * element-wise work (spherical harmonics, spline basis, gates, activations, scatters) is not
   counted (a few hundred FLOPs per edge against ~10^5 for the matrices), so the FLOP rates of
@@ -169,11 +171,14 @@ class MatmulFlops(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def kernel_flops(n_edges: int, dims, backward: bool) -> float:
+def kernel_flops(n_edges: int, dims, backward: bool, dim_sh: int = 0) -> float:
+    """FLOPs of one kernel launch (see the module docstring); ``dim_sh`` > 0 when the kernel also
+    forms the coupling A = Y @ coupling (forward) and A and grad Y (backward) itself."""
     mul, m1, cols, n_paths = dims
+    coupling = 2.0 * n_edges * dim_sh * cols * m1
     if backward:
-        return 2.0 * n_edges * (3 * cols * m1 * mul + 1.5 * cols * mul + 8 * n_paths * mul)
-    return 2.0 * n_edges * (cols * m1 * mul + cols * mul + 4 * n_paths * mul)
+        return 2.0 * n_edges * (3 * cols * m1 * mul + 1.5 * cols * mul + 8 * n_paths * mul) + 2 * coupling
+    return 2.0 * n_edges * (cols * m1 * mul + cols * mul + 4 * n_paths * mul) + coupling
 
 
 @contextmanager
@@ -190,7 +195,7 @@ def instrumented(model: torch.nn.Module, stages: Stages):
         if isinstance(module, o3.SphericalHarmonics):
             hook(module, "spherical harmonics")
         elif isinstance(module, fc.FastSplineConvolution):
-            hook(module, "convolution fwd (torch part: A = Y C)")
+            hook(module, "convolution fwd (torch part)")
         elif isinstance(module, FastLinear) and not kind.startswith("_"):
             hook(module, "linears fwd")
         elif isinstance(module, FastGate) or kind in ("S2Mixer", "ScalarMLP", "ScaledResidual"):
@@ -213,9 +218,11 @@ def instrumented(model: torch.nn.Module, stages: Stages):
 
     wrap(fc.EdgeContext, "_make_basis", "spline basis (rows, beta)")
     wrap(kernel_cpu.CpuBackend, "forward_block", "fused kernel fwd",
-         lambda self, graph, a, xt, rows, beta, table, poc, om, dims, *r: kernel_flops(a.shape[0], dims, False))
+         lambda self, graph, sh, coupling, xt, rows, beta, table, poc, om, dims, *r:
+         kernel_flops(sh.shape[0], dims, False, sh.shape[1]))  # fmt: skip
     wrap(kernel_cpu.CpuBackend, "backward_block", "fused kernel bwd",
-         lambda self, graph, a, xt, rows, beta, table, poc, dims, *r: kernel_flops(a.shape[0], dims, True))
+         lambda self, graph, sh, coupling, xt, rows, beta, table, poc, dims, *r:
+         kernel_flops(sh.shape[0], dims, True, sh.shape[1]))  # fmt: skip
     wrap(fc._FusedConvolution, "backward", "convolution bwd (torch part)", static=True)
     wrap(fl._FrozenLinear, "backward", "linears bwd", static=True)
     try:
@@ -227,7 +234,7 @@ def instrumented(model: torch.nn.Module, stages: Stages):
             setattr(owner, attr, original)
 
 
-ORDER = ["neighbour list", "spherical harmonics", "spline basis (rows, beta)", "convolution fwd (torch part: A = Y C)",
+ORDER = ["neighbour list", "spherical harmonics", "spline basis (rows, beta)", "convolution fwd (torch part)",
          "fused kernel fwd", "linears fwd", "gates / mixer fwd", "embedding + readout fwd", "fused kernel bwd",
          "convolution bwd (torch part)", "linears bwd", "other backward + autograd"]  # fmt: skip
 

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("spline_conv.cpp")
 # No -ffast-math: linking with it pulls in crtfastmath, which flushes subnormals to zero in the
 # whole process once the library loads (benchmarks/kernel_flags.py: it bought nothing measurable).
-_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
 
 #: instruction-set levels of the x86-64 builds, best first: the compiler flags of each and the
 #: /proc/cpuinfo flags a CPU needs to run it (x86-64-v4 and -v3 as GCC and clang define them)
