@@ -55,8 +55,10 @@ ISA_LEVELS: dict[str, tuple[list[str], frozenset[str]]] = {
 NATIVE = "native"
 
 
+@cache
 def _cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo; ``None`` where there is none (not Linux)."""
+    """The CPU's feature flags from /proc/cpuinfo; ``None`` where there is none (not Linux).
+    Read once per process: reading /proc/cpuinfo takes ~1 ms, and the launcher asks per layer."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
