@@ -220,6 +220,56 @@ inline T hsum(const V& v) {
   }
 }
 
+// out[k] = sum of the lanes of v[k] for the L vectors v[0..L) (destroyed): a transposing tree
+// of two-source shuffles and adds, about 3 operations per vector instead of ~2 log2(L) for
+// separate sums. Level by level, each vector holds segments of S lanes, each a partial sum of
+// one input vector; a pair (a, b) becomes one vector of segments of S / 2 lanes.
+#if defined(__clang__)
+template <typename T, typename V>
+inline void lane_sums(V* v, T* out) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  for (int k = 0; k < L; ++k) out[k] = hsum<T>(v[k]);
+}
+#else
+template <typename T> struct IntOf;
+template <> struct IntOf<float> { typedef int32_t type; };
+template <> struct IntOf<double> { typedef int64_t type; };
+
+template <typename T, typename V>
+struct ShuffleMasks {
+  static constexpr int L = sizeof(V) / sizeof(T);
+  typedef typename IntOf<T>::type I;
+  typedef I VI __attribute__((vector_size(sizeof(V))));
+  VI lo[8], hi[8];  // per level: the first and second halves of every segment
+  ShuffleMasks() {
+    int level = 0;
+    for (int S = L; S > 1; S /= 2, ++level) {
+      const int h = S / 2, per = L / S;  // per: segments in each input vector
+      for (int i = 0; i < L; ++i) {
+        const int sg = i / h, o = i % h;
+        lo[level][i] = (sg >= per ? L : 0) + (sg % per) * S + o;
+        hi[level][i] = lo[level][i] + h;
+      }
+    }
+  }
+};
+
+template <typename T, typename V>
+inline void lane_sums(V* v, T* out) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  static const ShuffleMasks<T, V> masks;
+  int n = L, level = 0;
+  for (int S = L; S > 1; S /= 2, ++level) {
+    for (int k = 0; k < n / 2; ++k) {
+      const V a = v[2 * k], b = v[2 * k + 1];
+      v[k] = __builtin_shuffle(a, b, masks.lo[level]) + __builtin_shuffle(a, b, masks.hi[level]);
+    }
+    n /= 2;
+  }
+  vstore(out, v[0]);
+}
+#endif
+
 // output columns whose accumulators stay in registers (32 vector registers with AVX-512, 16 below)
 constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
 
@@ -303,8 +353,9 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
   const int64_t na = (int64_t)cols * M1;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<T> w(width), s(width), a_buf(na), ga_buf(na);
-    std::vector<V> ga_acc(na);
+    const int64_t na_padded = (na + L - 1) / L * L;  // whole groups of L for lane_sums
+    std::vector<T> w(width), s(width), a_buf(na), ga_buf(na_padded);
+    std::vector<V> ga_acc(na_padded);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t j = 0; j < n_nodes; ++j) {
       const T* xj = x + j * (int64_t)M1 * mul;
@@ -317,7 +368,7 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
         const T* g = grad_out + receivers[e] * (int64_t)cols * mul;
         couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data());
         const T* a = a_buf.data();
-        for (int64_t k = 0; k < na; ++k) ga_acc[k] = V{};
+        for (int64_t k = 0; k < na_padded; ++k) ga_acc[k] = V{};
         for (int u0 = 0; u0 < mul; u0 += L) {
           V xm[M1], gxa[M1];
           for (int m = 0; m < M1; ++m) {
@@ -352,7 +403,7 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
             vstore(gxm, vload<V>(gxm) + gxa[m]);
           }
         }
-        for (int64_t k = 0; k < na; ++k) ga_buf[k] = hsum<T>(ga_acc[k]);
+        for (int64_t k = 0; k < na_padded; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
         couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + e * dim_sh);
         for (int c = 0; c < 4; ++c) {
           const T* rc = table + re[c] * width;

@@ -318,8 +318,8 @@ class _FusedConvolution(torch.autograd.Function):
 
     The compiled CPU kernels form each edge's coupling ``A = sh @ coupling`` themselves, in
     cache, and add the gradient of sh (``backend.fuses_coupling``). For the other backends,
-    each block's ``A`` (E, cols, m1) is formed here for one chunk of edges at a time, in the forward pass and again in the backward pass, never for all edges
-    at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
+    each block's ``A`` (E, cols, m1) is formed here for one chunk of edges at a time, in the
+    forward pass and again in the backward pass, never for all edges at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
     for 7net-0 in float32). Forward chunks are ranges of receivers (contiguous edges); backward
     chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list
     once for all blocks, so the kernels accumulate node gradients without write conflicts. The
@@ -336,8 +336,8 @@ class _FusedConvolution(torch.autograd.Function):
                for in_slice, *_, dims in blocks]  # fmt: skip
         out = beta.new_empty(dim_out)  # (n_rows, dim): receivers are the first n_rows nodes
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
-        fused = getattr(backend, "fuses_coupling", False)  # then no A is formed here: one chunk
-        for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width if not fused else 2**62):
+        fused = getattr(backend, "fuses_coupling", False)  # then no A is formed here
+        for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
             local = _LocalEdges(
                 n_nodes=n1 - n0, recv_ptr=graph.recv_ptr[n0 : n1 + 1] - e0, senders=graph.senders[e0:e1]
@@ -378,7 +378,6 @@ class _FusedConvolution(torch.autograd.Function):
         grad_blocks = [grad_out.index_select(1, out_map.long()).mul_(scale) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
-        # (fused: the per-chunk gathers below are ~100 bytes per edge, so still bounded by chunks)
         for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
             q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
             edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
