@@ -16,7 +16,7 @@ pytestmark = [
     pytest.mark.skipif(not _kernels._is_x86(), reason="the ISA levels are those of x86-64"),
 ]
 
-AVX2_ONLY = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 bmi2 f16c movbe abm xsave".split())
+AVX2_ONLY = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt avx avx2 fma bmi1 bmi2 f16c movbe abm xsave".split())
 
 
 def _silicon():

@@ -10,7 +10,7 @@ is set, :func:`spline_conv_library` returns ``None`` and the pure-torch path is 
 results, slower.
 
 On x86-64 the library is built for one instruction-set level (:data:`ISA_LEVELS`: ``avx512``
-= x86-64-v4, ``avx2`` = x86-64-v3, ``generic`` = x86-64), chosen at run time as the best one
+= x86-64-v4, ``avx2`` = x86-64-v3, ``generic`` = x86-64, the baseline), chosen at run time as the best one
 this CPU has (its /proc/cpuinfo flags); ``FACET_CALC_ISA`` forces one (e.g. to measure the
 AVX2 build on an AVX-512 machine), and asking for one the CPU lacks is an error. The level is
 part of the cache key and of the file name, and a library is never loaded on a CPU lacking its
@@ -42,13 +42,18 @@ _SOURCE = Path(__file__).with_name("spline_conv.cpp")
 _FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
 
 #: instruction-set levels of the x86-64 builds, best first: the compiler flags of each and the
-#: /proc/cpuinfo flags a CPU needs to run it (x86-64-v4 and -v3 as GCC and clang define them)
+#: /proc/cpuinfo flags a CPU needs to run it. The levels are x86-64-v4 and -v3, spelled out as
+#: feature flags because compilers before GCC 11 and clang 12 do not know the -march=x86-64-vN
+#: names (there the build would fail and the slow torch path run).
+_V3 = ["-msse3", "-mssse3", "-msse4.1", "-msse4.2", "-mpopcnt", "-mcx16", "-msahf", "-mavx", "-mavx2", "-mfma",
+       "-mbmi", "-mbmi2", "-mf16c", "-mmovbe", "-mlzcnt", "-mxsave"]  # fmt: skip
+_V3_CPU = frozenset({"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave", "sse4_2", "popcnt"})
 ISA_LEVELS: dict[str, tuple[list[str], frozenset[str]]] = {
     # 512-bit vectors preferred: GCC's generic tuning otherwise keeps AVX-512 code at 256 bits
-    "avx512": (["-march=x86-64-v4", "-mprefer-vector-width=512"],
-               frozenset({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi1", "bmi2",
-                          "f16c", "movbe", "abm", "xsave"})),
-    "avx2": (["-march=x86-64-v3"], frozenset({"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"})),
+    "avx512": (["-march=x86-64", *_V3, "-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl",
+                "-mprefer-vector-width=512"],
+               _V3_CPU | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+    "avx2": (["-march=x86-64", *_V3], _V3_CPU),
     "generic": (["-march=x86-64"], frozenset()),
 }  # fmt: skip
 #: the level off x86-64: whatever this processor has (the cache key names the processor)
