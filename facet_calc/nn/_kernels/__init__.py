@@ -8,6 +8,14 @@ this user and closed to others, and only when it matches the sha256 recorded bes
 built; a truncated or planted file is never loaded but rebuilt. Where no compiler is found, or ``FACET_CALC_KERNELS=0``
 is set, :func:`spline_conv_library` returns ``None`` and the pure-torch path is used: same
 results, slower.
+
+On x86-64 the library is built for one instruction-set level (:data:`ISA_LEVELS`: ``avx512``
+= x86-64-v4, ``avx2`` = x86-64-v3, ``generic`` = x86-64, the baseline), chosen at run time as the best one
+this CPU has (its /proc/cpuinfo flags); ``FACET_CALC_ISA`` forces one (e.g. to measure the
+AVX2 build on an AVX-512 machine), and asking for one the CPU lacks is an error. The level is
+part of the cache key and of the file name, and a library is never loaded on a CPU lacking its
+level's instructions (it would die of an illegal instruction). Elsewhere (ARM, ...) the level
+is ``native`` (``-march=native``, keyed by the processor).
 """
 
 from __future__ import annotations
@@ -31,7 +39,78 @@ logger = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("spline_conv.cpp")
 # No -ffast-math: linking with it pulls in crtfastmath, which flushes subnormals to zero in the
 # whole process once the library loads (benchmarks/kernel_flags.py: it bought nothing measurable).
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
+
+#: instruction-set levels of the x86-64 builds, best first: the compiler flags of each and the
+#: /proc/cpuinfo flags a CPU needs to run it. The levels are x86-64-v4 and -v3, spelled out as
+#: feature flags because compilers before GCC 11 and clang 12 do not know the -march=x86-64-vN
+#: names (there the build would fail and the slow torch path run).
+_V3 = ["-msse3", "-mssse3", "-msse4.1", "-msse4.2", "-mpopcnt", "-mcx16", "-msahf", "-mavx", "-mavx2", "-mfma",
+       "-mbmi", "-mbmi2", "-mf16c", "-mmovbe", "-mlzcnt", "-mxsave"]  # fmt: skip
+_V3_CPU = frozenset({"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave", "sse4_2", "popcnt"})
+ISA_LEVELS: dict[str, tuple[list[str], frozenset[str]]] = {
+    # 512-bit vectors preferred: GCC's generic tuning otherwise keeps AVX-512 code at 256 bits
+    "avx512": (["-march=x86-64", *_V3, "-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl",
+                "-mprefer-vector-width=512"],
+               _V3_CPU | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+    "avx2": (["-march=x86-64", *_V3], _V3_CPU),
+    "generic": (["-march=x86-64"], frozenset()),
+}  # fmt: skip
+#: the level off x86-64: whatever this processor has (the cache key names the processor)
+NATIVE = "native"
+
+
+@cache
+def _cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo; ``None`` where there is none (not Linux).
+    Read once per process: reading /proc/cpuinfo takes ~1 ms, and the launcher asks per layer."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    line = next((line for line in text.splitlines() if line.startswith("flags")), None)
+    return None if line is None else frozenset(line.split(":", 1)[1].split())
+
+
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def supported_isas() -> list[str]:
+    """The levels this CPU can run, best first (``["native"]`` off x86-64)."""
+    if not _is_x86():
+        return [NATIVE]
+    flags = _cpu_flags()
+    if flags is None:  # x86-64 without /proc/cpuinfo: only the baseline is known to be safe
+        return ["generic"]
+    return [isa for isa, (_, needs) in ISA_LEVELS.items() if needs <= flags]
+
+
+def kernel_isa() -> str:
+    """The level to build and run: ``FACET_CALC_ISA`` if set (``auto`` or empty: the best this
+    CPU has), read at every call. ``RuntimeError`` for a level this CPU lacks or an unknown one."""
+    choice = os.environ.get("FACET_CALC_ISA", "").strip().lower() or "auto"
+    supported = supported_isas()
+    if choice == "auto":
+        return supported[0]
+    known = [*ISA_LEVELS, NATIVE]
+    if choice not in known:
+        raise RuntimeError(f"FACET_CALC_ISA={choice!r} is not an instruction-set level; choose one of "
+                           f"'auto', {', '.join(map(repr, known))} (or unset it)")  # fmt: skip
+    if choice not in supported:
+        flags = _cpu_flags() or frozenset()
+        lacking = sorted(ISA_LEVELS[choice][1] - flags) if choice in ISA_LEVELS else ["an x86-64 CPU"]
+        raise RuntimeError(
+            f"FACET_CALC_ISA={choice!r} asks for CPU kernels this CPU cannot run (it lacks "
+            f"{', '.join(lacking)}): the library would die of an illegal instruction. Set FACET_CALC_ISA to "
+            f"one of {', '.join(map(repr, supported))} or 'auto', or unset it"
+        )  # fmt: skip
+    return choice
+
+
+def isa_flags(isa: str) -> list[str]:
+    """Compiler flags of one level."""
+    return ["-march=native"] if isa == NATIVE else list(ISA_LEVELS[isa][0])
 
 
 def _cpu_signature() -> str:
@@ -110,12 +189,12 @@ def _digest_file(target: Path) -> Path:
     return target.with_name(target.name + ".sha256")
 
 
-def _compile(compiler: str, target: Path) -> None:
+def _compile(compiler: str, target: Path, isa: str) -> None:
     """Compile into a temporary file, record its sha256 beside it, then move both into place
     (os.replace is atomic: concurrent processes never load a partial library)."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_lib = Path(tmp) / target.name
-        cmd = [compiler, *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
+        cmd = [compiler, *isa_flags(isa), *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         tmp_digest = Path(tmp) / (target.name + ".sha256")
         tmp_digest.write_text(_digest(tmp_lib) + "\n")
@@ -149,21 +228,28 @@ def _trusted(target: Path) -> bool:
         return False
 
 
-def library_name(compiler: str) -> str:
-    """File name of the library: keyed by the source, the compiler, its flags and the processor."""
-    source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + compiler.encode() + " ".join(_FLAGS).encode() + _cpu_signature().encode())
-    return f"spline_conv_{key.hexdigest()[:16]}.so"
+def library_name(compiler: str, isa: str | None = None) -> str:
+    """File name of the library: keyed by the source, the compiler, its flags, the instruction
+    -set level (``None``: :func:`kernel_isa`, also named in the file name) and the processor."""
+    isa = kernel_isa() if isa is None else isa
+    flags = " ".join([*isa_flags(isa), *_FLAGS])
+    key = hashlib.sha256(_SOURCE.read_bytes() + compiler.encode() + flags.encode() + _cpu_signature().encode())
+    return f"spline_conv_{isa}_{key.hexdigest()[:16]}.so"
 
 
 def find_compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
-def load_spline_conv(cache_dir: Path | None) -> ctypes.CDLL | None:
-    """Build (or reuse) and load the CPU library in ``cache_dir`` (``None``: a fresh private
-    temporary directory). Every failure returns ``None`` with a warning: the pure-torch path
-    then gives the same numbers."""
+def load_spline_conv(cache_dir: Path | None, isa: str | None = None) -> ctypes.CDLL | None:
+    """Build (or reuse) and load the CPU library of level ``isa`` (``None``: :func:`kernel_isa`)
+    in ``cache_dir`` (``None``: a fresh private temporary directory). Every failure returns
+    ``None`` with a warning: the pure-torch path then gives the same numbers. A level this CPU
+    cannot run is refused (``RuntimeError``) before anything is built or loaded."""
+    isa = kernel_isa() if isa is None else isa
+    if isa not in supported_isas():
+        raise RuntimeError(f"the {isa} build of the CPU kernels cannot run on this CPU "
+                           f"(it runs {', '.join(supported_isas())}); refusing to load it")  # fmt: skip
     compiler = find_compiler()
     if compiler is None:
         logger.info("no C++ compiler found: facet_calc uses its pure-torch convolution")
@@ -173,10 +259,10 @@ def load_spline_conv(cache_dir: Path | None) -> ctypes.CDLL | None:
         return None
     if cache_dir is None:
         cache_dir = Path(tempfile.mkdtemp(prefix="facet_calc_kernels_"))  # mode 0700, ours alone
-    target = cache_dir / library_name(compiler)
+    target = cache_dir / library_name(compiler, isa)
     if not _trusted(target):
         try:
-            _compile(compiler, target)
+            _compile(compiler, target, isa)
         except (OSError, subprocess.CalledProcessError) as err:
             detail = getattr(err, "stderr", "") or str(err)
             logger.warning("compiling the CPU kernels failed, using the pure-torch path: %s", detail)
@@ -203,15 +289,23 @@ def kernels_enabled() -> bool:
     return os.environ.get("FACET_CALC_KERNELS", "1") != "0"
 
 
-@cache
-def spline_conv_library() -> ctypes.CDLL | None:
-    """The compiled fused-convolution library, or ``None`` when it cannot be had here.
+def spline_conv_library(isa: str | None = None) -> ctypes.CDLL | None:
+    """The compiled fused-convolution library of level ``isa`` (``None``: :func:`kernel_isa`,
+    which reads ``FACET_CALC_ISA``), or ``None`` when it cannot be had here.
 
     Loaded only from a private cache directory (owned by this user, closed to others) and only
     when its sha256 matches the digest recorded when it was built; otherwise it is rebuilt (in a
-    private temporary directory when the cache is not private). Loaded once per process
-    (:func:`reset_kernels` forgets it)."""
-    return load_spline_conv(_private_cache_dir())
+    private temporary directory when the cache is not private). Loaded once per process and
+    level (:func:`reset_kernels` forgets them)."""
+    return _library_of(kernel_isa() if isa is None else isa)
+
+
+@cache
+def _library_of(isa: str) -> ctypes.CDLL | None:
+    library = load_spline_conv(_private_cache_dir(), isa)
+    if library is not None:
+        library.isa = isa
+    return library
 
 
 @cache
@@ -236,7 +330,7 @@ def kernel_launcher(device: torch.device):
             return None
         from .cpu import CpuBackend
 
-        return CpuBackend(library)
+        return CpuBackend(library, library.isa)
     if device.type == "cuda":
         return triton_backend()
     return None
@@ -244,5 +338,5 @@ def kernel_launcher(device: torch.device):
 
 def reset_kernels() -> None:
     """Forget the loaded kernels (tests that rebuild or switch them off call this)."""
-    spline_conv_library.cache_clear()
+    _library_of.cache_clear()
     triton_backend.cache_clear()

@@ -1,6 +1,8 @@
 // Fused spline-weighted 'uvu' convolution for one input block on the CPU.
 //
-// For every receiver i and its edges e (sender j), with the spline weights evaluated on the fly:
+// For every receiver i and its edges e (sender j), with the spline weights and the coupling
+// evaluated on the fly:
+//     A_e[col, m]  = sum_k Y[e, k] * coupling[k, col * m1 + m]
 //     w_e[p, u]    = sum_c beta[e, c] * table[rows[e, c], p * mul + u]
 //     t_e[col, u]  = sum_m A[e, col, m] * x[j, m, u]
 //     h_i[col, u]  += t_e[col, u] * w_e[path_of_col[col], u]
@@ -9,13 +11,18 @@
 // concatenation or permutation pass over the node features is needed. No per-edge tensor of width cols * mul is ever written to memory: that is what makes this
 // faster than the tensor-op path, which is bound by memory traffic.
 //
-// Layouts (row-major, contiguous): A (E, cols, m1); x (N, m1, mul); rows (E, 4) int64;
+// Layouts (row-major, contiguous): Y (E, dim_sh); coupling (dim_sh, cols * m1); x (N, m1, mul); rows (E, 4) int64;
 // beta (E, 4); table (R, n_paths * mul); path_of_col (cols) int32; out (N, out_stride) with
 // this block's columns given by out_map (cols * mul) int32; grad_out (N, cols, mul) in block
 // layout (the caller gathers it once: reading through the map per edge is slower).
 // Forward: edges sorted by receiver, recv_ptr (N + 1) delimits each receiver's edges.
 // Backward: by_sender (E) lists edge ids grouped by sender, send_ptr (N + 1) delimits them, so
-// that grad_x is accumulated without write conflicts; grad_A and grad_beta are per edge.
+// that grad_x is accumulated without write conflicts; grad_beta is per edge and grad_Y per edge
+// is added to (the blocks of one input share Y).
+//
+// The inner loops come in two forms: register-blocked ones on explicit vectors of the build's
+// width (FACET_VBYTES, set by the instruction-set level the library is compiled for, see
+// __init__.py) for the usual orders and multiplicities, and plain loops for the rest.
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
@@ -35,6 +42,33 @@ inline void spline_weights(const int64_t* rows, const T* beta, const T* table, i
   for (int64_t k = 0; k < width; ++k) w[k] = b0 * r0[k] + b1 * r1[k] + b2 * r2[k] + b3 * r3[k];
 }
 
+// a[j] = sum_k y[k] * coupling[k, j] for j < n: one edge's coupling A (cols * m1) from its
+// spherical harmonics y (dim_sh); the coupling is dense over (sh, col, m1), a few kB, in L1
+template <typename T>
+inline void couple(const T* y, const T* coupling, int dim_sh, int64_t n, T* a) {
+  const T y0 = y[0];
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) a[j] = y0 * coupling[j];
+  for (int k = 1; k < dim_sh; ++k) {
+    const T yk = y[k];
+    const T* ck = coupling + (int64_t)k * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) a[j] += yk * ck[j];
+  }
+}
+
+// gy[k] += sum_j ga[j] * coupling[k, j]: the gradient of the spherical harmonics from grad A
+template <typename T>
+inline void couple_transposed(const T* ga, const T* coupling, int dim_sh, int64_t n, T* gy) {
+  for (int k = 0; k < dim_sh; ++k) {
+    const T* ck = coupling + (int64_t)k * n;
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < n; ++j) acc += ga[j] * ck[j];
+    gy[k] += acc;
+  }
+}
+
 // t[u] = sum_m a[m] * x[m, u]: one column of A_e applied to the sender's features (m1, mul)
 template <typename T>
 inline void contract(const T* a, const T* x, int m1, int mul, T* t) {
@@ -49,7 +83,7 @@ inline void contract(const T* a, const T* x, int m1, int mul, T* t) {
 }
 
 template <typename T>
-void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,
+void forward_plain(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,
              const int64_t* senders, const T* A, const T* x, const int64_t* rows, const T* beta,
              const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
              const int32_t* out_map, T scale, int n_threads) {
@@ -82,7 +116,7 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int6
 }
 
 template <typename T>
-void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* send_ptr,
+void backward_plain(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* send_ptr,
               const int64_t* by_sender, const int64_t* receivers, const T* A, const T* x,
               const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
               const T* grad_out, T* grad_A, T* grad_x, T* grad_beta, int n_threads) {
@@ -143,24 +177,327 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int
   }
 }
 
+
+// ---- register-blocked versions: explicit vectors of the build's width (AVX-512: 64 bytes,
+// AVX2: 32, baseline: 16), the order m1 a compile-time constant (1, 3, 5, 7), for blocks whose
+// multiplicity is a multiple of the vector's lanes (7net-0: 128, 64, 32); others take the plain
+// loops above. Same arithmetic, in the same order per output entry (up to FMA contraction).
+#if defined(__AVX512F__)
+#define FACET_VBYTES 64
+#elif defined(__AVX__)
+#define FACET_VBYTES 32
+#else
+#define FACET_VBYTES 16
+#endif
+typedef float vf __attribute__((vector_size(FACET_VBYTES)));
+typedef double vd __attribute__((vector_size(FACET_VBYTES)));
+template <typename T> struct VecOf;
+template <> struct VecOf<float> { typedef vf type; };
+template <> struct VecOf<double> { typedef vd type; };
+
+template <typename V, typename T>
+inline V vload(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void vstore(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+// sum of a vector's lanes by halving (a loop over the lanes compiles to a serial chain)
+template <typename T, typename V>
+inline T hsum(const V& v) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  if constexpr (L == 1) {
+    return v[0];
+  } else {
+    typedef T H __attribute__((vector_size(sizeof(V) / 2)));
+    H lo, hi;
+    std::memcpy(&lo, &v, sizeof(H));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
+    return hsum<T, H>(lo + hi);
+  }
+}
+
+// out[k] = sum of the lanes of v[k] for the L vectors v[0..L) (destroyed): a transposing tree
+// of two-source shuffles and adds, about 3 operations per vector instead of ~2 log2(L) for
+// separate sums. Level by level, each vector holds segments of S lanes, each a partial sum of
+// one input vector; a pair (a, b) becomes one vector of segments of S / 2 lanes.
+#if defined(__clang__)
+template <typename T, typename V>
+inline void lane_sums(V* v, T* out) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  for (int k = 0; k < L; ++k) out[k] = hsum<T>(v[k]);
+}
+#else
+template <typename T> struct IntOf;
+template <> struct IntOf<float> { typedef int32_t type; };
+template <> struct IntOf<double> { typedef int64_t type; };
+
+template <typename T, typename V>
+struct ShuffleMasks {
+  static constexpr int L = sizeof(V) / sizeof(T);
+  typedef typename IntOf<T>::type I;
+  typedef I VI __attribute__((vector_size(sizeof(V))));
+  VI lo[8], hi[8];  // per level: the first and second halves of every segment
+  ShuffleMasks() {
+    int level = 0;
+    for (int S = L; S > 1; S /= 2, ++level) {
+      const int h = S / 2, per = L / S;  // per: segments in each input vector
+      for (int i = 0; i < L; ++i) {
+        const int sg = i / h, o = i % h;
+        lo[level][i] = (sg >= per ? L : 0) + (sg % per) * S + o;
+        hi[level][i] = lo[level][i] + h;
+      }
+    }
+  }
+};
+
+template <typename T, typename V>
+inline void lane_sums(V* v, T* out) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  static const ShuffleMasks<T, V> masks;
+  int n = L, level = 0;
+  for (int S = L; S > 1; S /= 2, ++level) {
+    for (int k = 0; k < n / 2; ++k) {
+      const V a = v[2 * k], b = v[2 * k + 1];
+      v[k] = __builtin_shuffle(a, b, masks.lo[level]) + __builtin_shuffle(a, b, masks.hi[level]);
+    }
+    n /= 2;
+  }
+  vstore(out, v[0]);
+}
+#endif
+
+// output columns whose accumulators stay in registers (32 vector registers with AVX-512, 16 below)
+constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
+
+// forward, receiver by receiver: for one vector of channels u and a group of columns, the sums
+// over the receiver's edges stay in registers; the spline weights of the group's paths are
+// evaluated per edge from the 4 table rows (no per-edge tensor is written anywhere).
+template <typename T, int M1>
+void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* recv_ptr,
+                     const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,
+                     const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
+                     const int32_t* out_map, T scale, int n_threads) {
+  typedef typename VecOf<T>::type V;
+  constexpr int L = sizeof(V) / sizeof(T);
+  const int64_t width = (int64_t)n_paths * mul;
+  const int64_t na = (int64_t)cols * M1;
+#pragma omp parallel num_threads(n_threads)
+  {
+  std::vector<T> a_buf;  // the receiver's edges' couplings A (deg, cols, m1)
+#pragma omp for schedule(dynamic, 4)
+  for (int64_t i = 0; i < n_nodes; ++i) {
+    T* row = out + i * out_stride;
+    const int64_t e0 = recv_ptr[i], e1 = recv_ptr[i + 1];
+    if ((int64_t)a_buf.size() < (e1 - e0) * na) a_buf.resize((e1 - e0) * na);
+    for (int64_t e = e0; e < e1; ++e) couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data() + (e - e0) * na);
+    for (int c0 = 0; c0 < cols; c0 += kGroup) {
+      const int gn = std::min(kGroup, cols - c0);
+      const int p_lo = path_of_col[c0], p_hi = path_of_col[c0 + gn - 1];
+      int pc[kGroup];
+      for (int c = 0; c < kGroup; ++c) pc[c] = c < gn ? path_of_col[c0 + c] - p_lo : 0;
+      for (int u0 = 0; u0 < mul; u0 += L) {
+        V acc[kGroup];
+        for (int c = 0; c < kGroup; ++c) acc[c] = V{};
+        for (int64_t e = e0; e < e1; ++e) {
+          const T* xj = x + senders[e] * (int64_t)M1 * mul + u0;
+          V xm[M1];
+          for (int m = 0; m < M1; ++m) xm[m] = vload<V>(xj + (int64_t)m * mul);
+          const int64_t* re = rows + 4 * e;
+          const T b0 = beta[4 * e], b1 = beta[4 * e + 1], b2 = beta[4 * e + 2], b3 = beta[4 * e + 3];
+          const T* r0 = table + re[0] * width + u0;
+          const T* r1 = table + re[1] * width + u0;
+          const T* r2 = table + re[2] * width + u0;
+          const T* r3 = table + re[3] * width + u0;
+          V w[kGroup];
+          for (int p = 0; p <= p_hi - p_lo; ++p) {
+            const int64_t off = (int64_t)(p + p_lo) * mul;
+            w[p] = b0 * vload<V>(r0 + off) + b1 * vload<V>(r1 + off) + b2 * vload<V>(r2 + off) +
+                   b3 * vload<V>(r3 + off);
+          }
+          const T* a = a_buf.data() + (e - e0) * na + c0 * M1;
+          for (int c = 0; c < kGroup; ++c) {
+            if (c < gn) {
+              V t = a[c * M1] * xm[0];
+              for (int m = 1; m < M1; ++m) t += a[c * M1 + m] * xm[m];
+              acc[c] += t * w[pc[c]];
+            }
+          }
+        }
+        for (int c = 0; c < gn; ++c) {
+          const int32_t* map = out_map + (int64_t)(c0 + c) * mul + u0;
+          for (int k = 0; k < L; ++k) row[map[k]] = scale * acc[c][k];
+        }
+      }
+    }
+  }
+  }
+}
+
+// backward, sender by sender, edge by edge: for one vector of channels u the sender's features,
+// its grad x contribution and the running spline product s of the current path stay in
+// registers while the columns are walked; grad A accumulates per (column, m) over the vectors of
+// channels in a small buffer and is summed over its lanes once per edge. The columns of a path
+// are consecutive (FastSplineConvolution builds them so), so each s[p, u] is stored once.
+template <typename T, int M1>
+void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* send_ptr,
+                      const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling,
+                      const T* x, const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
+                      const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
+  typedef typename VecOf<T>::type V;
+  constexpr int L = sizeof(V) / sizeof(T);
+  const int64_t width = (int64_t)n_paths * mul;
+  const int64_t na = (int64_t)cols * M1;
+#pragma omp parallel num_threads(n_threads)
+  {
+    const int64_t na_padded = (na + L - 1) / L * L;  // whole groups of L for lane_sums
+    std::vector<T> w(width), s(width), a_buf(na), ga_buf(na_padded);
+    std::vector<V> ga_acc(na_padded);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t j = 0; j < n_nodes; ++j) {
+      const T* xj = x + j * (int64_t)M1 * mul;
+      T* gx = grad_x + j * (int64_t)M1 * mul;
+      std::memset(gx, 0, sizeof(T) * M1 * mul);
+      for (int64_t q = send_ptr[j]; q < send_ptr[j + 1]; ++q) {
+        const int64_t e = by_sender[q];
+        const int64_t* re = rows + 4 * e;
+        spline_weights(re, beta + 4 * e, table, width, w.data());
+        const T* g = grad_out + receivers[e] * (int64_t)cols * mul;
+        couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data());
+        const T* a = a_buf.data();
+        for (int64_t k = 0; k < na_padded; ++k) ga_acc[k] = V{};
+        for (int u0 = 0; u0 < mul; u0 += L) {
+          V xm[M1], gxa[M1];
+          for (int m = 0; m < M1; ++m) {
+            xm[m] = vload<V>(xj + (int64_t)m * mul + u0);
+            gxa[m] = V{};
+          }
+          int p = path_of_col[0];
+          V wv = vload<V>(w.data() + (int64_t)p * mul + u0);
+          V sacc = V{};
+          for (int col = 0; col < cols; ++col) {
+            if (path_of_col[col] != p) {
+              vstore(s.data() + (int64_t)p * mul + u0, sacc);
+              p = path_of_col[col];
+              wv = vload<V>(w.data() + (int64_t)p * mul + u0);
+              sacc = V{};
+            }
+            const T* ac = a + col * M1;
+            const V gv = vload<V>(g + (int64_t)col * mul + u0);
+            V t = ac[0] * xm[0];
+            for (int m = 1; m < M1; ++m) t += ac[m] * xm[m];
+            sacc += t * gv;
+            const V gw = gv * wv;
+            V* gac = ga_acc.data() + col * M1;
+            for (int m = 0; m < M1; ++m) {
+              gac[m] += xm[m] * gw;
+              gxa[m] += ac[m] * gw;
+            }
+          }
+          vstore(s.data() + (int64_t)p * mul + u0, sacc);
+          for (int m = 0; m < M1; ++m) {
+            T* gxm = gx + (int64_t)m * mul + u0;
+            vstore(gxm, vload<V>(gxm) + gxa[m]);
+          }
+        }
+        for (int64_t k = 0; k < na_padded; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
+        couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + e * dim_sh);
+        for (int c = 0; c < 4; ++c) {
+          const T* rc = table + re[c] * width;
+          T acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t k = 0; k < width; ++k) acc += rc[k] * s[k];
+          grad_beta[4 * e + c] = acc;
+        }
+      }
+    }
+  }
+}
+
+// the plain loops on a coupling A formed for all edges (blocks whose multiplicity is not a
+// multiple of the vector's lanes: small models only)
+template <typename T>
+std::vector<T> all_couplings(int64_t n_edges, int dim_sh, const T* sh, const T* coupling, int64_t na) {
+  std::vector<T> A(n_edges * na);
+  for (int64_t e = 0; e < n_edges; ++e) couple(sh + e * dim_sh, coupling, dim_sh, na, A.data() + e * na);
+  return A;
+}
+
+template <typename T>
+void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* recv_ptr,
+             const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,
+             const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
+             const int32_t* out_map, T scale, int n_threads) {
+  constexpr int L = FACET_VBYTES / sizeof(T);
+  // (a group's paths are at most kGroup, the size of its w array: each path has >= 1 column)
+  if (mul % L == 0) {
+#define FACET_FWD(M) \
+  return forward_blocked<T, M>(n_nodes, mul, cols, n_paths, dim_sh, recv_ptr, senders, sh, coupling, x, rows, \
+                               beta, table, path_of_col, out, out_stride, out_map, scale, n_threads)
+    switch (m1) {
+      case 1: FACET_FWD(1);
+      case 3: FACET_FWD(3);
+      case 5: FACET_FWD(5);
+      case 7: FACET_FWD(7);
+      default: break;
+    }
+#undef FACET_FWD
+  }
+  const std::vector<T> A = all_couplings(recv_ptr[n_nodes], dim_sh, sh, coupling, (int64_t)cols * m1);
+  forward_plain<T>(n_nodes, mul, m1, cols, n_paths, recv_ptr, senders, A.data(), x, rows, beta, table,
+                   path_of_col, out, out_stride, out_map, scale, n_threads);
+}
+
+// grad_sh is accumulated into (the caller sums the blocks of one input there)
+template <typename T>
+void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* send_ptr,
+              const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling, const T* x,
+              const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
+              const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
+  constexpr int L = FACET_VBYTES / sizeof(T);
+  if (mul % L == 0) {
+#define FACET_BWD(M) \
+  return backward_blocked<T, M>(n_nodes, mul, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, coupling, \
+                                x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, n_threads)
+    switch (m1) {
+      case 1: FACET_BWD(1);
+      case 3: FACET_BWD(3);
+      case 5: FACET_BWD(5);
+      case 7: FACET_BWD(7);
+      default: break;
+    }
+#undef FACET_BWD
+  }
+  const int64_t n_edges = send_ptr[n_nodes], na = (int64_t)cols * m1;
+  const std::vector<T> A = all_couplings(n_edges, dim_sh, sh, coupling, na);
+  std::vector<T> grad_A(n_edges * na);
+  backward_plain<T>(n_nodes, mul, m1, cols, n_paths, send_ptr, by_sender, receivers, A.data(), x, rows, beta,
+                    table, path_of_col, grad_out, grad_A.data(), grad_x, grad_beta, n_threads);
+  for (int64_t e = 0; e < n_edges; ++e)
+    couple_transposed(grad_A.data() + e * na, coupling, dim_sh, na, grad_sh + e * dim_sh);
+}
+
 }  // namespace
 
 #define FACET_EXPORT(T, SUFFIX)                                                                    \
   extern "C" void spline_conv_forward_##SUFFIX(                                                    \
-      int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* recv_ptr,            \
-      const int64_t* senders, const T* A, const T* x, const int64_t* rows, const T* beta,          \
-      const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,                       \
+      int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* recv_ptr, \
+      const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,      \
+      const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,       \
       const int32_t* out_map, T scale, int n_threads) {                                            \
-    forward<T>(n_nodes, mul, m1, cols, n_paths, recv_ptr, senders, A, x, rows, beta, table,        \
-               path_of_col, out, out_stride, out_map, scale, n_threads);                           \
+    forward<T>(n_nodes, mul, m1, cols, n_paths, dim_sh, recv_ptr, senders, sh, coupling, x, rows, beta, \
+               table, path_of_col, out, out_stride, out_map, scale, n_threads);                    \
   }                                                                                                \
   extern "C" void spline_conv_backward_##SUFFIX(                                                   \
-      int64_t n_nodes, int mul, int m1, int cols, int n_paths, const int64_t* send_ptr,            \
-      const int64_t* by_sender, const int64_t* receivers, const T* A, const T* x,                  \
-      const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,              \
-      const T* grad_out, T* grad_A, T* grad_x, T* grad_beta, int n_threads) {                      \
-    backward<T>(n_nodes, mul, m1, cols, n_paths, send_ptr, by_sender, receivers, A, x, rows, beta, \
-                table, path_of_col, grad_out, grad_A, grad_x, grad_beta, n_threads);               \
+      int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* send_ptr, \
+      const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling,          \
+      const T* x, const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,  \
+      const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {                     \
+    backward<T>(n_nodes, mul, m1, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, coupling, x, \
+                rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, n_threads);  \
   }
 
 FACET_EXPORT(float, f32)

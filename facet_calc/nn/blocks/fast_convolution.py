@@ -316,9 +316,10 @@ class _FusedConvolution(torch.autograd.Function):
     features x (N, dim_in) in e3nn layout, and the spline coefficients beta (E, 4); ``backend``
     runs the kernels, one input block at a time on x^T (N, m1, mul).
 
-    Each block's per-edge coupling ``A = sh @ coupling`` (E, cols, m1) is formed for one chunk
-    of edges at a time, in the forward pass and again in the backward pass, never for all edges
-    at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
+    The compiled CPU kernels form each edge's coupling ``A = sh @ coupling`` themselves, in
+    cache, and add the gradient of sh (``backend.fuses_coupling``). For the other backends,
+    each block's ``A`` (E, cols, m1) is formed here for one chunk of edges at a time, in the
+    forward pass and again in the backward pass, never for all edges at once and never kept: kept, it would be the largest tensor of a step (about 2 KB per edge
     for 7net-0 in float32). Forward chunks are ranges of receivers (contiguous edges); backward
     chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list
     once for all blocks, so the kernels accumulate node gradients without write conflicts. The
@@ -335,6 +336,7 @@ class _FusedConvolution(torch.autograd.Function):
                for in_slice, *_, dims in blocks]  # fmt: skip
         out = beta.new_empty(dim_out)  # (n_rows, dim): receivers are the first n_rows nodes
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
+        fused = getattr(backend, "fuses_coupling", False)  # then no A is formed here
         for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
             local = _LocalEdges(
@@ -342,6 +344,10 @@ class _FusedConvolution(torch.autograd.Function):
             )
             for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
                 mul, m1, cols, _ = dims
+                if fused:  # the kernel forms A edge by edge, in cache
+                    backend.forward_block(local, sh[e0:e1], coupling, xt, rows[e0:e1], beta[e0:e1], table,
+                                          path_of_col, out_map, dims, out[n0:n1], scale)  # fmt: skip
+                    continue
                 a = (sh[e0:e1] @ coupling).view(e1 - e0, cols, m1)
                 backend.forward_block(local, a, xt, rows[e0:e1], beta[e0:e1], table, path_of_col, out_map, dims,
                                       out[n0:n1], scale)  # fmt: skip
@@ -371,6 +377,7 @@ class _FusedConvolution(torch.autograd.Function):
         # it through the column map for every edge would be slower than one gather here
         grad_blocks = [grad_out.index_select(1, out_map.long()).mul_(scale) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
+        fused = getattr(backend, "fuses_coupling", False)
         for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
             q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
             edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
@@ -389,6 +396,11 @@ class _FusedConvolution(torch.autograd.Function):
                 xts, grad_xts, grad_blocks, blocks
             ):
                 mul, m1, cols, _ = dims
+                if fused:  # A and its gradient are formed in the kernel; grad_sh_k accumulates there
+                    backend.backward_block(local, sh_k, coupling, xt[n0:n1], rows_k, beta_k, table, path_of_col,
+                                           dims, grad_block, grad_sh_k, grad_xt[n0:n1], part)  # fmt: skip
+                    grad_beta_k += part
+                    continue
                 a = (sh_k @ coupling).view(k, cols, m1)
                 grad_a = torch.empty_like(a)
                 backend.backward_block(local, a, xt[n0:n1], rows_k, beta_k, table, path_of_col, dims, grad_block,
