@@ -86,6 +86,13 @@ def main() -> None:
     parser.add_argument("--size", default="small")
     parser.add_argument("--out", default=None)
     parser.add_argument("--table-only", action="store_true")
+    # counts that the budget would otherwise size (fixing them makes runs comparable)
+    parser.add_argument("--md-frames", type=int, default=None)
+    parser.add_argument("--md-interval", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--active-epochs", type=int, default=None)
+    parser.add_argument("--active-frames", type=int, default=None)
+    parser.add_argument("--active-steps", type=int, default=None)
     args = parser.parse_args()
     out = Path(args.out or f"runs/distill-{args.system}")
     if not args.table_only:
@@ -93,8 +100,11 @@ def main() -> None:
         from facet_calc.distill import distill
 
         build, temperatures = SYSTEMS[args.system]
+        sampling = {"md_interval": args.md_interval} if args.md_interval else None
         distill("7net-0-spline", build(), out, minutes=args.minutes, temperatures=temperatures, size=args.size,
-                committee=args.committee, seed=0)  # fmt: skip
+                committee=args.committee, seed=0, md_frames=args.md_frames, epochs=args.epochs,
+                active_epochs=args.active_epochs, active_frames=args.active_frames, active_steps=args.active_steps,
+                sampling=sampling)  # fmt: skip
     table(out)
 
 

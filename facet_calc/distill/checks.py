@@ -16,9 +16,10 @@ from .teacher import DistillError, Teacher
 OVERLAP_FRACTION = 0.5
 
 
-def check_seeds(seeds: Sequence[Atoms], teacher: Teacher, names: Sequence[str] | None = None) -> None:
-    """Refuse seeds that cannot be distilled: empty, elements ``teacher`` lacks, NaN or
-    infinite positions or cell, overlapping atoms."""
+def check_seeds(seeds: Sequence[Atoms], teacher: Teacher | None, names: Sequence[str] | None = None) -> None:
+    """Refuse seeds that cannot be distilled: empty, NaN or infinite positions or cell,
+    overlapping atoms, elements ``teacher`` lacks (not checked when ``teacher`` is None, so the
+    structure can be checked before a teacher is loaded)."""
     if not seeds:
         raise DistillError("no seed structures given; pass the structures your MD will start from")
     names = list(names) if names is not None else [f"structure {k}" for k in range(len(seeds))]
@@ -31,7 +32,7 @@ def check_seeds(seeds: Sequence[Atoms], teacher: Teacher, names: Sequence[str] |
             raise DistillError(f"{name}: positions contain NaN or infinite values; fix the structure file")
         if not np.all(np.isfinite(atoms.cell.array)):
             raise DistillError(f"{name}: the cell contains NaN or infinite values; fix the structure file")
-        if teacher.elements is not None:
+        if teacher is not None and teacher.elements is not None:
             missing = sorted(set(atoms.numbers.tolist()) - set(teacher.elements))
             if missing:
                 symbols = ", ".join(chemical_symbols[z] for z in missing)

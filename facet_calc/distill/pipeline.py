@@ -208,8 +208,9 @@ def distill(
     temperatures = sorted(float(t) for t in temperatures)
     if not temperatures or min(temperatures) <= 0 or not all(math.isfinite(t) for t in temperatures):
         raise DistillError(f"temperatures must be positive numbers of kelvin, got {temperatures}")
-    teach = resolve_teacher(teacher, device)
     seeds, names = read_seeds(structures)
+    check_seeds(seeds, None, names)  # the structures first: a bad file is found before a teacher loads
+    teach = resolve_teacher(teacher, device)
     check_seeds(seeds, teach, names)
     elements = sorted({int(z) for a in seeds for z in a.numbers})
     cutoff = float(cutoff if cutoff is not None else min(5.0, teach.cutoff or 5.0))
@@ -349,9 +350,11 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, prog
     sampling = SamplingPlan(temperatures=temperatures, seed=inputs["seed"], **inputs["sampling"])
     fixed_calls = sampling.teacher_calls(len(seeds)) - len(seeds) * len(temperatures) * sampling.md_frames * sampling.md_interval
     # a student training step on the labelled seeds (batch of up to 4)
-    configs = read_configurations(labelled, elements, cutoff, keys=KEYS)
-    config = student_config(elements, inputs["size"], cutoff, 30.0)
-    step_s = _training_step_seconds(config, configs)
+    fixed = [inputs[k] for k in ("md_frames", "epochs", "active_epochs", "active_frames", "active_steps")]
+    step_s = float("nan")
+    if any(v is None for v in fixed):  # something to size: measure a training step
+        configs = read_configurations(labelled, elements, cutoff, keys=KEYS)
+        step_s = _training_step_seconds(student_config(elements, inputs["size"], cutoff, 30.0), configs)
     members = inputs["committee"]
     n_frames_guess = len(seeds) * (len(temperatures) * budget.MIN_MD_FRAMES) + fixed_calls // 2
     if inputs["md_frames"] is None or inputs["epochs"] is None:
@@ -372,20 +375,25 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, prog
         sampling.md_interval = int(min(50, max(sampling.md_interval, per_frame_calls)))
     n_train = int(0.9 * (len(seeds) * len(temperatures) * sampling.md_frames + fixed_calls / 2))
     steps = math.ceil(n_train / 4)
-    epochs = min(300, max(budget.MIN_EPOCHS, budget.epochs_for(budget_s, budget.SHARES["training"], step_s, steps,
-                                                               members)))  # fmt: skip
-    # active learning: committee MD (K students' cost per step), labels, retraining
-    active_frames = max(4, n_train // 5)
-    active_epochs = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / 4), members))
-    eval_s = step_s / 3 * members  # a committee MD step: K forward+backward without the parameter gradients
-    md_budget = 0.05 * budget_s - active_frames * teacher_s
-    active_steps = int(max(20, md_budget / max(eval_s, 1e-6) / max(1, len(seeds) * len(temperatures))))
+    epochs, active_epochs, active_frames, active_steps = fixed[1:]
+    if math.isfinite(step_s):  # size what was not given
+        sized = min(300, max(budget.MIN_EPOCHS, budget.epochs_for(budget_s, budget.SHARES["training"], step_s, steps,
+                                                                  members)))  # fmt: skip
+        epochs = sized if epochs is None else epochs
+        # active learning: committee MD (K students' cost per step), labels, retraining
+        active_frames = max(4, n_train // 5) if active_frames is None else active_frames
+        more = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / 4), members))
+        active_epochs = min(epochs, more) if active_epochs is None else active_epochs
+        eval_s = step_s / 3 * members  # a committee MD step: K forward+backward without the parameter gradients
+        md_budget = 0.05 * budget_s - active_frames * teacher_s
+        steps_md = int(max(20, md_budget / max(eval_s, 1e-6) / max(1, len(seeds) * len(temperatures))))
+        active_steps = min(steps_md, 2000) if active_steps is None else active_steps
     plan = {
         "measured": {"teacher_s_per_call": teacher_s, "student_train_step_s": step_s},
         "budget_s": budget_s, "shares": budget.SHARES,
         "sampling": sampling.to_dict(),
         "training": {"epochs": epochs, "n_train_estimate": n_train},
-        "active": {"frames": active_frames, "epochs": min(epochs, active_epochs), "steps": min(active_steps, 2000),
+        "active": {"frames": active_frames, "epochs": active_epochs, "steps": active_steps,
                    "interval": 10, "stop_spread_eV_per_A": 2.0},
     }  # fmt: skip
     _say(progress, f"plan: teacher {teacher_s * 1e3:.0f} ms/call, student step {step_s * 1e3:.0f} ms; "

@@ -17,6 +17,8 @@ of the teacher's per-atom energies, so the fresh student starts near the teacher
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,9 +84,17 @@ def set_teacher_shifts(model: torch.nn.Module, configs: Sequence[Configuration],
     return {"how": how, "shift_eV": [float(v) for v in model.shift], "scale_eV": [float(v) for v in model.scale]}
 
 
+#: built models by config, copied for each member (building compiles e3nn's linears: seconds)
+_BUILT: dict[str, torch.nn.Module] = {}
+
+
 def new_student(config: dict, seed: int, train: Sequence[Configuration], dtype: str) -> tuple[torch.nn.Module, dict]:
     """A freshly initialised student (``seed``) with the teacher's shifts."""
-    model = build_model(config, getattr(torch, dtype))
+    key = json.dumps(config, sort_keys=True) + dtype
+    if key not in _BUILT:
+        _BUILT.clear()  # one config at a time is all a run needs
+        _BUILT[key] = build_model(config, getattr(torch, dtype))
+    model = copy.deepcopy(_BUILT[key])
     initialise_for_training(model, seed)
     shifts = set_teacher_shifts(model, train, getattr(torch, dtype))
     return model.requires_grad_(True), shifts
