@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--active-epochs", type=int, default=None)
     parser.add_argument("--active-frames", type=int, default=None)
     parser.add_argument("--active-steps", type=int, default=None)
+    parser.add_argument("--max-temperature-factor", type=float, default=1.5,
+                        help="sampling adds this x the highest temperature (1: none added)")
+    parser.add_argument("--quick-report", action="store_true", help="fewer held-out frames and RDF steps")
     args = parser.parse_args()
     out = Path(args.out or f"runs/distill-{args.system}")
     if not args.table_only:
@@ -104,7 +107,8 @@ def main() -> None:
         distill("7net-0-spline", build(), out, minutes=args.minutes, temperatures=temperatures, size=args.size,
                 committee=args.committee, seed=0, md_frames=args.md_frames, epochs=args.epochs,
                 active_epochs=args.active_epochs, active_frames=args.active_frames, active_steps=args.active_steps,
-                sampling=sampling)  # fmt: skip
+                sampling=sampling, max_temperature_factor=args.max_temperature_factor,
+                report={"held_frames": 8, "rdf_steps": 200, "speed_repeats": 2} if args.quick_report else True)  # fmt: skip
     table(out)
 
 

@@ -192,3 +192,32 @@ def test_cli_distill_errors_in_one_line(tmp_path, capsys):
     assert main(["distill", "7net-0-spline", "--structures", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "positions contain NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_per_atom_energy_term_is_its_formula():
+    """The auxiliary loss term on the teacher's per-atom energies against a plain numpy sum; a
+    frame without them is masked out."""
+    from facet_calc.distill.teacher import KEYS, label
+    from facet_calc.train.data import batch_of, read_configurations
+    from facet_calc.train.loss import LossWeights, loss_terms
+
+    teacher = Teacher(EMT(), "EMT")
+    frames = []
+    for k in range(3):
+        atoms = seed_cu()
+        atoms.rattle(0.05, seed=k)
+        frames.append(label(atoms, teacher)[0])
+    del frames[2].arrays[KEYS.energies]
+    configs = read_configurations(frames, [29], 4.0, keys=KEYS)
+    batch = batch_of(configs, torch.float64, "cpu")
+    rng = np.random.default_rng(0)
+    pred_atoms = torch.from_numpy(rng.normal(size=batch.n_atoms))
+    pred = {"energy": batch.labels.energy + 0.01, "energies": pred_atoms, "forces": batch.labels.forces,
+            "virial": None}  # fmt: skip
+    weights = LossWeights(atom_energy=0.5, balance=False)
+    terms = loss_terms(pred, batch, weights, {"energy": 0.2})
+    ref = np.concatenate([f.arrays[KEYS.energies] for f in frames[:2]])
+    expected = np.mean(((pred_atoms.numpy()[:8] - ref) / 0.2) ** 2)
+    np.testing.assert_allclose(float(terms["atom_energy"]), expected, rtol=1e-12)
+    without = loss_terms(pred, batch, LossWeights(balance=False), {"energy": 0.2})
+    np.testing.assert_allclose(float(terms["total"] - without["total"]), 0.5 * expected, rtol=1e-12)

@@ -56,9 +56,10 @@ def committee_energies(
     edge_vec: torch.Tensor,
     senders: torch.Tensor,
     receivers: torch.Tensor,
-) -> torch.Tensor:
-    """Per-atom energies of every member, ``(K, n_atoms)`` eV: the forward of
-    :class:`~facet_calc.nn.contract.EnergyModel` with the edge work done once."""
+) -> list[torch.Tensor]:
+    """Per-atom energies of every member, K tensors ``(n_atoms,)`` eV: the forward of
+    :class:`~facet_calc.nn.contract.EnergyModel` with the edge work done once. Kept apart (not
+    stacked) so that a member's backward pass never runs through the others' graphs."""
     r = torch.linalg.norm(edge_vec, dim=-1)
     edges = EdgeContext(species.shape[0], senders, receivers, r)
     harmonics: dict[tuple, torch.Tensor] = {}
@@ -72,7 +73,7 @@ def committee_energies(
         for layer in model.layers:
             x = layer(x, sh, r, senders, receivers, edges=edges)
         out.append(model.readout(x, species))
-    return torch.stack(out)
+    return out
 
 
 def evaluate_committee(
@@ -89,16 +90,15 @@ def evaluate_committee(
     edge_vec = graph.edge_vectors.detach().to(dtype).requires_grad_(need_grad)
     n_graphs, n_members = graph.n_graphs, len(models)
     with torch.enable_grad() if need_grad else torch.no_grad():
-        energies = committee_energies(models, graph.species, edge_vec, graph.senders, graph.receivers)
-        energy = energies.new_zeros(n_members, n_graphs).index_add(1, graph.batch, energies)
+        per_member = committee_energies(models, graph.species, edge_vec, graph.senders, graph.receivers)
         grads = []
         if need_grad:
-            for k in range(n_members):  # member k's forces: the gradient of its energy alone
-                (g,) = torch.autograd.grad(
-                    energy[k].sum(), [edge_vec], retain_graph=k < n_members - 1, materialize_grads=True
-                )
+            for k, e in enumerate(per_member):  # member k's forces: the gradient of its energy alone
+                (g,) = torch.autograd.grad(e.sum(), [edge_vec], retain_graph=k < n_members - 1, materialize_grads=True)
                 grads.append(g)
-    out = {"energy": energy.detach(), "energies": energies.detach(), "forces": None, "virial": None}
+    energies = torch.stack([e.detach() for e in per_member])
+    energy = energies.new_zeros(n_members, n_graphs).index_add(1, graph.batch, energies)
+    out = {"energy": energy, "energies": energies, "forces": None, "virial": None}
     if need_grad:
         edge_graph = None if n_graphs == 1 else graph.batch[graph.receivers]
         scattered = [
