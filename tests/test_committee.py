@@ -12,7 +12,7 @@ from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
 
 from facet_calc import FacetCalculator
-from facet_calc.committee import Committee, load_committee, save_committee
+from facet_calc.committee import load_committee, save_committee
 from facet_calc.graph import graph_from_atoms
 from facet_calc.nn import build_model, initialise_for_training
 from facet_calc.nn.committee import evaluate_committee, evaluate_members

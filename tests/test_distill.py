@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from facet_calc import FacetCalculator
 from facet_calc.cli import main
 from facet_calc.distill import DistillError, distill
-from facet_calc.distill import pipeline as pipeline_module
 from facet_calc.distill.sampling import SamplingPlan, deduplicate, run_task, sampling_tasks
 from facet_calc.distill.teacher import Teacher
 from facet_calc.train import trainer as trainer_module

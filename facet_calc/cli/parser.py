@@ -136,12 +136,14 @@ def _add_training(sub) -> None:
     di.add_argument("teacher", help="shipped potential name or potential folder to distil")
     di.add_argument("--structures", required=True, help="seed structures (any ASE-readable file, every frame)")
     di.add_argument("--out", required=True, help="run folder (created; resumed when it holds the same run)")
-    di.add_argument("--minutes", type=_positive(float), default=30.0, help="time budget (sizes the sampling and training)")
+    di.add_argument("--minutes", type=_positive(float), default=30.0,
+                    help="time budget (sizes the sampling and training)")  # fmt: skip
     di.add_argument("--temperatures", type=_positive(float), nargs="+", default=[300.0],
                     help="MD temperatures you will run (K); sampling adds 1.5x the highest")  # fmt: skip
     di.add_argument("--size", choices=["small", "medium"], default="small", help="student size")
     di.add_argument("--committee", type=_positive(int), default=3, help="number of students (seeds)")
-    di.add_argument("--cutoff", type=_positive(float), default=None, help="students' cutoff, A (default: min(5, teacher's))")
+    di.add_argument("--cutoff", type=_positive(float), default=None,
+                    help="students' cutoff, A (default: min(5, teacher's))")  # fmt: skip
     di.add_argument("--seed", type=int, default=0)
     di.add_argument("--no-report", action="store_true", help="skip the report (phonons, EOS, RDF, speed)")
     di.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N")

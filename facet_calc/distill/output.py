@@ -4,11 +4,8 @@ measured), ``report/`` and ``summary.json``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..committee import Committee, save_committee
 from ..potential import Potential, save_potential

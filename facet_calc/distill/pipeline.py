@@ -348,7 +348,8 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, prog
     teacher_s = budget.timed(lambda: (probe.rattle(1e-3), label(probe, teach)), repeats=2)
     teacher_s *= sum(len(a) for a in seeds) / len(seeds) / len(seeds[0])  # per call, mean seed size
     sampling = SamplingPlan(temperatures=temperatures, seed=inputs["seed"], **inputs["sampling"])
-    fixed_calls = sampling.teacher_calls(len(seeds)) - len(seeds) * len(temperatures) * sampling.md_frames * sampling.md_interval
+    md_calls = len(seeds) * len(temperatures) * sampling.md_frames * sampling.md_interval
+    fixed_calls = sampling.teacher_calls(len(seeds)) - md_calls  # strains and excursions
     # a student training step on the labelled seeds (batch of up to 4)
     fixed = [inputs[k] for k in ("md_frames", "epochs", "active_epochs", "active_frames", "active_steps")]
     step_s = float("nan")
@@ -541,7 +542,8 @@ def _active_round(out, members, config, seeds, teach, temperatures, active, acti
     spreads = [c.spread for c in candidates]
     summary = {
         "candidates": len(candidates), "selected": len(chosen), "labelled": len(labelled), "dropped": dropped,
-        "spread_max_eV_per_A": max(spreads, default=0.0), "spread_median_eV_per_A": float(np.median(spreads)) if spreads else 0.0,
+        "spread_max_eV_per_A": max(spreads, default=0.0),
+        "spread_median_eV_per_A": float(np.median(spreads)) if spreads else 0.0,
         "selected_spread_min_eV_per_A": min((c.spread for c in chosen), default=0.0),
     }  # fmt: skip
     for m in members:
@@ -549,5 +551,6 @@ def _active_round(out, members, config, seeds, teach, temperatures, active, acti
     _write_frames(path, labelled)
     _write_json(meta, summary)
     _say(progress, f"active learning: {len(labelled)} frames of largest disagreement labelled "
-         f"(spread {summary['selected_spread_min_eV_per_A']:.3f}-{summary['spread_max_eV_per_A']:.3f} eV/A)")  # fmt: skip
+         f"(spread {summary['selected_spread_min_eV_per_A']:.3f}-{summary['spread_max_eV_per_A']:.3f} "
+         "eV/A)")  # fmt: skip
     return labelled, summary

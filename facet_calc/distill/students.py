@@ -44,7 +44,9 @@ def student_config(atomic_numbers: Sequence[int], size: str | dict, cutoff: floa
     """The full Facet config of a student."""
     if isinstance(size, str):
         if size not in SIZES:
-            raise ValueError(f"size must be one of {sorted(SIZES)} or a dict of facet_config hyperparameters, got {size!r}")
+            raise ValueError(
+                f"size must be one of {sorted(SIZES)} or a dict of facet_config hyperparameters, got {size!r}"
+            )
         hyper = dict(SIZES[size])
     else:
         hyper = dict(size)
