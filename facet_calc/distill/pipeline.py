@@ -172,6 +172,7 @@ def distill(
     active_steps: int | None = None,
     atom_energy_weight: float = 0.1,
     lr: float = 5e-3,
+    batch_size: int = 4,
     report: bool | dict = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -196,6 +197,8 @@ def distill(
             training and of the active-learning retraining, frames added, committee MD steps).
         atom_energy_weight: weight of the teacher's per-atom energies in the loss (0: unused;
             used only when the teacher gives them).
+        lr, batch_size: the students' peak learning rate and structures per step (small data
+            sets train better on more, smaller steps).
         report: False, True, or a dict of options of :func:`.report.make_report`.
         sampling: overrides of :class:`.sampling.SamplingPlan` fields (tests: fewer strains).
     """
@@ -220,7 +223,7 @@ def distill(
         "sampled_temperatures_K": sampled_temperatures, "size": size, "committee": committee, "seed": seed,
         "cutoff_A": cutoff, "minutes": minutes, "md_frames": md_frames, "epochs": epochs,
         "active_epochs": active_epochs, "active_frames": active_frames, "active_steps": active_steps,
-        "atom_energy_weight": atom_energy_weight, "lr": lr, "sampling": sampling or {},
+        "atom_energy_weight": atom_energy_weight, "lr": lr, "batch_size": batch_size, "sampling": sampling or {},
     }  # fmt: skip
     resumed = _claim(out, json.loads(json.dumps(inputs, default=str)), overwrite)
     _say(progress, f"{'resuming' if resumed else 'starting'} in {out}: teacher {teach.name}, {len(seeds)} seed "
@@ -241,8 +244,8 @@ def distill(
     use_atom_energy = atom_energy_weight if all(bool(c.graph.labels.atom_energy_mask.all()) for c in train) else 0.0
     loss = LossWeights(energy=1.0, forces=1.0, stress=1.0, atom_energy=use_atom_energy)
     n_epochs = plan["training"]["epochs"] if epochs is None else epochs
-    settings = [TrainSettings(epochs=n_epochs, batch_size=4, lr=lr, seed=seed * 1000 + k, loss=loss, guard=False,
-                              device=device, warmup_epochs=min(1.0, n_epochs / 4))  # fmt: skip
+    settings = [TrainSettings(epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed * 1000 + k, loss=loss,
+                              guard=False, device=device, warmup_epochs=min(1.0, n_epochs / 4))  # fmt: skip
                 for k in range(committee)]
     members = []
     shifts = None
