@@ -302,7 +302,9 @@ def distill(
     clock("outputs_and_report")
     result.summary["wall_time_s_this_call"] = time.perf_counter() - start_time
     result.summary["timing"] = clock.data
-    _write_json(out / "summary.json", result.summary)
+    report_file = out / "report" / "report.json"
+    report_json = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    _write_json(out / "summary.json", {**result.summary, "report": report_json})
     _say(progress, f"done in {result.summary['wall_time_s_this_call'] / 60:.1f} min: {result.potential_dir}")
     return result
 

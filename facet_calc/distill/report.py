@@ -136,11 +136,24 @@ def _supercell_for(atoms: Atoms, length: float) -> Atoms:
     return atoms.repeat(reps)
 
 
+def repeats_for(atoms: Atoms, n_atoms: int, most: int = 8) -> tuple[int, int, int]:
+    """The repeats of ``atoms`` whose atom count is nearest ``n_atoms`` (ties: the most cubic)."""
+    lengths = atoms.cell.lengths() if atoms.cell.rank == 3 else np.ones(3)
+    best = None
+    for a in range(1, most + 1):
+        for b in range(1, most + 1):
+            for c in range(1, most + 1):
+                edges = lengths * (a, b, c)
+                key = (abs(len(atoms) * a * b * c - n_atoms), edges.max() / edges.min())
+                if best is None or key < best[0]:
+                    best = (key, (a, b, c))
+    return best[1]
+
+
 def speed(student, committee, teacher: Teacher, structure: Atoms, n_atoms: int, repeats: int) -> dict[str, Any]:
     """Seconds per force call at about ``n_atoms`` atoms, one thread, alternated: teacher,
     student, committee; medians and ratios."""
-    reps = max(1, round((n_atoms / len(structure)) ** (1 / 3)))
-    big = structure.repeat(reps)
+    big = structure.repeat(repeats_for(structure, n_atoms))
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {"teacher": [], "student": [], "committee": []}
     calcs = {"teacher": teacher.calc, "student": student, "committee": committee}
