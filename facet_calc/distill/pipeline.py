@@ -177,7 +177,7 @@ def distill(
     active_steps: int | None = None,
     atom_energy_weight: float = 0.1,
     lr: float = 5e-3,
-    batch_size: int = 4,
+    batch_size: int = 2,
     report: bool | dict = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -202,8 +202,11 @@ def distill(
             training and of the active-learning retraining, frames added, committee MD steps).
         atom_energy_weight: weight of the teacher's per-atom energies in the loss (0: unused;
             used only when the teacher gives them).
-        lr, batch_size: the students' peak learning rate and structures per step (small data
-            sets train better on more, smaller steps).
+        lr, batch_size: the students' peak learning rate and structures per step. Small data
+            sets train better on more, smaller steps: 64-atom Si, 68 frames, validation force MAE
+            of a student after 16 epochs, 271 meV/A at batch 4 against 139 at batch 2 (of 25
+            epochs; 121 at the end). The plan sizes by the cost per frame, which the batch
+            size hardly changes.
         report: False, True, or a dict of options of :func:`.report.make_report`.
         sampling: overrides of :class:`.sampling.SamplingPlan` fields (tests: fewer strains).
     """
