@@ -15,6 +15,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from .chunking import MemoryPlan, evaluate_in_chunks
+from .committee import COMMITTEE_PROPERTIES, Committee, committee_statistics, is_committee, load_committee
 from .dispersion import D3Dispersion, dispersion_options
 from .graph import (
     DEFAULT_MAX_EDGES,
@@ -26,6 +27,7 @@ from .graph import (
     collate,
     group_by_edge_budget,
 )
+from .nn.committee import evaluate_committee
 from .nn.forward import evaluate
 from .options import resolve_device, resolve_dtype, same_device
 from .potential import DEFAULT_POTENTIAL, Potential, load_potential, use_potential
@@ -70,6 +72,18 @@ class FacetCalculator(Calculator):
     Properties: ``energy`` and ``free_energy`` (eV), ``energies`` (eV per atom, summing to the
     energy), ``forces`` (eV/A), ``stress`` (eV/A^3, Voigt xx yy zz yz xz xy, ASE sign). All are
     computed in one pass; with dispersion, each is the sum of the model's and D3's.
+
+    Committees: ``potential`` may be a committee folder (one holding ``committee.json``, as
+    ``facet-calc distill`` writes), a list of potentials, or a loaded
+    :class:`~facet_calc.committee.Committee`. All members are evaluated on one graph (the edge
+    work shared); ``energy``, ``forces``, ``stress`` and ``energies`` are the members' mean, and
+    ``calc.results`` also holds the spread (population std, ``ddof=0``): ``energy_std`` (eV),
+    ``forces_std (n_atoms,)`` eV/A (per atom, the RMS distance of the members' force vectors
+    from their mean), ``stress_std (6,)`` eV/A^3, and every member's values
+    ``energy_members (K,)``, ``forces_members (K, n_atoms, 3)``, ``stress_members (K, 6)``.
+    MACE's committee keys map as: ``energy_var = energy_std**2``, ``forces_comm =
+    forces_members``, ``stress_var = stress_std**2``; MACE's per-model ``energies`` (K,) is
+    our ``energy_members`` (our ``energies`` stays per atom). See :mod:`facet_calc.committee`.
 
     Example::
 
@@ -139,7 +153,11 @@ class FacetCalculator(Calculator):
             if self._shared and kwargs["potential"] == self.potential.name:
                 kwargs["potential"] = self.potential
         potential = kwargs.get("potential", DEFAULT_POTENTIAL)
-        if isinstance(potential, Potential):
+        if is_committee(potential):
+            if kwargs.get("head") is not None:
+                raise ValueError("head applies to a multi-fidelity potential, not to a committee")
+            new_potential = load_committee(potential, dtype=kwargs.get("dtype"), device=kwargs.get("device"))
+        elif isinstance(potential, Potential):
             new_potential = use_potential(potential, kwargs.get("dtype"), kwargs.get("device"), kwargs.get("head"))
         else:
             device = resolve_device(kwargs.get("device"))
@@ -151,7 +169,9 @@ class FacetCalculator(Calculator):
                 new_potential = old
             else:
                 new_potential = load_potential(potential, dtype=dtype, device=device, head=head)
-        self._shared = isinstance(potential, Potential)
+        self._shared = isinstance(potential, (Potential, Committee))
+        committee = isinstance(new_potential, Committee)
+        self.implemented_properties = type(self).implemented_properties + (COMMITTEE_PROPERTIES if committee else [])
         options = dispersion_options(kwargs.get("dispersion"))
         if options is None:
             self.dispersion = None
@@ -159,7 +179,12 @@ class FacetCalculator(Calculator):
             d3 = {k: v for k, v in options.items() if k != "method"}
             self.dispersion = D3Dispersion(**d3, device=new_potential.device)
         self.potential = new_potential
-        name = new_potential.name if isinstance(potential, Potential) else str(potential)
+        if isinstance(potential, (Potential, Committee)):
+            name = new_potential.name
+        elif isinstance(potential, (list, tuple)):  # kept as names: parameters stay JSON
+            name = [p.name if isinstance(p, Potential) else str(p) for p in potential]
+        else:
+            name = str(potential)
         head = new_potential.head
         default_arch = name if head is None else f"{name}:{head}"
         settings = {
@@ -318,6 +343,8 @@ class FacetCalculator(Calculator):
             return [dict(empty, stress=np.zeros(6)) if c and need_gradients else dict(empty) for c in has_cell]
         model = self.potential.model
         graph = graph.to(self.device, model.dtype)
+        if isinstance(self.potential, Committee):
+            return self._evaluate_committee(items, graph, need_gradients, has_cell, max_region_atoms)
         with torch_threads(self._threads_for(graph.n_atoms)):
             if max_region_atoms is not None:  # the exact chunked path for a system too large at once
                 out = evaluate_in_chunks(
@@ -340,6 +367,44 @@ class FacetCalculator(Calculator):
                 if has_cell[k]:
                     result["stress"] = full_3x3_to_voigt_6_stress(virial[k] / atoms.get_volume())
             if self.dispersion is not None:  # composed in: the model's terms plus D3's
+                for key, value in self.dispersion(atoms).items():
+                    if key in result:
+                        result[key] = result[key] + value
+                result["free_energy"] = result["energy"]
+            results.append(result)
+        return results
+
+    def _evaluate_committee(
+        self, items: list[tuple[Atoms, AtomicGraph]], graph: AtomicGraph, need_gradients: bool,
+        has_cell: list[bool], max_region_atoms: int | None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """:meth:`_evaluate` for a committee: all members on one graph, mean and spread."""
+        if max_region_atoms is not None:
+            raise ValueError(
+                f"a committee is evaluated whole, not in spatial chunks, and this system needs chunks of "
+                f"{max_region_atoms} atoms to fit in memory; use one member (a potential folder) for it"
+            )
+        with torch_threads(self._threads_for(graph.n_atoms)):
+            out = evaluate_committee(self.potential.models, graph, compute_forces=need_gradients,
+                                     compute_virial=need_gradients and any(has_cell))  # fmt: skip
+        energy = out["energy"].double().cpu().numpy()  # (K, G)
+        energies = out["energies"].double().cpu().numpy()  # (K, N)
+        forces = None if out["forces"] is None else out["forces"].double().cpu().numpy()
+        virial = None if out["virial"] is None else out["virial"].double().cpu().numpy()
+        offsets = graph.atom_offsets
+        results = []
+        for k, (atoms, _) in enumerate(items):
+            atom_range = slice(offsets[k], offsets[k + 1])
+            stress = None
+            if forces is not None and has_cell[k]:
+                volume = atoms.get_volume()
+                stress = np.stack([full_3x3_to_voigt_6_stress(w / volume) for w in virial[:, k]])
+            result = committee_statistics(
+                energy[:, k], None if forces is None else forces[:, atom_range], stress
+            )
+            result["free_energy"] = result["energy"]
+            result["energies"] = energies[:, atom_range].mean(axis=0)
+            if self.dispersion is not None:  # the same D3 terms for every member: the mean moves
                 for key, value in self.dispersion(atoms).items():
                     if key in result:
                         result[key] = result[key] + value

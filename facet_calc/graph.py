@@ -331,7 +331,9 @@ class Labels:
 
     Attributes: ``energy (n_graphs,)`` eV; ``forces (n_atoms, 3)`` eV/A (rows of graphs
     without forces are zero and masked out by ``force_mask (n_atoms,)``); ``stress (n_graphs,
-    3, 3)`` eV/A^3, used where ``stress_mask (n_graphs,)``; ``weight (n_graphs,)`` in the loss.
+    3, 3)`` eV/A^3, used where ``stress_mask (n_graphs,)``; ``weight (n_graphs,)`` in the loss;
+    ``atom_energies (n_atoms,)`` eV, per-atom energies of a teacher (an auxiliary target in
+    distillation), used where ``atom_energy_mask (n_atoms,)``.
     """
 
     energy: torch.Tensor
@@ -340,6 +342,8 @@ class Labels:
     stress: torch.Tensor
     stress_mask: torch.Tensor
     weight: torch.Tensor
+    atom_energies: torch.Tensor
+    atom_energy_mask: torch.Tensor
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@
     facet-calc elastic POSCAR
     facet-calc finetune 7net-0-spline --train dft.extxyz --out runs/ft --epochs 30 --lr 1e-4
     facet-calc train config.yaml
+    facet-calc distill 7net-0-spline --structures si64.extxyz --out runs/si --minutes 30 --temperatures 300 1000
     facet-calc convert checkpoint_best.pth --name my-7net
 
 Every run writes its structures (extxyz, with their energy, forces and stress, or ASE
@@ -52,6 +53,7 @@ COMMANDS = {
     "elastic": jobs.elastic,
     "finetune": training.finetune,
     "train": training.train,
+    "distill": training.distill,
 }
 
 

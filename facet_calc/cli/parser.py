@@ -125,6 +125,30 @@ def _add_training(sub) -> None:
     ft.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     ft.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     ft.add_argument("--quiet", action="store_true", help="no progress bars")
+    di = sub.add_parser(
+        "distill",
+        help="distil a fast Facet committee for one chemistry from a teacher potential",
+        description="Sample the teacher (MD at several temperatures, strains, rattle-relax-repeat), train a "
+        "committee of small Facet students on its labels, run one round of active learning and write "
+        "DIR/potential (the best student), DIR/committee (all of them: mean and spread), DIR/report (JSON, PNGs). "
+        "An existing run in DIR with the same inputs is resumed.",
+    )
+    di.add_argument("teacher", help="shipped potential name or potential folder to distil")
+    di.add_argument("--structures", required=True, help="seed structures (any ASE-readable file, every frame)")
+    di.add_argument("--out", required=True, help="run folder (created; resumed when it holds the same run)")
+    di.add_argument("--minutes", type=_positive(float), default=30.0,
+                    help="time budget (sizes the sampling and training)")  # fmt: skip
+    di.add_argument("--temperatures", type=_positive(float), nargs="+", default=[300.0],
+                    help="MD temperatures you will run (K); sampling adds 1.5x the highest")  # fmt: skip
+    di.add_argument("--size", choices=["small", "medium"], default="small", help="student size")
+    di.add_argument("--committee", type=_positive(int), default=3, help="number of students (seeds)")
+    di.add_argument("--cutoff", type=_positive(float), default=None,
+                    help="students' cutoff, A (default: min(5, teacher's))")  # fmt: skip
+    di.add_argument("--seed", type=int, default=0)
+    di.add_argument("--no-report", action="store_true", help="skip the report (phonons, EOS, RDF, speed)")
+    di.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N")
+    di.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    di.add_argument("--quiet", action="store_true", help="no progress lines")
     tr = sub.add_parser("train", help="train a potential from a YAML file (from scratch or from a base)")
     tr.add_argument("config", help="YAML file; see facet_calc.train.recipe for its keys")
     tr.add_argument("--resume", action="store_true", help="continue from the checkpoint in the run folder")

@@ -1,5 +1,6 @@
-"""The training commands: ``finetune`` (a potential tuned on labelled structures) and
-``train`` (a run described by a YAML file, from scratch or from a base)."""
+"""The training commands: ``finetune`` (a potential tuned on labelled structures), ``train`` (a
+run described by a YAML file, from scratch or from a base) and ``distill`` (a committee of fast
+students from a teacher)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,17 @@ def train(args) -> int:
 
     folder = train_from_yaml(Path(args.config), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(f"potential written to {folder}")
+    return 0
+
+
+def distill(args) -> int:
+    from ..distill import distill as run_distill
+
+    result = run_distill(
+        args.teacher, args.structures, args.out, minutes=args.minutes, temperatures=args.temperatures,
+        size=args.size, committee=args.committee, seed=args.seed, cutoff=args.cutoff,
+        report=not args.no_report, overwrite=args.overwrite, progress=not args.quiet, device=args.device,
+    )  # fmt: skip
+    print(f"distilled potential written to {result.potential_dir} (committee: {result.committee_dir}); load it "
+          f"with FacetCalculator({str(result.potential_dir)!r})")  # fmt: skip
     return 0

@@ -34,6 +34,8 @@ class LabelKeys:
     forces: str | None = None
     stress: str | None = None
     weight: str = "config_weight"
+    #: per-atom energies (an arrays key; None: the attached results' ``energies``, if any)
+    energies: str | None = None
 
 
 @dataclass
@@ -125,6 +127,13 @@ def configuration_from_atoms(
             raise DataError(f"{name}: stress contains NaN or infinite values")
         if atoms.cell.rank < 3 or not atoms.pbc.all():
             raise DataError(f"{name}: a stress label needs a periodic cell with three lattice vectors")
+    atom_energies = _label(atoms, keys.energies, "energies", name)
+    if atom_energies is not None:
+        atom_energies = np.asarray(atom_energies, dtype=np.float64)
+        if atom_energies.shape != (len(atoms),):
+            raise DataError(f"{name}: per-atom energies have shape {atom_energies.shape}, expected ({len(atoms)},)")
+        if not np.all(np.isfinite(atom_energies)):
+            raise DataError(f"{name}: per-atom energies contain NaN or infinite values")
     weight = float(atoms.info.get(keys.weight, 1.0))
     if not np.isfinite(weight) or weight < 0:
         raise DataError(f"{name}: weight {weight} must be a finite number >= 0")
@@ -140,6 +149,8 @@ def configuration_from_atoms(
         stress=torch.zeros(1, 3, 3, dtype=torch.float64) if stress is None else torch.from_numpy(stress)[None],
         stress_mask=torch.tensor([stress is not None]),
         weight=torch.tensor([weight], dtype=torch.float64),
+        atom_energies=torch.zeros(n, dtype=torch.float64) if atom_energies is None else torch.from_numpy(atom_energies),
+        atom_energy_mask=torch.full((n,), atom_energies is not None),
     )
     return Configuration(name=name, numbers=np.array(numbers), graph=graph.with_labels(labels))
 

@@ -1,6 +1,7 @@
 """The training loss and the error metrics, from a batch and the model's predictions.
 
-Loss = w_E * <c (dE / n_atoms / s_E)^2> + w_F * <c |dF / s_F|^2 / 3> + w_S * <c |dS / s_S|^2 / 9>,
+Loss = w_E * <c (dE / n_atoms / s_E)^2> + w_F * <c |dF / s_F|^2 / 3> + w_S * <c |dS / s_S|^2 / 9>
+(+ w_e * <c (de_i / s_E)^2> over atoms with per-atom energy labels, a teacher's, when w_e > 0),
 averaged over structures (energy, stress) and atoms (forces), each term weighted by the
 configuration weight ``c``; with ``kind="huber"`` each squared error is replaced by the Huber
 function (quadratic within ``delta`` of zero, linear beyond it). Units inside the loss: eV/atom,
@@ -38,6 +39,8 @@ class LossWeights:
     energy: float = 1.0
     forces: float = 1.0
     stress: float = 1.0
+    #: per-atom energies (a teacher's, in distillation): divided by the energy scale; 0: unused
+    atom_energy: float = 0.0
     #: "mse" by default, measured (benchmarks/finetune_offset.py, EMT Cu + 30 GPa stress offset,
     #: held-out forces / energies): with the new defaults (offset subtracted, guard) MSE 80.0 meV/A /
     #: 1.77 meV/atom against Huber's 81.1 / 3.29; Huber is better only with the offset kept in the
@@ -50,6 +53,8 @@ class LossWeights:
         if self.kind not in ("mse", "huber"):
             raise ValueError(f"loss kind must be 'mse' or 'huber', got {self.kind!r}")
         if min(self.energy, self.forces, self.stress) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if not self.atom_energy >= 0:
             raise ValueError("loss weights must be >= 0")
         if self.huber_delta is not None and not self.huber_delta > 0:
             raise ValueError(f"huber_delta must be > 0 or None, got {self.huber_delta}")
@@ -104,6 +109,10 @@ def loss_terms(
     terms["total"] = (
         weights.energy * terms["energy"] + weights.forces * terms["forces"] + weights.stress * terms["stress"]
     )
+    if weights.atom_energy > 0 and pred.get("energies") is not None and bool(labels.atom_energy_mask.any()):
+        dei = (pred["energies"] - labels.atom_energies) / scales.get("energy", 1.0)
+        terms["atom_energy"] = _weighted_mean(_penalty(dei, weights), c[batch.batch] * labels.atom_energy_mask)
+        terms["total"] = terms["total"] + weights.atom_energy * terms["atom_energy"]
     return terms
 
 

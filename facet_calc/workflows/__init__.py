@@ -18,6 +18,7 @@ from .eos import EOSResult, eos
 from .md import MDResult, run_md
 from .phonons import PhononResult, phonons
 from .relax import RelaxResult, relax
+from .uncertainty import UncertaintyExceeded, UncertaintyMonitor, UncertaintyWarning
 
 __all__ = [
     "relax",
@@ -31,4 +32,7 @@ __all__ = [
     "elastic_constants",
     "ElasticResult",
     "WorkflowWarning",
+    "UncertaintyMonitor",
+    "UncertaintyExceeded",
+    "UncertaintyWarning",
 ]

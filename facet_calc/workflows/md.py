@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from ._common import as_atoms, progress_bar, resolve_calculator, save_figure
+from .uncertainty import UncertaintyExceeded
 
 try:  # ASE >= 3.29; its MaxwellBoltzmannDistribution is deprecated there
     from ase.md.velocitydistribution import thermalize_momenta
@@ -41,7 +43,10 @@ class MDResult:
         temperature_k: (n,) instantaneous temperature in K.
         volume_a3: (n,) cell volume in A^3 (0 without a cell).
         steps_done: MD steps completed.
-        interrupted: True when the run was stopped early (Ctrl-C); the series hold what was done.
+        interrupted: True when the run was stopped early (Ctrl-C or an observer's
+            :class:`~facet_calc.workflows.uncertainty.UncertaintyExceeded`); the series hold what
+            was done.
+        stop_reason: why it stopped early (None: it ran all its steps).
     """
 
     atoms: Atoms
@@ -53,6 +58,7 @@ class MDResult:
     volume_a3: np.ndarray
     steps_done: int = 0
     interrupted: bool = False
+    stop_reason: str | None = None
 
     def plot(self, filename: str) -> Figure:
         """Energies and temperature against time, as PNG."""
@@ -89,6 +95,8 @@ def run_md(
     trajectory: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    observers: Sequence[Callable[[], None]] = (),
+    observer_interval: int = 1,
 ) -> MDResult:
     """Run ``steps`` MD steps from Maxwell-Boltzmann velocities at ``temperature_k``.
 
@@ -97,6 +105,10 @@ def run_md(
 
     ``ensemble``: ``"nve"`` (velocity Verlet), ``"nvt"`` (Langevin, ``friction_per_fs``) or
     ``"npt"`` (Berendsen barostat and thermostat at ``pressure_gpa``).
+
+    ``observers``: callables attached every ``observer_interval`` steps, e.g. an
+    :class:`~facet_calc.workflows.uncertainty.UncertaintyMonitor`; one that raises
+    ``UncertaintyExceeded`` ends the run early (``interrupted=True``, ``stop_reason`` its message).
     """
     if ensemble not in ENSEMBLES:
         raise ValueError(f"unknown ensemble {ensemble!r}; choose one of {ENSEMBLES}")
@@ -152,13 +164,18 @@ def run_md(
     dyn.attach(record, interval=log_interval)
     # ASE also calls observers once before the first step: count steps, not calls
     dyn.attach(lambda: bar.update(1) if dyn.nsteps > 0 else None, interval=1)
-    interrupted = False
+    for observer in observers:
+        dyn.attach(observer, interval=observer_interval)
+    interrupted, stop_reason = False, None
     try:
         dyn.run(steps)
     except KeyboardInterrupt:
-        interrupted = True
+        interrupted, stop_reason = True, "interrupted (Ctrl-C)"
+    except UncertaintyExceeded as err:
+        interrupted, stop_reason = True, str(err)
     finally:
         bar.close()
         dyn.close()  # flush and close the trajectory, interrupted or not
     data = np.array(rows, dtype=np.float64).reshape(-1, 6)
-    return MDResult(atoms, *(data[:, k] for k in range(6)), steps_done=int(dyn.nsteps), interrupted=interrupted)
+    return MDResult(atoms, *(data[:, k] for k in range(6)), steps_done=int(dyn.nsteps), interrupted=interrupted,
+                    stop_reason=stop_reason)  # fmt: skip

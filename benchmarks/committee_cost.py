@@ -1,0 +1,82 @@
+"""Cost of a committee per MD step against one student, same run, one thread, alternated.
+
+    python benchmarks/committee_cost.py                      # small students, Si, ~1000 and 64 atoms
+    python benchmarks/committee_cost.py --members 4 --repeats 7
+
+Students: the ``small`` distillation size (2 layers, 32x0e+16x1o+8x2e, cutoff 5 A), weights
+random (cost does not depend on their values). Three ways per structure, timed in turns:
+``one``: a FacetCalculator on one student; ``committee``: FacetCalculator on the K students
+(the edge work shared, :func:`facet_calc.nn.committee.evaluate_committee`); ``separate``: K
+calculators called one after the other (what a committee costs without sharing). Each call is a
+full force + stress evaluation of a freshly rattled structure (graph included). Prints medians
+and the ratios committee/one and separate/one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.build import bulk
+
+from facet_calc import FacetCalculator
+from facet_calc.committee import save_committee
+from facet_calc.distill.students import student_config
+from facet_calc.nn import build_model, initialise_for_training
+
+
+def members(k: int, folder: Path) -> Path:
+    config = student_config([14], "small", 5.0, 30.0)
+    config["description"] = "random small student (timing only)"
+    base = build_model(config, torch.float32)
+    out = []
+    for seed in range(k):
+        initialise_for_training(base, seed)
+        with torch.no_grad():
+            for name, p in base.named_parameters():
+                if name.endswith("residual.norm.weight"):
+                    p.fill_(0.1)  # the layers do their work (zero would make them the identity)
+        out.append((config, {n: v.detach().clone() for n, v in base.named_parameters()}, "# timing\n"))
+    return save_committee(folder / "committee", out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 2], help="cubic repeats of the 8-atom Si cell")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = members(args.members, Path(tmp))
+        calcs = {
+            "one": [FacetCalculator(folder / "member-0", threads=1)],
+            "committee": [FacetCalculator(folder, threads=1)],
+            "separate": [FacetCalculator(folder / f"member-{k}", threads=1) for k in range(args.members)],
+        }
+        rng = np.random.default_rng(0)
+        for n in args.sizes:
+            atoms0 = bulk("Si", "diamond", a=5.43, cubic=True).repeat(n)
+            times = {k: [] for k in calcs}
+            for r in range(args.repeats + 1):
+                order = list(calcs) if r % 2 == 0 else list(calcs)[::-1]
+                for name in order:
+                    atoms = atoms0.copy()
+                    atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
+                    start = time.perf_counter()
+                    for calc in calcs[name]:
+                        calc.calculate(atoms, ["energy", "forces", "stress"])
+                    if r:
+                        times[name].append(time.perf_counter() - start)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            print(f"{len(atoms0)} atoms, K={args.members}: one {med['one'] * 1e3:.1f} ms, committee "
+                  f"{med['committee'] * 1e3:.1f} ms ({med['committee'] / med['one']:.2f}x), separate "
+                  f"{med['separate'] * 1e3:.1f} ms ({med['separate'] / med['one']:.2f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
