@@ -68,11 +68,7 @@ def committee_energies(
         key = _harmonics_key(model)
         if key not in harmonics:
             harmonics[key] = model.spherical_harmonics(edge_vec)
-        sh = harmonics[key]
-        x = model.embed(species)
-        for layer in model.layers:
-            x = layer(x, sh, r, senders, receivers, edges=edges)
-        out.append(model.readout(x, species))
+        out.append(model.energies_from_edges(species, harmonics[key], r, senders, receivers, edges))
     return out
 
 

@@ -131,11 +131,16 @@ class EnergyModel(nn.Module, ABC):
     def forward(
         self, species: torch.Tensor, edge_vec: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor
     ) -> torch.Tensor:
-        x = self.embed(species)
         sh = self.spherical_harmonics(edge_vec)
         r = torch.linalg.norm(edge_vec, dim=-1)
         # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
         edges = EdgeContext(species.shape[0], senders, receivers, r)
+        return self.energies_from_edges(species, sh, r, senders, receivers, edges)
+
+    def energies_from_edges(self, species, sh, r, senders, receivers, edges: EdgeContext) -> torch.Tensor:
+        """Per-atom energies ``(n_atoms,)`` eV from the edge work already done (``sh``, ``r``,
+        ``edges``; a committee shares them among its members): embed, layers, readout."""
+        x = self.embed(species)
         for layer in self.layers:
             x = layer(x, sh, r, senders, receivers, edges=edges, species=species)
         return self.readout(x, species)
