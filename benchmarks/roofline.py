@@ -31,9 +31,10 @@ FLOPs (one multiply-add = 2) are computed from shapes, not sampled:
 
 Times are CPU time of the (one) thread, ``time.thread_time``: on a machine shared with other
 jobs, wall time counts the time the thread waits for a core, CPU time does not (caches disturbed
-by the other jobs still slow it). Stages are timed by hooks on the modules (forward, exclusive of
-nested stages) and by wrapping the kernels' autograd functions (backward). "other backward + autograd" is the step's time not
-in any named stage: the backward of the element-wise stages and autograd's bookkeeping.
+by the other jobs still slow it). Stages are timed by hooks on the modules (forward, exclusive
+of nested stages) and by wrapping the kernels' autograd functions (backward). "other backward +
+autograd" is the step's time not in any named stage: the backward of the element-wise stages and
+autograd's bookkeeping.
 """
 
 from __future__ import annotations

@@ -317,12 +317,13 @@ class _FusedConvolution(torch.autograd.Function):
     runs the kernels, one input block at a time on x^T (N, m1, mul).
 
     The compiled CPU kernels form each edge's coupling ``A = sh @ coupling`` themselves, in
-    cache, and add the gradient of sh (``backend.fuses_coupling``). For the other backends,
-    each block's ``A`` (E, cols, m1) is formed here for one chunk of edges at a time, in the
-    forward pass and again in the backward pass, never for all edges at once and never kept:
-    kept, it would be the largest tensor of a step (about 2 KB per edge for 7net-0 in float32).
-    Forward chunks are ranges of receivers (contiguous edges); backward chunks are ranges of senders, whose edges are gathered into a local, sender-ordered list
-    once for all blocks, so the kernels accumulate node gradients without write conflicts. The
+    cache, and add the gradient of sh (``backend.fuses_coupling``). For the other backends, each
+    block's ``A`` (E, cols, m1) is formed here for one chunk of edges at a time, in the forward
+    pass and again in the backward pass, never for all edges at once and never kept: kept, it
+    would be the largest tensor of a step (about 2 KB per edge for 7net-0 in float32). Forward
+    chunks are ranges of receivers (contiguous edges); backward chunks are ranges of senders,
+    whose edges are gathered into a local, sender-ordered list once for all blocks, so the
+    kernels accumulate node gradients without write conflicts. The
     gradient of x is written block by block into one (N, dim_in) tensor (autograd's split of x
     into blocks would add a concatenation and zero-filled slices).
     """
