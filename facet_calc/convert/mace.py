@@ -266,8 +266,18 @@ def convert_mace(model: torch.nn.Module | str, min_intervals: int = DEFAULT_MIN_
         "radial": {"kind": "cubic_hermite_c2", "n_intervals": int(min_intervals), "r_max": cutoff, "c1_only_at": []},
         "layers": layers,
     }
-    if n_heads > 1:
-        config["heads"] = heads
-        config["default_head"] = heads[-1] if "Default" not in heads else "Default"
+    if n_heads > 1:  # named in lower case, as facet_calc's heads are (mace's names: source_heads)
+        config["heads"] = [h.lower() for h in heads]
+        config["source_heads"] = heads
+        config["default_head"] = "default" if "Default" in heads else heads[-1].lower()
     tensors = {k: v.detach().to(torch.float64).contiguous() for k, v in tensors.items()}
     return config, tensors
+
+
+def mace_reference(model: torch.nn.Module, dtype: str, head: str | None = None):
+    """mace-torch's own ``MACECalculator`` for ``model`` in ``dtype`` (a copy; ``head``: the
+    head to evaluate, default mace's)."""
+    from mace.calculators import MACECalculator
+
+    kwargs = {"head": head} if head is not None else {}
+    return MACECalculator(models=[copy.deepcopy(model)], device="cpu", default_dtype=dtype, **kwargs)

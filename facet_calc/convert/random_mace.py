@@ -83,7 +83,9 @@ def random_mace_model(layout: str | dict[str, Any], atomic_numbers=(1, 6, 8, 14)
     with _default_dtype(torch.float64):
         model = modules.ScaleShiftMACE(
             r_max=hp["r_max"], num_bessel=hp["num_bessel"], num_polynomial_cutoff=hp["num_polynomial_cutoff"],
-            max_ell=hp["max_ell"], interaction_cls=blocks["residual"], interaction_cls_first=blocks[hp["first"]],
+            max_ell=hp["max_ell"], interaction_cls=modules.interaction_classes[hp.get("interaction", blocks["residual"].__name__)],
+            interaction_cls_first=blocks[hp["first"]], pair_repulsion=bool(hp.get("pair_repulsion", False)),
+            distance_transform=hp.get("distance_transform", "None"),
             num_interactions=hp["num_interactions"], num_elements=len(zs), hidden_irreps=o3.Irreps(hp["hidden_irreps"]),
             MLP_irreps=o3.Irreps(hp["MLP_irreps"]), gate=torch.nn.functional.silu,
             atomic_energies=generator.normal(-3.0, 1.0, (len(heads), len(zs))) if len(heads) > 1

@@ -48,10 +48,13 @@ def coupling_basis(irreps_a: o3.Irreps, ir_out: o3.Irrep, nu: int) -> torch.Tens
     for seq in itertools.product(range(len(irs)), repeat=nu):
         # every intermediate coupling path ir_1 x ir_2 -> l12 x ir_3 -> ...
         partial = [(irs[seq[0]], torch.eye(irs[seq[0]].dim, dtype=torch.float64))]  # (ir, (d1.., m))
-        for s in seq[1:]:
+        for pos, s in enumerate(seq[1:], start=2):
+            reach = ir_out.l + sum(irs[q].l for q in seq[pos:])  # larger orders cannot come back
             nxt = []
             for ir_mid, t in partial:
                 for ir_new in ir_mid * irs[s]:
+                    if ir_new.l > reach:
+                        continue
                     c = wigner_3j(ir_mid.l, irs[s].l, ir_new.l)  # (m_mid, m_s, m_new)
                     nxt.append((ir_new, torch.einsum("...a,abc->...bc", t, c)))
             partial = nxt
