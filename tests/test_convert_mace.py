@@ -2,9 +2,9 @@
 
 Random-weight models built by mace-torch with the layouts of ``facet_calc.convert.random_mace``
 are converted and compared with mace-torch's ``MACECalculator`` in float64 on a periodic cell
-with three species, a molecule and a strained cell. Measured on the tiny layouts: energy
-<= 4e-8 meV/atom, forces <= 1.4e-7 eV/A, stress <= 3e-7 GPa; the bounds are about 10x that
-(the issue's bounds are 1e-3 meV/atom, 1e-3 eV/A, 1e-4 GPa). Run with the mace venv:
+with three species, a molecule and a strained cell. Measured over these layouts and the
+published ones (slow): energy <= 2.1e-6 meV/atom, forces <= 2.1e-7 eV/A, stress <= 2.9e-6 GPa;
+the bounds are about 10x that (the issue's bounds: 1e-3 meV/atom, 1e-3 eV/A, 1e-4 GPa). Run with the mace venv:
 ``PYTHONPATH=$PWD /work/venvs/mace/bin/python -m pytest tests/test_convert_mace.py``.
 """
 
@@ -21,7 +21,7 @@ from facet_calc.convert.random_mace import random_mace_model  # noqa: E402
 
 ELEMENTS = [1, 8, 14]
 #: float64 bounds: meV/atom, eV/A, GPa
-BOUNDS = (2e-5, 2e-6, 2e-6)
+BOUNDS = (2e-5, 2e-6, 3e-5)
 
 
 def _structures():
