@@ -257,10 +257,11 @@ def _convert_mace(path, folder: Path, potential_name: str, head, licence, min_in
     """:func:`convert` for a mace-torch model file (unpickled: the user named it)."""
     from .. import __version__
     from ..potential import save_potential
+    from .mace import DEFAULT_MIN_INTERVALS as MACE_MIN_INTERVALS
     from .mace import convert_mace, load_mace_model, mace_reference
 
     source_model = load_mace_model(str(path))
-    config, tensors = convert_mace(source_model, min_intervals=max(min_intervals, 256))
+    config, tensors = convert_mace(source_model, min_intervals=max(min_intervals, MACE_MIN_INTERVALS))
     heads = list(config.get("heads", []))
     if head is not None:
         if head.lower() not in heads:

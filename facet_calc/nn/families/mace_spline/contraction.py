@@ -168,65 +168,106 @@ class SymmetricContraction(nn.Module):
 
         return self._derived.get("tables", us, make)
 
-    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        n = a.shape[0]
+    def _plan(self):
+        """The monomials every output block uses (one list, by degree, each degree-nu monomial
+        the product of a degree-(nu-1) one and one component) and, per block, its coefficients
+        over that list ``(M, d, k_total)``; cached while ``U`` is unchanged."""
         tables = self._tables()
-        out = a.new_zeros((n, self.irreps_out.dim))
-        slices = self.irreps_out.slices()
-        for z in torch.unique(species).tolist():
-            rows = torch.nonzero(species == z).flatten()
-            az = a.index_select(0, rows)
-            parts = []
-            for j, ((_, ir), per_nu) in enumerate(zip(self.irreps_out, tables)):
-                # T_z (c, monomials, d): the species' weights folded into the coefficients
-                monos, coefs = [], []
-                for nu, m, coef in per_nu:
-                    w = getattr(self, f"W_{j}_{nu}")[z].to(a.dtype)  # (k, c)
-                    coefs.append(torch.einsum("mdk,kc->cmd", coef.to(a.dtype), w))
-                    monos += m
-                t = torch.cat(coefs, dim=1)
-                parts.append(self._contract_block(az, monos, t, ir.dim))
-            out = out.index_copy(0, rows, torch.cat(parts, dim=1))
-        del slices
-        return out
 
-    def _contract_block(self, az: torch.Tensor, monos: list[tuple[int, ...]], t: torch.Tensor, d: int) -> torch.Tensor:
-        """``(n_z, c * d)``: sum over monomials of ``A`` products times ``t (c, m, d)``."""
-        key = ("index", tuple(monos))
+        def make():
+            used = sorted({m for per_nu in tables for _, ms, _ in per_nu for m in ms}, key=lambda m: (len(m), m))
+            # every prefix of a used monomial is formed too (its parent in the chain)
+            need = set(used)
+            for m in used:
+                for k in range(1, len(m)):
+                    need.add(m[:k])
+            order = sorted(need, key=lambda m: (len(m), m))
+            position = {m: i for i, m in enumerate(order)}
+            parents = [(position[m[:-1]] if len(m) > 1 else -1, m[-1]) for m in order]
+            coefs = []
+            for per_nu in tables:
+                d = per_nu[0][2].shape[1]
+                ks = [c.shape[2] for _, _, c in per_nu]
+                full = torch.zeros(len(order), d, sum(ks), dtype=torch.float64)
+                start = 0
+                for (_, ms, c), k in zip(per_nu, ks):
+                    if ms:
+                        full[[position[m] for m in ms], :, start : start + k] = c
+                    start += k
+                coefs.append(full)
+            degree_starts = [sum(1 for m in order if len(m) < nu) for nu in range(1, self.correlation + 2)]
+            return order, parents, degree_starts, coefs
+
+        us = tuple(getattr(self, f"U_{j}_{nu}") for j in range(len(self.irreps_out))
+                   for nu in range(1, self.correlation + 1))  # fmt: skip
+        return self._derived.get("plan", us, make)
+
+    def forward(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        order, parents, starts, coefs = self._plan()
+        n, c = a.shape[0], a.shape[1]
+        key = ("index", a.device)
         index = self._derived._entries.get(key)
-        if index is None:
-            by_degree = [[m for m in monos if len(m) == nu] for nu in range(1, self.correlation + 1)]
-            index = (by_degree, [torch.tensor(b, dtype=torch.long, device=az.device).reshape(len(b), -1)
-                                 for b in by_degree])  # fmt: skip
+        if index is None:  # per degree: rows of the parent monomials and the new component
+            index = []
+            for nu in range(1, self.correlation + 1):
+                sl = slice(starts[nu - 1], starts[nu])
+                par = torch.tensor([p - starts[nu - 2] if nu > 1 else 0 for p, _ in parents[sl]], dtype=torch.long)
+                new = torch.tensor([i for _, i in parents[sl]], dtype=torch.long)
+                index.append((par.to(a.device), new.to(a.device)))
             self._derived._entries[key] = index
-        _, idx = index
-        idx = [i.to(az.device) for i in idx]
-        n, c = az.shape[0], az.shape[1]
-        chunk = max(1, self.max_chunk_elements // max(1, c * len(monos)))
+        # T_z (c, M, d) per block and species present: the species' weights folded into the
+        # coefficients (small: no per-atom weights are gathered)
+        present = torch.unique(species).tolist()
+        folded = {}
+        for z in present:
+            blocks = []
+            for j, coef in enumerate(coefs):
+                w = torch.cat([getattr(self, f"W_{j}_{nu}")[z] for nu in range(1, self.correlation + 1)], dim=0)
+                blocks.append(torch.einsum("mdk,kc->cmd", coef.to(a.dtype), w.to(a.dtype)))
+            folded[z] = torch.cat(blocks, dim=2)  # (c, M, sum d)
+        dims = [coef.shape[1] for coef in coefs]
+        chunk = max(1, self.max_chunk_elements // max(1, c * len(order)))
         pieces = []
         for start in range(0, n, chunk):
-            part = az[start : start + chunk]
+            part = slice(start, min(start + chunk, n))
+            args = (a[part], species[part], index, folded, present, dims)
             if chunk < n and torch.is_grad_enabled():
-                pieces.append(checkpoint(_contract, part, idx, t, d, use_reentrant=False))
+                pieces.append(checkpoint(_contract, *args, use_reentrant=False))
             else:
-                pieces.append(_contract(part, idx, t, d))
+                pieces.append(_contract(*args))
         return torch.cat(pieces, dim=0)
 
 
-def _contract(a: torch.Tensor, idx: list[torch.Tensor], t: torch.Tensor, d: int) -> torch.Tensor:
-    """``a (n, c, dim_A)``, ``idx[nu-1] (m_nu, nu)``, ``t (c, sum m_nu, d)`` -> ``(n, c * d)``."""
+def _contract(a, species, index, folded, present, dims) -> torch.Tensor:
+    """``a (n, c, dim_A)`` -> ``(n, irreps_out.dim)``: the monomials component-major (rows of
+    ``(M, n * c)``, each a product of a lower one and one component: row gathers, contiguous),
+    then per species one batched matmul over channels with its folded table."""
     n, c = a.shape[0], a.shape[1]
-    monos = []
-    for i in idx:
-        if i.shape[0] == 0:
-            continue
-        p = a.index_select(2, i[:, 0])
-        for col in range(1, i.shape[1]):
-            p = p * a.index_select(2, i[:, col])
-        monos.append(p)
-    p = torch.cat(monos, dim=2).transpose(0, 1)  # (c, n, m)
-    out = torch.bmm(p, t)  # (c, n, d)
-    return out.permute(1, 0, 2).reshape(n, c * d)
+    at = a.permute(2, 0, 1).reshape(a.shape[2], n * c)
+    levels, previous = [], None
+    for nu, (par, new) in enumerate(index, start=1):
+        rows = at.index_select(0, new)
+        if nu > 1:
+            rows = previous.index_select(0, par) * rows
+        levels.append(rows)
+        previous = rows
+    p = torch.cat(levels, dim=0).view(-1, n, c)  # (M, n, c)
+    total = sum(dims)
+    if len(present) == 1:
+        out = torch.bmm(p.permute(2, 1, 0), folded[present[0]])  # (c, n, sum d)
+    else:
+        out = a.new_zeros((c, n, total))
+        for z in present:
+            rows = torch.nonzero(species == z).flatten()
+            if rows.numel():
+                part = torch.bmm(p.index_select(1, rows).permute(2, 1, 0), folded[z])
+                out = out.index_copy(1, rows, part)
+    # (c, n, [d_0 | d_1 ..]) -> e3nn layout (n, [c x d_0 | c x d_1 ..])
+    outs, start = [], 0
+    for d in dims:
+        outs.append(out[:, :, start : start + d].permute(1, 0, 2).reshape(n, c * d))
+        start += d
+    return torch.cat(outs, dim=1)
 
 
 def _orderings(m: tuple[int, ...]) -> int:
