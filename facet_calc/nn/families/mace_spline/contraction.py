@@ -224,7 +224,7 @@ class SymmetricContraction(nn.Module):
             for j, coef in enumerate(coefs):
                 w = torch.cat([getattr(self, f"W_{j}_{nu}")[z] for nu in range(1, self.correlation + 1)], dim=0)
                 blocks.append(torch.einsum("mdk,kc->cmd", coef.to(a.dtype), w.to(a.dtype)))
-            folded[z] = torch.cat(blocks, dim=2)  # (c, M, sum d)
+            folded[z] = torch.cat(blocks, dim=2).transpose(1, 2).contiguous()  # (c, sum d, M)
         dims = [coef.shape[1] for coef in coefs]
         chunk = max(1, self.max_chunk_elements // max(1, c * len(order)))
         pieces = []
@@ -239,33 +239,32 @@ class SymmetricContraction(nn.Module):
 
 
 def _contract(a, species, index, folded, present, dims) -> torch.Tensor:
-    """``a (n, c, dim_A)`` -> ``(n, irreps_out.dim)``: the monomials component-major (rows of
-    ``(M, n * c)``, each a product of a lower one and one component: row gathers, contiguous),
-    then per species one batched matmul over channels with its folded table."""
+    """``a (n, c, dim_A)`` -> ``(n, irreps_out.dim)``: the monomials channel-major, ``(c, M, n)``
+    (each a product of a lower one and one component: gathers of contiguous rows of ``n``), then
+    per species one batched matmul over channels with its folded table."""
     n, c = a.shape[0], a.shape[1]
-    at = a.permute(2, 0, 1).reshape(a.shape[2], n * c)
+    at = a.permute(1, 2, 0).contiguous()  # (c, dim_A, n)
     levels, previous = [], None
     for nu, (par, new) in enumerate(index, start=1):
-        rows = at.index_select(0, new)
+        rows = at.index_select(1, new)
         if nu > 1:
-            rows = previous.index_select(0, par) * rows
+            rows = previous.index_select(1, par) * rows
         levels.append(rows)
         previous = rows
-    p = torch.cat(levels, dim=0).view(-1, n, c)  # (M, n, c)
+    p = torch.cat(levels, dim=1)  # (c, M, n)
     total = sum(dims)
     if len(present) == 1:
-        out = torch.bmm(p.permute(2, 1, 0), folded[present[0]])  # (c, n, sum d)
+        out = torch.bmm(folded[present[0]], p)  # (c, sum d, n)
     else:
-        out = a.new_zeros((c, n, total))
+        out = a.new_zeros((c, total, n))
         for z in present:
-            rows = torch.nonzero(species == z).flatten()
-            if rows.numel():
-                part = torch.bmm(p.index_select(1, rows).permute(2, 1, 0), folded[z])
-                out = out.index_copy(1, rows, part)
-    # (c, n, [d_0 | d_1 ..]) -> e3nn layout (n, [c x d_0 | c x d_1 ..])
+            cols = torch.nonzero(species == z).flatten()
+            if cols.numel():
+                out = out.index_copy(2, cols, torch.bmm(folded[z], p.index_select(2, cols)))
+    # (c, [d_0 | d_1 ..], n) -> e3nn layout (n, [c x d_0 | c x d_1 ..])
     outs, start = [], 0
     for d in dims:
-        outs.append(out[:, :, start : start + d].permute(1, 0, 2).reshape(n, c * d))
+        outs.append(out[:, start : start + d, :].permute(2, 0, 1).reshape(n, c * d))
         start += d
     return torch.cat(outs, dim=1)
 
