@@ -19,6 +19,11 @@ connection and the product basis depend on the species, and a layer sees only fe
 columns are invariant scalars, so equivariance and locality are untouched; a ghost's columns are
 exchanged with its features and only its own rows are ever read.
 
+Parameters: ``scale``, ``shift`` and ``atomic_energies`` (E0) are ``(n_heads, n_species)``; the
+symmetric contractions' ``U`` tensors are parameters too (so that a potential file holds the
+source's basis) but do not train (``requires_grad=False``). Fine-tuning this family with
+``facet_calc.train`` is not supported yet (``train.shifts`` expects ``(n_species,)`` shifts).
+
 Edges: facet_calc's ``edge_vec = pos[sender] - pos[receiver]`` is minus MACE's vector, so the
 spherical harmonics are taken of ``-edge_vec`` (``Y_l(-v) = (-1)^l Y_l(v)``).
 """
