@@ -226,6 +226,11 @@ class SymmetricContraction(nn.Module):
                 blocks.append(torch.einsum("mdk,kc->cmd", coef.to(a.dtype), w.to(a.dtype)))
             folded[z] = torch.cat(blocks, dim=2).transpose(1, 2).contiguous()  # (c, sum d, M)
         dims = [coef.shape[1] for coef in coefs]
+        # atoms sorted by species: each species is then a slice of columns, not a gather
+        sorting = None
+        if len(present) > 1:
+            sorting = torch.argsort(species, stable=True)
+            a, species = a.index_select(0, sorting), species.index_select(0, sorting)
         chunk = max(1, self.max_chunk_elements // max(1, c * len(order)))
         pieces = []
         for start in range(0, n, chunk):
@@ -235,32 +240,38 @@ class SymmetricContraction(nn.Module):
                 pieces.append(checkpoint(_contract, *args, use_reentrant=False))
             else:
                 pieces.append(_contract(*args))
-        return torch.cat(pieces, dim=0)
+        out = torch.cat(pieces, dim=0)
+        if sorting is not None:
+            out = out.index_select(0, torch.argsort(sorting))
+        return out
 
 
 def _contract(a, species, index, folded, present, dims) -> torch.Tensor:
-    """``a (n, c, dim_A)`` -> ``(n, irreps_out.dim)``: the monomials channel-major, ``(c, M, n)``
-    (each a product of a lower one and one component: gathers of contiguous rows of ``n``), then
-    per species one batched matmul over channels with its folded table."""
+    """``a (n, c, dim_A)`` -> ``(n, irreps_out.dim)``: the monomials as rows of ``(M, c, n)``
+    (each a product of a lower one and one component: gathers of whole contiguous ``(c, n)``
+    rows; a gather along a middle axis was half the step), then per species one batched matmul
+    over channels with its folded table (the ``(c, M, n)`` view needs no copy)."""
     n, c = a.shape[0], a.shape[1]
-    at = a.permute(1, 2, 0).contiguous()  # (c, dim_A, n)
+    at = a.permute(2, 1, 0).contiguous()  # (dim_A, c, n)
     levels, previous = [], None
     for nu, (par, new) in enumerate(index, start=1):
-        rows = at.index_select(1, new)
+        rows = at.index_select(0, new)
         if nu > 1:
-            rows = previous.index_select(1, par) * rows
+            rows = previous.index_select(0, par) * rows
         levels.append(rows)
         previous = rows
-    p = torch.cat(levels, dim=1)  # (c, M, n)
+    p = torch.cat(levels, dim=0).transpose(0, 1)  # (c, M, n) view of (M, c, n)
     total = sum(dims)
     if len(present) == 1:
         out = torch.bmm(folded[present[0]], p)  # (c, sum d, n)
     else:
-        out = a.new_zeros((c, total, n))
+        # species sorted (see forward): one slice of columns each
+        parts = []
         for z in present:
-            cols = torch.nonzero(species == z).flatten()
-            if cols.numel():
-                out = out.index_copy(2, cols, torch.bmm(folded[z], p.index_select(2, cols)))
+            start, stop = (int(torch.searchsorted(species, v)) for v in (z, z + 1))
+            if stop > start:
+                parts.append(torch.bmm(folded[z], p[:, :, start:stop]))
+        out = torch.cat(parts, dim=2)
     # (c, [d_0 | d_1 ..], n) -> e3nn layout (n, [c x d_0 | c x d_1 ..])
     outs, start = [], 0
     for d in dims:
