@@ -14,8 +14,8 @@ Symmetrix / facet_calc (> 1: facet_calc faster). Needs mace-torch (and symmetrix
 the third column; it is skipped with a note when missing).
 
 Measured 2026-12-03 on the 2-core shared CPU machine (best of 2 at 64/216 atoms, 1 at 1000),
-mace-torch time / facet_calc time: 64 atoms 2.7x (float32) / 2.9x (float64), 216 atoms 3.0x /
-2.7x, 1000 atoms 3.2x / 2.9x. Symmetrix-XL 0.1.1 (x86-64-v3 CPU backend) installed and
+mace-torch time / facet_calc time: 64 atoms 6.0x (float32) / 4.7x (float64), 216 atoms 5.0x /
+5.5x, 1000 atoms 5.3x / 5.9x (facet_calc 0.18 / 0.70 / 4.0 s in float32). Symmetrix-XL 0.1.1 (x86-64-v3 CPU backend) installed and
 ``symmetrix_extract_mace`` wrote the model, but its default (JIT) calculator did not finish
 constructing within 100 s here, and its compiler-free ``streamed_edges="non-compiled"`` mode
 took 26 s per evaluation at 64 atoms (float64, contended): not measured as a comparison.
