@@ -159,7 +159,7 @@ def test_batched_evaluation_equals_one_structure_at_a_time():
 
 def test_registry_rejects_unknown_architecture_and_format():
     config = dict(load_potential("7net-0-spline").config)
-    known = "known architectures: facet, facet-spline-nequip"
+    known = "known architectures: facet, facet-spline-mace, facet-spline-nequip"
     with pytest.raises(ValueError, match=f"unknown architecture 'mace'; {known}"):
         build_model({**config, "architecture": "mace"})
     with pytest.raises(ValueError, match="format_version 7 is not supported"):

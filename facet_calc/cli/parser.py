@@ -200,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_convert(sub) -> None:
     conv = sub.add_parser(
         "convert",
-        help="convert a SevenNet checkpoint into a potential (fidelity-checked)",
-        description="Convert a SevenNet .pth checkpoint into a spline potential: measures it against the source "
-        "model (float64 and float32) before writing and refuses above the bound or for a layout it cannot "
-        "represent exactly. Reads the checkpoint with torch.load(weights_only=True). Needs sevenn.",
+        help="convert a SevenNet or MACE checkpoint into a potential (fidelity-checked)",
+        description="Convert a SevenNet .pth checkpoint or a MACE .model/.pt file into a spline potential: measures "
+        "it against the source model (float64 and float32) before writing and refuses above the bound or for a "
+        "layout it cannot represent exactly. Reads a SevenNet checkpoint with torch.load(weights_only=True) (needs "
+        "sevenn); a MACE file is a pickled model, so it is unpickled (only the file you name here, only if it "
+        "pickles nothing beyond mace-torch, e3nn, torch and numpy; needs mace-torch).",
     )
-    conv.add_argument("checkpoint", help="SevenNet checkpoint file (.pth)")
+    conv.add_argument("checkpoint", help="SevenNet checkpoint (.pth) or MACE model file (.model, .pt)")
     where = conv.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="potential folder to write (index.json goes beside it); load it by this path")
     where.add_argument("--name", help="install into your potential directory ($FACET_CALC_POTENTIALS, default "

@@ -1,7 +1,9 @@
-"""Converters from other model formats to facet_calc potentials (needs the optional ``sevenn``).
+"""Converters from other model formats to facet_calc potentials (SevenNet needs the optional
+``sevenn``, MACE needs ``mace-torch``).
 
 :func:`convert` turns a checkpoint file into a measured potential folder (``facet-calc
-convert``); :func:`convert_sevennet` is the bare SevenNet converter (config and tensors).
+convert``); :func:`convert_sevennet` and :func:`facet_calc.convert.mace.convert_mace` are the
+bare converters (config and tensors).
 """
 
 from .fidelity import BOUNDS, FidelityError

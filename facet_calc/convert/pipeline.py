@@ -37,11 +37,17 @@ class Conversion:
 
 
 def detect_source(path: str | Path) -> str:
-    """``"sevennet"`` for a SevenNet checkpoint; ``ValueError`` naming the problem for anything else
-    (a MACE model, a truncated or foreign file, a pickle that needs code)."""
+    """``"mace"`` for a mace-torch model file (``.model``/``.pt``: a pickled module, detected by
+    the mace-torch classes its pickle names, without unpickling), ``"sevennet"`` for a SevenNet
+    checkpoint; ``ValueError`` naming the problem for anything else (a truncated or foreign
+    file, a pickle that needs code)."""
+    from .mace import is_mace_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    if is_mace_file(str(path)):
+        return "mace"
     load_checkpoint_dict(str(path))  # raises for MACE, truncated, foreign and code-carrying files
     return "sevennet"
 
@@ -173,7 +179,8 @@ def convert(
         extra = sorted(p.name for p in folder.iterdir() if p.name not in WRITTEN)
         raise ValueError(f"{folder} holds files a conversion does not write ({', '.join(extra[:5])}); not replacing it")
 
-    detect_source(path)
+    if detect_source(path) == "mace":
+        return _convert_mace(path, folder, potential_name, head, licence, min_intervals, bounds)
     checkpoint = load_sevenn_checkpoint(str(path))
     config, tensors = convert_sevennet(checkpoint, min_intervals=min_intervals)
     heads = list(config.get("heads", []))
@@ -213,6 +220,77 @@ def convert(
     card = _card(potential_name, config, config["source"], figures)
     if folder.exists():
         shutil.rmtree(folder)  # only our own three files are in it (checked above)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    save_potential(folder, config, tensors, card)
+    return Conversion(path=folder, name=potential_name, heads=heads, fidelity=json.loads(json.dumps(figures)))
+
+
+def _mace_card(name: str, config: dict[str, Any], source: dict[str, Any], figures: dict[str, Any]) -> str:
+    rows = []
+    for dtype in ("float64", "float32"):
+        fig, bound = figures[dtype], BOUNDS[dtype]
+        rows.append(f"| {dtype} | {fig[KEYS[0]]:.2e} ({bound[0]:g}) | {fig[KEYS[1]]:.2e} ({bound[1]:g}) | "
+                    f"{fig[KEYS[2]]:.2e} ({bound[2]:g}) |")  # fmt: skip
+    heads = config.get("heads")
+    return f"""# {name}
+
+MACE model `{source["file"]}` (sha256 `{source["sha256"]}`) converted by `facet-calc convert` (facet_calc
+{source["facet_calc_version"]}, mace-torch {source["mace_version"]}) on {source["converted"]}: every radial MLP
+replaced by an exact C2 cubic spline table through float64 samples of it; everything else carried over unchanged
+(facet-spline-mace, {len(config["layers"])} interactions, edge harmonics {config["irreps_sh"]}, cutoff
+{config["cutoff"]} A, {len(config["atomic_numbers"])} elements{f", heads {', '.join(heads)}" if heads else ""}).
+
+Licence of the source: {source["license"]}. Please cite MACE (Batatia et al., NeurIPS 2022), the paper of the
+model you converted, and the Facet paper (Miklaucic et al., arXiv:2509.08418, 2025).
+
+## Measured fidelity to mace-torch (before writing)
+
+| dtype | max abs dE (meV/atom) | max abs dF (meV/A) | max abs dstress (GPa) |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+(bounds in brackets; {figures["float64"]["n_structures"]} structures of the model's elements, every head.)
+"""
+
+
+def _convert_mace(path, folder: Path, potential_name: str, head, licence, min_intervals, bounds) -> Conversion:
+    """:func:`convert` for a mace-torch model file (unpickled: the user named it)."""
+    from .. import __version__
+    from ..potential import save_potential
+    from .mace import DEFAULT_MIN_INTERVALS as MACE_MIN_INTERVALS
+    from .mace import convert_mace, load_mace_model, mace_reference
+
+    source_model = load_mace_model(str(path))
+    config, tensors = convert_mace(source_model, min_intervals=max(min_intervals, MACE_MIN_INTERVALS))
+    heads = list(config.get("heads", []))
+    if head is not None:
+        if head.lower() not in heads:
+            raise ValueError(f"{path} has no head {head!r}; its heads are {', '.join(heads) or '(one only)'}")
+        config["default_head"] = head.lower()
+    mace_heads = dict(zip(heads, config.get("source_heads", [])))
+    config["name"] = potential_name
+    config["version"] = "1.0.0"
+    config["description"] = f"converted from the MACE model {Path(path).name}"
+    structures = fidelity_structures_for(config["atomic_numbers"])
+    figures = measure_fidelity(config, tensors, lambda dtype, h: mace_reference(source_model, dtype, mace_heads.get(h)), structures,
+                               heads or [None])  # fmt: skip
+    check_bounds(figures, bounds or BOUNDS)
+    import mace
+
+    config["source"] = {
+        "model": "MACE model (mace-torch)",
+        "file": Path(path).name,
+        "sha256": sha256_of(Path(path)),
+        "mace_version": mace.__version__,
+        "license": licence or "not recorded in the model file; the MACE-MP/MPA/OMAT/OFF releases state their "
+                              "licences (MIT for MACE-MP-0, ASL for MACE-OFF23, check yours); record it with --licence",
+        "facet_calc_version": __version__,
+        "converted": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    config["fidelity"] = {k: figures[k] for k in ("float64", "float32")}
+    card = _mace_card(potential_name, config, config["source"], figures)
+    if folder.exists():
+        shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     save_potential(folder, config, tensors, card)
     return Conversion(path=folder, name=potential_name, heads=heads, fidelity=json.loads(json.dumps(figures)))

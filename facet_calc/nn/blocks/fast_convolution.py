@@ -67,6 +67,8 @@ class FastSplineConvolution(nn.Module):
         out_slices = self.irreps_out.slices()
 
         radial: SplineRadial = reference.radial
+        # the sign convention of the Clebsch-Gordan tables the source was trained with
+        convention = getattr(reference, "wigner_convention", "e3nn-0.5")
         self.blocks: list[dict] = []
         weight_columns: list[torch.Tensor] = []  # per block: (cols, mul) e3nn flat weight index
         out_index: list[torch.Tensor] = []  # per block: (cols, mul) e3nn output index
@@ -88,7 +90,7 @@ class FastSplineConvolution(nn.Module):
                 l2 = irreps_sh[ins.i_in2].ir.l
                 l3 = self.irreps_out[ins.i_out].ir.l
                 d3 = 2 * l3 + 1
-                w3j = wigner_3j(l1, l2, l3) * ins.path_weight  # (m1, m2, m3), float64
+                w3j = wigner_3j(l1, l2, l3, convention=convention) * ins.path_weight  # (m1, m2, m3), float64
                 coupling[sh_slices[ins.i_in2], col : col + d3, :] = w3j.permute(1, 2, 0)
                 w_index[col : col + d3] = offsets[k] + torch.arange(mul)  # same weight for each m3
                 path_of_col[col : col + d3] = p_idx

@@ -29,6 +29,21 @@ REFERENCE_SIGNS = (
 )
 
 
+#: the same record of e3nn 0.4.4 (what mace-torch 0.3.16 pins, and what the MACE foundation
+#: models were trained and are evaluated with); the MACE family builds its tables in this
+#: convention (config ``"wigner_convention": "e3nn-0.4"``)
+REFERENCE_SIGNS_E3NN_0_4 = (
+    "++++++++++++-++-++-++-++-++-++-++++--++-+++--+++--+++--+++--+++--++--++--++--+++-+++-+--++"
+    "+-+--+++-++-+++++-++++-+++--++--+++--+--++-+++-+++---++-+++--++-+---+++---+++--++--+++--+-"
+    "-++-++---++-+++-+++---++-+++-+++-+--+++++--++--++---+-+--++--++-++---++-+++-+++---+--+++-+"
+    "+--++--++--+---+++-++-+---+--++-+++--++-+++-+++---+--+++-++-+---++-++++--+-+---++-++-+++--"
+    "++-+++-++"
+)
+
+#: sign records by convention name: ``"e3nn-0.5"`` (e3nn >= 0.5, the default) and ``"e3nn-0.4"``
+CONVENTIONS = {"e3nn-0.5": REFERENCE_SIGNS, "e3nn-0.4": REFERENCE_SIGNS_E3NN_0_4}
+
+
 def triples(l_max: int = L_MAX) -> list[tuple[int, int, int]]:
     """Every ``(l1, l2, l3)`` with ``l1, l2, l3 <= l_max`` and ``|l1 - l2| <= l3 <= l1 + l2``."""
     return [
@@ -47,14 +62,17 @@ def first_nonzero_sign(table: torch.Tensor) -> int:
     return 1 if float(flat[flat.abs() > 1e-8][0]) > 0 else -1
 
 
-def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``(2 l1 + 1, 2 l2 + 1, 2 l3 + 1)`` real Wigner-3j table of e3nn >= 0.5's convention
-    (computed in float64, then cast)."""
+def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64,
+              convention: str = "e3nn-0.5") -> torch.Tensor:  # fmt: skip
+    """``(2 l1 + 1, 2 l2 + 1, 2 l3 + 1)`` real Wigner-3j table in ``convention`` (a key of
+    :data:`CONVENTIONS`; default e3nn >= 0.5's), computed in float64, then cast."""
     key = (int(l1), int(l2), int(l3))
     if key not in _INDEX:
         raise ValueError(f"no Wigner-3j sign record for {key}: facet_calc covers l1, l2, l3 <= {L_MAX}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown Wigner-3j convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     table = o3.wigner_3j(*key, dtype=torch.float64)
-    wanted = 1 if REFERENCE_SIGNS[_INDEX[key]] == "+" else -1
+    wanted = 1 if CONVENTIONS[convention][_INDEX[key]] == "+" else -1
     if first_nonzero_sign(table) != wanted:
         table = -table
     return table.to(dtype)

@@ -16,11 +16,13 @@ from ..blocks.wigner import wigner_3j
 from ..config_checks import ConfigError
 from ..contract import EnergyModel
 from .facet.model import FacetModel
+from .mace_spline.model import MaceSplineModel
 from .nequip_spline.model import NequipSplineModel
 
 FAMILIES: dict[str, type[EnergyModel]] = {
     NequipSplineModel.architecture: NequipSplineModel,  # SevenNet/NequIP layout: converted potentials
     FacetModel.architecture: FacetModel,  # the Facet architecture: native, distilled students
+    MaceSplineModel.architecture: MaceSplineModel,  # MACE layout: converted MACE models
 }
 
 #: potential file format versions this code reads
@@ -57,11 +59,12 @@ def build_model(config: dict[str, Any], dtype: torch.dtype = torch.float64) -> E
 
 
 def _exact_wigner_buffers(model: torch.nn.Module) -> None:
-    """Recompute e3nn's Wigner-3j buffers (``_w3j_l1_l2_l3``) in float64, in facet_calc's
-    sign convention."""
+    """Recompute e3nn's Wigner-3j buffers (``_w3j_l1_l2_l3``) in float64, in the sign
+    convention the family declares (``model.wigner_convention``; default e3nn >= 0.5's)."""
+    convention = getattr(model, "wigner_convention", "e3nn-0.5")
     for module in model.modules():
         for name, buffer in list(module.named_buffers(recurse=False)):
             match = _W3J_BUFFER.search(name)
             if match is not None and buffer is not None and buffer.is_floating_point():
                 l1, l2, l3 = map(int, match.groups())
-                module._buffers[name] = wigner_3j(l1, l2, l3)
+                module._buffers[name] = wigner_3j(l1, l2, l3, convention=convention)
