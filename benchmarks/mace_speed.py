@@ -15,7 +15,8 @@ the third column; it is skipped with a note when missing).
 
 Measured 2026-12-03 on the 2-core shared CPU machine (best of 2 at 64/216 atoms, 1 at 1000),
 mace-torch time / facet_calc time: 64 atoms 6.0x (float32) / 4.7x (float64), 216 atoms 5.0x /
-5.5x, 1000 atoms 5.3x / 5.9x (facet_calc 0.18 / 0.70 / 4.0 s in float32). Symmetrix-XL 0.1.1 (x86-64-v3 CPU backend) installed and
+5.5x, 1000 atoms 5.3x / 5.9x (facet_calc 0.18 / 0.70 / 4.0 s in float32). Symmetrix-XL 0.1.1
+(x86-64-v3 CPU backend) installed and
 ``symmetrix_extract_mace`` wrote the model, but its default (JIT) calculator did not finish
 constructing within 100 s here, and its compiler-free ``streamed_edges="non-compiled"`` mode
 took 26 s per evaluation at 64 atoms (float64, contended): not measured as a comparison.
@@ -51,8 +52,8 @@ def _symmetrix(model_path: Path, folder: Path, dtype: str):
     out = folder / "model-symmetrix.json"
     if not out.exists():
         exe = Path(sys.executable).parent / "symmetrix_extract_mace"
-        done = subprocess.run([str(exe), "--model", str(model_path), "--atomic-numbers", "8", "14", "--output", str(out)],
-                              capture_output=True, text=True)  # fmt: skip
+        command = [str(exe), "--model", str(model_path), "--atomic-numbers", "8", "14", "--output", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"symmetrix_extract_mace failed: {done.stderr[-800:]}")
     return Symmetrix(str(out), dtype=dtype)
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             def cell(x):
                 return f"{x:.3f}" if x is not None else "-"
 
-            def ratio(x):
+            def ratio(x, f=f):
                 return f"{x / f:.2f}" if x is not None and f is not None else "-"
 
             print(f"| {n} | {dtype} | {cell(f)} | {cell(m)} | {cell(s)} | {ratio(m)} | {ratio(s)} |", flush=True)

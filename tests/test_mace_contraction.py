@@ -54,7 +54,7 @@ def test_the_coupling_basis_is_equivariant():
         u = coupling_basis(irreps_a, o3.Irrep("1o"), nu)
         assert u.shape[-1] > 0
 
-        def poly(x, t=u):
+        def poly(x, t=u, nu=nu):
             for _ in range(nu):
                 t = torch.einsum("M...ak,a->M...k", t, x)
             return t

@@ -272,8 +272,11 @@ def _convert_mace(path, folder: Path, potential_name: str, head, licence, min_in
     config["version"] = "1.0.0"
     config["description"] = f"converted from the MACE model {Path(path).name}"
     structures = fidelity_structures_for(config["atomic_numbers"])
-    figures = measure_fidelity(config, tensors, lambda dtype, h: mace_reference(source_model, dtype, mace_heads.get(h)), structures,
-                               heads or [None])  # fmt: skip
+
+    def reference(dtype, head):
+        return mace_reference(source_model, dtype, mace_heads.get(head))
+
+    figures = measure_fidelity(config, tensors, reference, structures, heads or [None])
     check_bounds(figures, bounds or BOUNDS)
     import mace
 

@@ -69,9 +69,10 @@ def random_mace_model(layout: str | dict[str, Any], atomic_numbers=(1, 6, 8, 14)
     """mace-torch's ``ScaleShiftMACE`` with the hyperparameters of ``layout`` (a key of
     :data:`LAYOUTS` or a dict like its values), random weights from ``seed``, float64. Saved
     with ``torch.save`` to ``path`` when given."""
-    import facet_calc.nn  # noqa: F401  (e3nn import under torch >= 2.6)
     from e3nn import o3
     from mace import modules
+
+    import facet_calc.nn  # noqa: F401  (e3nn import under torch >= 2.6)
 
     hp = {**(LAYOUTS[layout] if isinstance(layout, str) else layout), **overrides}
     zs = [int(z) for z in atomic_numbers]
@@ -82,8 +83,10 @@ def random_mace_model(layout: str | dict[str, Any], atomic_numbers=(1, 6, 8, 14)
               "plain": modules.interaction_classes["RealAgnosticInteractionBlock"]}  # fmt: skip
     with _default_dtype(torch.float64):
         model = modules.ScaleShiftMACE(
-            r_max=hp["r_max"], num_bessel=hp["num_bessel"], num_polynomial_cutoff=hp["num_polynomial_cutoff"],
-            max_ell=hp["max_ell"], interaction_cls=modules.interaction_classes[hp.get("interaction", blocks["residual"].__name__)],
+            r_max=hp["r_max"], num_bessel=hp["num_bessel"],
+            num_polynomial_cutoff=hp["num_polynomial_cutoff"],
+            max_ell=hp["max_ell"],
+            interaction_cls=modules.interaction_classes[hp.get("interaction", blocks["residual"].__name__)],
             interaction_cls_first=blocks[hp["first"]], pair_repulsion=bool(hp.get("pair_repulsion", False)),
             distance_transform=hp.get("distance_transform", "None"),
             num_interactions=hp["num_interactions"], num_elements=len(zs), hidden_irreps=o3.Irreps(hp["hidden_irreps"]),

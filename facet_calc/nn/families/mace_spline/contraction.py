@@ -126,7 +126,7 @@ class SymmetricContraction(nn.Module):
     def reference(self, a: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """MACE's nested contraction, weights gathered per atom (memory ``n c d dim_A^nu``)."""
         outs = []
-        for j, (_, ir) in enumerate(self.irreps_out):
+        for j in range(len(self.irreps_out)):
             out = None
             for nu in range(self.correlation, 0, -1):
                 u = getattr(self, f"U_{j}_{nu}")
@@ -261,7 +261,6 @@ def _contract(a, species, index, folded, present, dims) -> torch.Tensor:
         levels.append(rows)
         previous = rows
     p = torch.cat(levels, dim=0).transpose(0, 1)  # (c, M, n) view of (M, c, n)
-    total = sum(dims)
     if len(present) == 1:
         out = torch.bmm(folded[present[0]], p)  # (c, sum d, n)
     else:

@@ -19,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from e3nn.math import normalize2mom
 from e3nn import o3
+from e3nn.math import normalize2mom
 from torch import nn
 
 from ...blocks.convolution import SplineConvolution
+from ...blocks.e3nn_modules import linear
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
@@ -45,11 +46,11 @@ class MaceLayer(TwinnedLayer):
         irreps_out = o3.Irreps(spec["irreps_out"])
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
         node_attrs = o3.Irreps(f"{n_species}x0e")
-        self.linear_up = o3.Linear(irreps_in, irreps_in, biases=False)
+        self.linear_up = linear(irreps_in, irreps_in)
         self.convolution = SplineConvolution(irreps_in, irreps_sh, irreps_mid, spec["instructions"], radial,
                                              avg_num_neighbors)  # fmt: skip
         self.convolution.wigner_convention = convention
-        self.linear = o3.Linear(irreps_mid, irreps_target, biases=False)
+        self.linear = linear(irreps_mid, irreps_target)
         if self.residual:
             self.skip_tp = o3.FullyConnectedTensorProduct(irreps_in, node_attrs, irreps_out)
         else:
@@ -60,17 +61,17 @@ class MaceLayer(TwinnedLayer):
         self.channels = channels.pop()
         self.irreps_a = o3.Irreps([(1, ir) for _, ir in irreps_target])
         self.product = SymmetricContraction(self.irreps_a, irreps_out, spec["correlation"], spec["n_params"], n_species)
-        self.product_linear = o3.Linear(irreps_out, irreps_out, biases=False)
+        self.product_linear = linear(irreps_out, irreps_out)
         readout = spec["readout"]
         self.nonlinear = readout["kind"] == "nonlinear"
         if self.nonlinear:
             hidden = o3.Irreps(readout["hidden"])
-            self.readout_1 = o3.Linear(irreps_out, hidden, biases=False)
+            self.readout_1 = linear(irreps_out, hidden)
             self.activation_scale = float(readout["activation_scale"])  # e3nn's normalize2mom constant
-            self.readout_2 = o3.Linear(hidden, o3.Irreps(f"{n_heads}x0e"), biases=False)
+            self.readout_2 = linear(hidden, o3.Irreps(f"{n_heads}x0e"))
             self.readout_hidden_per_head = hidden.dim // n_heads
         else:
-            self.readout_1 = o3.Linear(irreps_out, o3.Irreps(f"{n_heads}x0e"), biases=False)
+            self.readout_1 = linear(irreps_out, o3.Irreps(f"{n_heads}x0e"))
         twins = {"convolution": FastSplineConvolution(self.convolution), "linear_up": FastLinear(self.linear_up),
                  "linear": FastLinear(self.linear), "product_linear": FastLinear(self.product_linear),
                  "readout_1": FastLinear(self.readout_1)}  # fmt: skip
@@ -104,8 +105,10 @@ class MaceLayer(TwinnedLayer):
         return torch.stack(outs, dim=1)
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, senders: torch.Tensor,
-                receivers: torch.Tensor, edges: EdgeContext | None = None, n_out: int | None = None):  # fmt: skip
-        """``x (n_atoms, width_in)`` -> ``(n_out, width_out)`` (see module docstring)."""
+                receivers: torch.Tensor, edges: EdgeContext | None = None, n_out: int | None = None,
+                species: torch.Tensor | None = None):  # fmt: skip
+        """``x (n_atoms, width_in)`` -> ``(n_out, width_out)`` (see module docstring). ``species``
+        is not needed: the layer reads the species from the column ``x`` carries."""
         n = x.shape[0] if n_out is None else n_out
         dim = self.irreps_in.dim
         h, energy, species_f = x[:, :dim], x[:n, dim : dim + self.n_heads], x[:n, -1:]

@@ -39,6 +39,7 @@ from torch import nn
 
 from ... import config_checks as checks
 from ...blocks.convolution import convolution_paths
+from ...blocks.e3nn_modules import linear
 from ...blocks.radial import SplineRadial, random_radial_table
 from ...contract import EnergyModel
 from .contraction import SymmetricContraction, coupling_basis
@@ -73,7 +74,7 @@ class MaceSplineModel(EnergyModel):
         self.n_heads = max(1, len(config.get("heads", [])))
         self.irreps_sh = o3.Irreps(config["irreps_sh"])
         self.spherical_harmonics = ReversedHarmonics(self.irreps_sh)
-        self.embedding = o3.Linear(o3.Irreps(f"{n_species}x0e"), o3.Irreps(config["irreps_embedding"]), biases=False)
+        self.embedding = linear(f"{n_species}x0e", config["irreps_embedding"])
         radial_cfg = config["radial"]
         n_knots = int(radial_cfg["n_intervals"]) + 1
         layers = []
@@ -236,7 +237,7 @@ def initialise_parameters(model: MaceSplineModel, generator: torch.Generator) ->
 
     for module in model.modules():
         if isinstance(module, (o3.Linear, o3.FullyConnectedTensorProduct)):
-            for pname, param in module.named_parameters(recurse=False):
+            for param in module.parameters(recurse=False):
                 assign(param, torch.randn(param.shape, generator=generator, dtype=torch.float64))
         elif isinstance(module, SplineRadial):
             values, slopes = random_radial_table(module.n_intervals + 1, module.n_out, module.r_max, generator)
