@@ -27,7 +27,6 @@ possible here); a real checkpoint's own hyperparameters are what ``convert`` rea
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -54,16 +53,6 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 }
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 def random_mace_model(layout: str | dict[str, Any], atomic_numbers=(1, 6, 8, 14), seed: int = 0,
                       path: str | None = None, **overrides) -> torch.nn.Module:  # fmt: skip
     """mace-torch's ``ScaleShiftMACE`` with the hyperparameters of ``layout`` (a key of
@@ -78,10 +67,13 @@ def random_mace_model(layout: str | dict[str, Any], atomic_numbers=(1, 6, 8, 14)
     zs = [int(z) for z in atomic_numbers]
     heads = hp.get("heads", ["Default"])
     generator = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     blocks = {"residual": modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
               "plain": modules.interaction_classes["RealAgnosticInteractionBlock"]}  # fmt: skip
-    with _default_dtype(torch.float64):
+    # mace-torch draws its initial weights from torch's global generator: seeded inside a fork of
+    # it, so the caller's random state is left as it was. Built in the default dtype and cast
+    # (setting the default dtype would change it for the whole process).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         model = modules.ScaleShiftMACE(
             r_max=hp["r_max"], num_bessel=hp["num_bessel"],
             num_polynomial_cutoff=hp["num_polynomial_cutoff"],
