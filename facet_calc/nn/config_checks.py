@@ -58,6 +58,24 @@ def irreps(value: Any, name: str, max_dim: int = MAX_WIDTH):
     return parsed
 
 
+def heads(config: dict[str, Any]) -> list[str]:
+    """A multi-head config's ``heads`` (a list of names, possibly empty) and its ``default_head``."""
+    names = config.get("heads", [])
+    if not isinstance(names, list) or not all(isinstance(h, str) for h in names):
+        raise ConfigError(f"heads must be a list of names, got {names!r:.80}")
+    if names and config.get("default_head") not in names:
+        raise ConfigError(f"default_head {config.get('default_head')!r} is not one of the heads {names}")
+    return names
+
+
+def layer_specs(config: dict[str, Any]) -> list:
+    """The config's ``layers``: a list of 1 to ``MAX_LAYERS`` layer specs."""
+    layers = field(config, "layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+        raise ConfigError(f"layers must be a list of 1 to {MAX_LAYERS} layer specs")
+    return layers
+
+
 def common(config: dict[str, Any]) -> None:
     """What every family's config has: cutoff, elements, and a radial grid consistent with
     the cutoff."""

@@ -106,14 +106,8 @@ class MaceSplineModel(EnergyModel):
         if config.get("wigner_convention", "e3nn-0.5") not in ("e3nn-0.5", "e3nn-0.4"):
             raise checks.ConfigError(f"wigner_convention must be 'e3nn-0.5' or 'e3nn-0.4', got "
                                      f"{config.get('wigner_convention')!r:.40}")  # fmt: skip
-        heads = config.get("heads", [])
-        if not isinstance(heads, list) or not all(isinstance(h, str) for h in heads):
-            raise checks.ConfigError(f"heads must be a list of names, got {heads!r:.80}")
-        if heads and config.get("default_head") not in heads:
-            raise checks.ConfigError(f"default_head {config.get('default_head')!r} is not one of the heads {heads}")
-        layers = checks.field(config, "layers")
-        if not isinstance(layers, list) or not 1 <= len(layers) <= checks.MAX_LAYERS:
-            raise checks.ConfigError(f"layers must be a list of 1 to {checks.MAX_LAYERS} layer specs")
+        checks.heads(config)
+        layers = checks.layer_specs(config)
         for t, spec in enumerate(layers):
             where = f"layers[{t}]"
             for key in ("irreps_in", "irreps_target", "irreps_mid", "irreps_out"):

@@ -92,14 +92,8 @@ class NequipSplineModel(EnergyModel):
         checks.irreps(checks.field(config, "irreps_sh"), "irreps_sh")
         checks.irreps(checks.field(config, "irreps_embedding"), "irreps_embedding")
         checks.irreps(checks.field(config, "readout_hidden"), "readout_hidden")
-        heads = config.get("heads", [])
-        if not isinstance(heads, list) or not all(isinstance(h, str) for h in heads):
-            raise checks.ConfigError(f"heads must be a list of names, got {heads!r:.80}")
-        if heads and config.get("default_head") not in heads:
-            raise checks.ConfigError(f"default_head {config.get('default_head')!r} is not one of the heads {heads}")
-        layers = checks.field(config, "layers")
-        if not isinstance(layers, list) or not 1 <= len(layers) <= checks.MAX_LAYERS:
-            raise checks.ConfigError(f"layers must be a list of 1 to {checks.MAX_LAYERS} layer specs")
+        checks.heads(config)
+        layers = checks.layer_specs(config)
         for t, spec in enumerate(layers):
             where = f"layers[{t}]"
             irreps_in = checks.irreps(checks.field(spec, "irreps_in", where), f"{where}.irreps_in")
