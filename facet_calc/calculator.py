@@ -366,11 +366,7 @@ class FacetCalculator(Calculator):
                 result["forces"] = forces[atom_range]
                 if has_cell[k]:
                     result["stress"] = full_3x3_to_voigt_6_stress(virial[k] / atoms.get_volume())
-            if self.dispersion is not None:  # composed in: the model's terms plus D3's
-                for key, value in self.dispersion(atoms).items():
-                    if key in result:
-                        result[key] = result[key] + value
-                result["free_energy"] = result["energy"]
+            self._add_dispersion(atoms, result)
             results.append(result)
         return results
 
@@ -404,13 +400,18 @@ class FacetCalculator(Calculator):
             )
             result["free_energy"] = result["energy"]
             result["energies"] = energies[:, atom_range].mean(axis=0)
-            if self.dispersion is not None:  # the same D3 terms for every member: the mean moves
-                for key, value in self.dispersion(atoms).items():
-                    if key in result:
-                        result[key] = result[key] + value
-                result["free_energy"] = result["energy"]
+            self._add_dispersion(atoms, result)  # the same for every member: the mean moves, the spread not
             results.append(result)
         return results
+
+    def _add_dispersion(self, atoms: Atoms, result: dict[str, Any]) -> None:
+        """Compose D3 in (when enabled): its terms added to the model's ``result``, in place."""
+        if self.dispersion is None:
+            return
+        for key, value in self.dispersion(atoms).items():
+            if key in result:
+                result[key] = result[key] + value
+        result["free_energy"] = result["energy"]
 
     def _threads_for(self, n_atoms: int) -> int | None:
         """CPU threads for a model call on ``n_atoms`` atoms; ``None``: torch's setting as is."""
