@@ -9,7 +9,10 @@ random (cost does not depend on their values). Three ways per structure, timed i
 (the edge work shared, :func:`facet_calc.nn.committee.evaluate_committee`); ``separate``: K
 calculators called one after the other (what a committee costs without sharing). Each call is a
 full force + stress evaluation of a freshly rattled structure (graph included). Prints medians
-and the ratios committee/one and separate/one.
+and the ratios committee/one and separate/one. Then, on one prebuilt graph (model work only, CPU
+time of the thread), :func:`facet_calc.nn.committee.evaluate_committee` with ``how="stacked"``
+(the members batched into one evaluation, what the calculator runs) and ``how="shared"`` (member
+by member on the shared edge work) against one member's :func:`~facet_calc.nn.forward.evaluate`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from ase.build import bulk
 from facet_calc import FacetCalculator
 from facet_calc.committee import save_committee
 from facet_calc.distill.students import student_config
+from facet_calc.graph import graph_from_atoms
 from facet_calc.nn import build_model, initialise_for_training
+from facet_calc.nn.committee import evaluate_committee
+from facet_calc.nn.forward import evaluate
 
 
 def members(k: int, folder: Path) -> Path:
@@ -76,6 +82,24 @@ def main() -> None:
             print(f"{len(atoms0)} atoms, K={args.members}: one {med['one'] * 1e3:.1f} ms, committee "
                   f"{med['committee'] * 1e3:.1f} ms ({med['committee'] / med['one']:.2f}x), separate "
                   f"{med['separate'] * 1e3:.1f} ms ({med['separate'] / med['one']:.2f}x)")  # fmt: skip
+            committee = calcs["committee"][0].potential
+            graph = graph_from_atoms(atoms0, committee.cutoff, committee.species)
+            ways = {
+                "one": lambda: evaluate(committee.models[0], graph),
+                "stacked": lambda: evaluate_committee(committee.models, graph, how="stacked"),
+                "shared": lambda: evaluate_committee(committee.models, graph, how="shared"),
+            }
+            cpu = {k: [] for k in ways}
+            for r in range(args.repeats + 1):
+                for name in list(ways) if r % 2 == 0 else list(ways)[::-1]:
+                    start = time.thread_time()
+                    ways[name]()
+                    if r:
+                        cpu[name].append(time.thread_time() - start)
+            med = {k: float(np.median(v)) for k, v in cpu.items()}
+            print(f"  model work only (CPU time): one {med['one'] * 1e3:.1f} ms, stacked {med['stacked'] * 1e3:.1f} ms "
+                  f"({med['stacked'] / med['one']:.2f}x), shared {med['shared'] * 1e3:.1f} ms "
+                  f"({med['shared'] / med['one']:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from ase.md.verlet import VelocityVerlet
 
 from facet_calc import FacetCalculator
 from facet_calc.committee import load_committee, save_committee
-from facet_calc.graph import graph_from_atoms
+from facet_calc.graph import collate, graph_from_atoms
 from facet_calc.nn import build_model, initialise_for_training
 from facet_calc.nn.committee import evaluate_committee, evaluate_members
 from facet_calc.nn.families.facet import facet_config
@@ -53,15 +53,52 @@ def atoms():
     return a
 
 
-def test_shared_edge_evaluation_equals_members_alone(committee_dir, atoms):
+@pytest.mark.parametrize("backend", ["kernel", "torch"])
+@pytest.mark.parametrize("how", ["stacked", "shared"])
+def test_committee_evaluation_equals_members_alone(committee_dir, atoms, how, backend):
+    """Both fast paths against each member evaluated on its own, on a batch of two structures
+    (so the stacked path's per-member edge copies and the per-structure virials are exercised)."""
     committee = load_committee(committee_dir, dtype="float64", device="cpu")
-    graph = graph_from_atoms(atoms, committee.cutoff, committee.species)
-    fast = evaluate_committee(committee.models, graph)
+    for model in committee.models:
+        model.set_backend(backend)
+    other = atoms.copy()
+    other.rattle(0.1, seed=7)
+    graph = collate([graph_from_atoms(a, committee.cutoff, committee.species) for a in (atoms, other)])
+    fast = evaluate_committee(committee.models, graph, how=how)
     plain = evaluate_members(committee.models, graph)
     for key in ("energy", "energies", "forces", "virial"):
         assert fast[key].shape[0] == 3
         torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=TOL)
     assert float(fast["forces"].std(0).max()) > 1e-3  # the members differ: the test can fail
+
+
+def test_stacked_committee_follows_changed_weights(committee_dir, atoms):
+    """The stacked members' weights are copies: changing a member's parameters rebuilds them."""
+    committee = load_committee(committee_dir, dtype="float32", device="cpu")
+    graph = graph_from_atoms(atoms, committee.cutoff, committee.species)
+    before = evaluate_committee(committee.models, graph, how="stacked")
+    with torch.no_grad():
+        committee.models[1].readout_weight.mul_(2.0)
+    after = evaluate_committee(committee.models, graph, how="stacked")
+    plain = evaluate_members(committee.models, graph)
+    torch.testing.assert_close(after["forces"], plain["forces"], rtol=0, atol=1e-5)  # float32 round-off ~1e-7
+    torch.testing.assert_close(after["forces"][0], before["forces"][0], rtol=0, atol=0)
+    assert float((after["forces"][1] - before["forces"][1]).abs().max()) > 1e-3
+
+
+def test_stacking_refuses_what_it_cannot_stack(committee_dir, atoms):
+    committee = load_committee(committee_dir, dtype="float64", device="cpu")
+    graph = graph_from_atoms(atoms, committee.cutoff, committee.species)
+    with pytest.raises(ValueError, match="how='stacked' needs two or more Facet models"):
+        evaluate_committee(committee.models[:1], graph, how="stacked")
+    committee.models[2].set_backend("e3nn")  # the reference path is never stacked
+    with pytest.raises(ValueError, match="how='stacked'"):
+        evaluate_committee(committee.models, graph, how="stacked")
+    with pytest.raises(ValueError, match="how must be"):
+        evaluate_committee(committee.models, graph, how="fast")
+    # auto falls back to the shared path, with the same numbers
+    torch.testing.assert_close(evaluate_committee(committee.models, graph)["forces"],
+                               evaluate_members(committee.models, graph)["forces"], rtol=0, atol=TOL)  # fmt: skip
 
 
 def test_calculator_mean_and_std_against_members(committee_dir, atoms):

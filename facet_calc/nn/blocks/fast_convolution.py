@@ -271,6 +271,17 @@ class EdgeContext:
             self._basis[key] = self._make_basis(n_intervals, r_max)
         return self._basis[key]
 
+    def with_lengths(self, r: torch.Tensor) -> EdgeContext:
+        """A context for the same edges with other lengths ``r`` (a committee member's own copy):
+        sortedness and CSR offsets shared, the spline basis its own."""
+        other = EdgeContext(self.n_nodes, self.senders, self.receivers, r)
+        other._sorted, other._index = self.sorted_by_receiver, self.index
+        return other
+
+    def set_spline_basis(self, n_intervals: int, r_max: float, rows: torch.Tensor, beta: torch.Tensor) -> None:
+        """Hand over ``(rows, beta)`` of one knot grid, computed elsewhere (for several contexts at once)."""
+        self._basis[(int(n_intervals), float(r_max))] = (rows, beta)
+
     def _make_basis(self, n_intervals: int, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rows, beta)`` of one knot grid (a driver that differentiates layer by layer
         overrides this to hand out leaves)."""
