@@ -180,8 +180,9 @@ void backward_plain(int64_t n_nodes, int mul, int m1, int cols, int n_paths, con
 
 // ---- register-blocked versions: explicit vectors of the build's width (AVX-512: 64 bytes,
 // AVX2: 32, baseline: 16), the order m1 a compile-time constant (1, 3, 5, 7), for blocks whose
-// multiplicity is a multiple of the vector's lanes (7net-0: 128, 64, 32); others take the plain
-// loops above. Same arithmetic, in the same order per output entry (up to FMA contraction).
+// multiplicity is a multiple of the vector's lanes (7net-0: 128, 64, 32), or of half of them
+// (then on vectors of half the width: a small student's 8 channels of order 2 in float32 on
+// AVX-512); others take the plain loops above. Same arithmetic, in the same order per output entry (up to FMA contraction).
 #if defined(__AVX512F__)
 #define FACET_VBYTES 64
 #elif defined(__AVX__)
@@ -194,6 +195,8 @@ typedef double vd __attribute__((vector_size(FACET_VBYTES)));
 template <typename T> struct VecOf;
 template <> struct VecOf<float> { typedef vf type; };
 template <> struct VecOf<double> { typedef vd type; };
+// a vector of half the width (same element type), for multiplicities of half the lanes
+template <typename T> struct HalfOf { typedef T type __attribute__((vector_size(FACET_VBYTES / 2))); };
 
 template <typename V, typename T>
 inline V vload(const T* p) {
@@ -276,12 +279,11 @@ constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
 // forward, receiver by receiver: for one vector of channels u and a group of columns, the sums
 // over the receiver's edges stay in registers; the spline weights of the group's paths are
 // evaluated per edge from the 4 table rows (no per-edge tensor is written anywhere).
-template <typename T, int M1>
+template <typename T, int M1, typename V>
 void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* recv_ptr,
                      const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,
                      const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
                      const int32_t* out_map, T scale, int n_threads) {
-  typedef typename VecOf<T>::type V;
   constexpr int L = sizeof(V) / sizeof(T);
   const int64_t width = (int64_t)n_paths * mul;
   const int64_t na = (int64_t)cols * M1;
@@ -342,12 +344,11 @@ void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh
 // registers while the columns are walked; grad A accumulates per (column, m) over the vectors of
 // channels in a small buffer and is summed over its lanes once per edge. The columns of a path
 // are consecutive (FastSplineConvolution builds them so), so each s[p, u] is stored once.
-template <typename T, int M1>
+template <typename T, int M1, typename V>
 void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* send_ptr,
                       const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling,
                       const T* x, const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
                       const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
-  typedef typename VecOf<T>::type V;
   constexpr int L = sizeof(V) / sizeof(T);
   const int64_t width = (int64_t)n_paths * mul;
   const int64_t na = (int64_t)cols * M1;
@@ -431,21 +432,31 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh
              const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,
              const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
              const int32_t* out_map, T scale, int n_threads) {
+  typedef typename VecOf<T>::type V;
+  typedef typename HalfOf<T>::type VH;
   constexpr int L = FACET_VBYTES / sizeof(T);
   // (a group's paths are at most kGroup, the size of its w array: each path has >= 1 column)
+#define FACET_FWD(M, VT) \
+  return forward_blocked<T, M, VT>(n_nodes, mul, cols, n_paths, dim_sh, recv_ptr, senders, sh, coupling, x, rows, \
+                                   beta, table, path_of_col, out, out_stride, out_map, scale, n_threads)
   if (mul % L == 0) {
-#define FACET_FWD(M) \
-  return forward_blocked<T, M>(n_nodes, mul, cols, n_paths, dim_sh, recv_ptr, senders, sh, coupling, x, rows, \
-                               beta, table, path_of_col, out, out_stride, out_map, scale, n_threads)
     switch (m1) {
-      case 1: FACET_FWD(1);
-      case 3: FACET_FWD(3);
-      case 5: FACET_FWD(5);
-      case 7: FACET_FWD(7);
+      case 1: FACET_FWD(1, V);
+      case 3: FACET_FWD(3, V);
+      case 5: FACET_FWD(5, V);
+      case 7: FACET_FWD(7, V);
       default: break;
     }
-#undef FACET_FWD
+  } else if (L >= 4 && mul % (L / 2) == 0) {  // half-width vectors (e.g. 8 channels of float32 on AVX-512)
+    switch (m1) {
+      case 1: FACET_FWD(1, VH);
+      case 3: FACET_FWD(3, VH);
+      case 5: FACET_FWD(5, VH);
+      case 7: FACET_FWD(7, VH);
+      default: break;
+    }
   }
+#undef FACET_FWD
   const std::vector<T> A = all_couplings(recv_ptr[n_nodes], dim_sh, sh, coupling, (int64_t)cols * m1);
   forward_plain<T>(n_nodes, mul, m1, cols, n_paths, recv_ptr, senders, A.data(), x, rows, beta, table,
                    path_of_col, out, out_stride, out_map, scale, n_threads);
@@ -457,20 +468,31 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_s
               const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling, const T* x,
               const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
               const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
+  typedef typename VecOf<T>::type V;
+  typedef typename HalfOf<T>::type VH;
   constexpr int L = FACET_VBYTES / sizeof(T);
+#define FACET_BWD(M, VT) \
+  return backward_blocked<T, M, VT>(n_nodes, mul, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
+                                    coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, \
+                                    grad_beta, n_threads)
   if (mul % L == 0) {
-#define FACET_BWD(M) \
-  return backward_blocked<T, M>(n_nodes, mul, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, coupling, \
-                                x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, n_threads)
     switch (m1) {
-      case 1: FACET_BWD(1);
-      case 3: FACET_BWD(3);
-      case 5: FACET_BWD(5);
-      case 7: FACET_BWD(7);
+      case 1: FACET_BWD(1, V);
+      case 3: FACET_BWD(3, V);
+      case 5: FACET_BWD(5, V);
+      case 7: FACET_BWD(7, V);
       default: break;
     }
-#undef FACET_BWD
+  } else if (L >= 4 && mul % (L / 2) == 0) {
+    switch (m1) {
+      case 1: FACET_BWD(1, VH);
+      case 3: FACET_BWD(3, VH);
+      case 5: FACET_BWD(5, VH);
+      case 7: FACET_BWD(7, VH);
+      default: break;
+    }
   }
+#undef FACET_BWD
   const int64_t n_edges = send_ptr[n_nodes], na = (int64_t)cols * m1;
   const std::vector<T> A = all_couplings(n_edges, dim_sh, sh, coupling, na);
   std::vector<T> grad_A(n_edges * na);
