@@ -62,12 +62,14 @@ def test_every_build_this_cpu_runs_matches_the_torch_path(isa, dtype, potential6
         assert error < (1.5e-13 if dtype == "float64" else 6e-5), (key, error)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("isa", supported_isas())
-def test_multiplicities_of_full_half_and_odd_vectors_match_the_torch_path(isa, dtype, monkeypatch):
+def test_multiplicities_of_full_half_and_odd_vectors_match_the_torch_path(isa, dtype, threads, monkeypatch):
     """A Facet model with 16, 8 and 4 channels per order: with AVX-512 in float32 (16 lanes) they
     take the full-width kernel, the half-width one and the plain loops; in float64 (8 lanes) and
-    with AVX2 the full and half ones. Energy, forces and virial against the torch path."""
+    with AVX2 the full and half ones, on one and on two OpenMP threads. Energy, forces and virial
+    against the torch path."""
     from facet_calc.graph import graph_from_atoms
     from facet_calc.nn import build_model, initialise_for_training
     from facet_calc.nn.families.facet import facet_config
@@ -89,7 +91,12 @@ def test_multiplicities_of_full_half_and_odd_vectors_match_the_torch_path(isa, d
     model.set_backend("torch")
     plain = evaluate(model, graph)
     model.set_backend("kernel")
-    fast = evaluate(model, graph)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = evaluate(model, graph)
+    finally:
+        torch.set_num_threads(before)
     for key in ("energy", "forces", "virial"):
         error = float((fast[key] - plain[key]).abs().max() / plain[key].abs().max().clamp_min(1e-3))
         # relative; measured up to 6.4e-15 (float64) and 1.5e-6 (float32)
