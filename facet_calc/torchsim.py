@@ -15,6 +15,13 @@ Example::
     ...                              model.device, model.dtype)
     >>> out = model(state)   # energy (2,), forces (3, 3), stress (2, 3, 3)
 
+A committee (a committee folder, a list of potentials, or a loaded
+:class:`~facet_calc.committee.Committee`) gives the members' mean as ``energy``/``forces``/
+``stress`` and their spread (population standard deviations, as ``FacetCalculator``'s) as
+``energy_std (n_systems,)``, ``forces_std (n_atoms,)`` (per atom, the root of the summed
+variances of the three components) and ``stress_std (n_systems, 3, 3)``: uncertainty for every
+system of a batched run.
+
 Works with torch-sim 0.3 (the newest for Python 3.11; ``state.pbc`` a bool) and the current
 0.6 (Python >= 3.12; ``state.pbc`` a ``(3,)`` tensor). The neighbour lists are built on the CPU
 (vesin) from float64 positions, as for the ASE calculator.
@@ -33,7 +40,9 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         '(or pip install torch-sim-atomistic "torch==<your torch version>")'
     ) from err
 
+from .committee import Committee, is_committee, load_committee
 from .graph import DEFAULT_MAX_EDGES, Structure, build_graph, collate, group_by_edge_budget
+from .nn.committee import evaluate_committee
 from .nn.forward import evaluate
 from .potential import DEFAULT_POTENTIAL, Potential, use_potential
 
@@ -44,7 +53,8 @@ class FacetTorchSimModel(ModelInterface):
     Args:
         potential: a shipped potential name, a potential folder, or a loaded
             :class:`~facet_calc.potential.Potential` (used as it is: a conflicting ``device``
-            or ``dtype`` is an error, as for ``FacetCalculator``).
+            or ``dtype`` is an error, as for ``FacetCalculator``); or a committee (see the
+            module docstring).
         device: ``"auto"`` (the default: CUDA when available), ``"cpu"``, ``"cuda"`` or a
             ``torch.device``.
         dtype: ``torch.float32`` (the default; MD, relaxations) or ``torch.float64``.
@@ -54,7 +64,8 @@ class FacetTorchSimModel(ModelInterface):
     ``forward(state)`` returns ``energy (n_systems,)`` eV, ``forces (n_atoms, 3)`` eV/A and
     ``stress (n_systems, 3, 3)`` eV/A^3 with ASE's sign (tensile positive), detached, in the
     model's dtype on its device. A system whose cell has no volume (a molecule in torch-sim's
-    zero cell) has no stress: its rows are NaN, never a made-up number.
+    zero cell) has no stress: its rows are NaN, never a made-up number. A committee adds
+    ``energy_std``, ``forces_std`` and ``stress_std``.
     """
 
     def __init__(
@@ -67,7 +78,11 @@ class FacetTorchSimModel(ModelInterface):
         max_edges: int = DEFAULT_MAX_EDGES,
     ) -> None:
         super().__init__()
-        potential = use_potential(potential, dtype=dtype, device=device)
+        if is_committee(potential):
+            potential = load_committee(potential, dtype=dtype, device=device)
+            self.members = torch.nn.ModuleList(potential.models)  # registered: .to() and parameters() see them
+        else:
+            potential = use_potential(potential, dtype=dtype, device=device)
         self.potential = potential
         self.model = potential.model  # registered, so that .to() and parameters() see it
         self._device = potential.device
@@ -115,12 +130,18 @@ class FacetTorchSimModel(ModelInterface):
         need_gradients = self._compute_forces or self._compute_stress
         # systems in batches of a bounded edge count (as the calculator's calculate_many), so
         # memory stays bounded however many systems a state holds
+        committee = isinstance(potential, Committee)
         parts = []
         for group in group_by_edge_budget([g.n_edges for g in graphs], self.max_edges):
             graph = collate([graphs[k] for k in group]).to(self._device, self._dtype)
-            out = evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress)
+            if committee:  # every member's outputs, with a leading member axis
+                out = evaluate_committee(potential.models, graph, compute_forces=need_gradients,
+                                         compute_virial=self._compute_stress)  # fmt: skip
+            else:
+                out = evaluate(self.model, graph, compute_forces=need_gradients, compute_virial=self._compute_stress)
             parts.append(out)
-        out = {key: None if parts[0][key] is None else torch.cat([p[key] for p in parts]) for key in parts[0]}
+        axis = 1 if committee else 0  # systems and atoms run along this axis
+        out = {key: None if parts[0][key] is None else torch.cat([p[key] for p in parts], dim=axis) for key in parts[0]}
         results = {"energy": out["energy"].to(self._dtype)}
         if self._compute_forces:
             results["forces"] = out["forces"].to(self._dtype)
@@ -129,4 +150,10 @@ class FacetTorchSimModel(ModelInterface):
             has_volume = torch.as_tensor(cells.any(axis=2).all(axis=1), device=self._device)  # ASE's cell.rank == 3
             volume = torch.where(has_volume, volume, torch.full_like(volume, float("nan")))
             results["stress"] = out["virial"].to(self._dtype) / volume[:, None, None]
+        if committee:  # members -> mean and population standard deviation (ddof 0)
+            for key in list(results):
+                members = results[key]
+                results[key] = members.mean(dim=0)
+                spread = members.std(dim=0, correction=0)
+                results[f"{key}_std"] = spread.square().sum(dim=-1).sqrt() if key == "forces" else spread
         return results

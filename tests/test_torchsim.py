@@ -141,3 +141,46 @@ def test_current_torch_sim_pbc_tensor_and_mixed_periodicity(model64, potential64
     isolated = state.clone()
     isolated.pbc = torch.tensor([False, False, False])  # no in-plane images: a different energy
     assert abs(model64(isolated)["energy"][0].item() - out["energy"][0].item()) > 1e-2
+
+
+def test_a_committee_gives_mean_and_spread_per_system(tmp_path):
+    """A committee of three tiny Cu models: energies, forces and stresses are the members' mean and
+    the *_std keys their spread, per system, as FacetCalculator gives them structure by structure
+    (the batch of two systems has one small and one larger cell, so both stacked and shared
+    member evaluation may run)."""
+    from facet_calc.committee import save_committee
+    from facet_calc.nn import build_model, initialise_for_training
+    from facet_calc.nn.families.facet import facet_config
+
+    config = facet_config([29], hidden="4x0e+2x1o+2x2e", embedding=4, n_layers=2, scalar_mlp=[4], cutoff=4.0,
+                          mixer={"channels": 4, "grid_degree": 11}, n_intervals=8, avg_num_neighbors=12.0)  # fmt: skip
+    members = []
+    for seed in range(3):
+        model = initialise_for_training(build_model(config, torch.float64), seed)
+        gen = torch.Generator().manual_seed(100 + seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not name.endswith("radial.slopes"):  # noise: members that differ and layers that act
+                    p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        members.append((config, {k: v.detach().clone() for k, v in model.named_parameters()}, "# test\n"))
+    folder = save_committee(tmp_path / "committee", members)
+    frames = [bulk("Cu", "fcc", a=3.6, cubic=True), bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 1)]
+    for k, atoms in enumerate(frames):
+        atoms.rattle(0.05, seed=k)
+    model = FacetTorchSimModel(folder, device="cpu", dtype=torch.float64)
+    out = model(ts.io.atoms_to_state(frames, torch.device("cpu"), torch.float64))
+    assert out["forces_std"].shape == (sum(len(a) for a in frames),)
+    start = 0
+    for k, atoms in enumerate(frames):
+        calc = FacetCalculator(folder, dtype="float64", device="cpu")
+        calc.calculate(atoms.copy(), ["energy", "forces", "stress"])
+        ref, n = calc.results, len(atoms)
+        assert out["energy"][k].item() == pytest.approx(ref["energy"], rel=1e-12)
+        assert out["energy_std"][k].item() == pytest.approx(ref["energy_std"], rel=1e-9)
+        np.testing.assert_allclose(out["forces"][start : start + n].numpy(), ref["forces"], rtol=0, atol=1e-11)
+        np.testing.assert_allclose(out["forces_std"][start : start + n].numpy(), ref["forces_std"], rtol=0, atol=1e-11)
+        voigt = [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]
+        np.testing.assert_allclose(out["stress"][k].numpy()[voigt], ref["stress"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out["stress_std"][k].numpy()[voigt], ref["stress_std"], rtol=0, atol=1e-12)
+        start += n
+    assert float(out["forces_std"].min()) > 1e-4  # the members differ: the spread is measured, not zero
