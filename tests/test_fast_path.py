@@ -296,3 +296,37 @@ def test_derived_cache_is_bypassed_while_sources_train():
         cache.get("w", (weight,), make)
         cache.get("w", (weight,), make)
     assert len(calls) == 5
+
+
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out",
+    [
+        ("128x0e+64x1e+32x2e", "128x0e+64x1e+32x2e"),  # 7net-0's layers: every order as kron(W_l, I)
+        ("3x1o+4x0e+2x1o+2x3o+5x2e", "2x0e+3x1o+1x2e+2x3o+4x1o"),  # gathers, a permuted output, l = 3 transposed
+        ("4x0e+3x1e", "4x0e+2x2e+3x1e"),  # an output order no input reaches: zeros
+        ("2x0e+120x1o", "4x0e+120x1o"),  # mul d above kron_max_width: the transposing product
+    ],
+)
+def test_fast_linear_matches_e3nn_linear_frozen_and_training(irreps_in, irreps_out):
+    """FastLinear's frozen plan (one autograd node) and its training path equal e3nn's Linear,
+    values and gradients, float64."""
+    from e3nn import o3
+
+    from facet_calc.nn.blocks.fast_linear import FastLinear
+
+    torch.manual_seed(0)
+    lin = o3.Linear(irreps_in, irreps_out).double()
+    fast = FastLinear(lin)
+    x = torch.randn(7, lin.irreps_in.dim, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(7, lin.irreps_out.dim, dtype=torch.float64)
+    want = lin(x)
+    want_x, want_w = torch.autograd.grad(want, [x, lin.weight], g)
+    got = fast(x, lin.weight)  # training: autograd through the per-order products
+    got_x, got_w = torch.autograd.grad(got, [x, lin.weight], g)
+    assert torch.allclose(got, want, atol=1e-13) and torch.allclose(got_x, want_x, atol=1e-13)
+    assert torch.allclose(got_w, want_w, atol=1e-13)
+    lin.weight.requires_grad_(False)
+    for _ in range(2):  # the second call reuses the cached plan
+        frozen = fast(x, lin.weight)
+        (frozen_x,) = torch.autograd.grad(frozen, [x], g)
+        assert torch.allclose(frozen, want, atol=1e-13) and torch.allclose(frozen_x, want_x, atol=1e-13)
