@@ -209,24 +209,33 @@ class FastSplineConvolution(nn.Module):
         """Fused kernel (edges sorted by receiver): per-edge messages are never materialised,
         and each block is written straight into e3nn's output layout."""
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
-        blocks = []
-        for block in self.blocks:
-            b = block["id"]
-            columns = getattr(self, f"path_table_columns_{b}")
-            blocks.append(
-                (
-                    block["in_slice"],
-                    getattr(self, f"coupling_{b}"),
-                    # the block's table columns, reused while the table is the same frozen one
-                    self._derived.get(b, (table, columns), lambda c=columns: table.index_select(1, c).contiguous()),
-                    getattr(self, f"path_of_col_{b}"),
-                    getattr(self, f"out_map_{b}"),
-                    (block["mul"], block["m1"], block["cols"], block["n_paths"]),
-                )
-            )
+        # the blocks' arguments, with each block's table columns: reused while the table is the
+        # same frozen one and the constants are where they were (one check for all blocks)
+        sources = (table, *(getattr(self, f"{k}_{b['id']}") for b in self.blocks for k in _BLOCK_BUFFERS))
+        blocks = self._derived.get("blocks", sources, lambda: self._kernel_blocks(table))
         static = (backend, edges.index, rows, blocks, (n_rows, self.irreps_out.dim),
                   1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
         return _FusedConvolution.apply(beta, sh, x, static)
+
+    def _kernel_blocks(self, table: torch.Tensor) -> list[tuple]:
+        """Per block, what the fused kernels take: input columns, coupling, the block's columns
+        of ``table``, column paths, output map and ``(mul, m1, cols, n_paths)``."""
+        blocks = []
+        for block in self.blocks:
+            b = block["id"]
+            blocks.append((
+                block["in_slice"],
+                getattr(self, f"coupling_{b}"),
+                table.index_select(1, getattr(self, f"path_table_columns_{b}")).contiguous(),
+                getattr(self, f"path_of_col_{b}"),
+                getattr(self, f"out_map_{b}"),
+                (block["mul"], block["m1"], block["cols"], block["n_paths"]),
+            ))  # fmt: skip
+        return blocks
+
+
+#: the per-block constants the kernels read (buffers of FastSplineConvolution, suffixed with the block id)
+_BLOCK_BUFFERS = ("coupling", "path_table_columns", "path_of_col", "out_map")
 
 
 class EdgeContext:
@@ -287,7 +296,25 @@ class _EdgeIndex:
         self.n_nodes = n_nodes
         self.senders = senders.contiguous()
         self.receivers = receivers.contiguous()
+        self.n_edges = int(senders.shape[0])
         self._by_sender_rows: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._whole: dict[tuple[str, int], _LocalEdges] = {}
+
+    def whole(self, order: str, n_rows: int | None = None) -> _LocalEdges:
+        """The kernels' CSR fields for all edges at once, shared by the layers: ``order
+        "receivers"`` (forward, the first ``n_rows`` receivers) or ``"senders"`` (backward; the
+        global edge ids in ``by_sender``, so the kernels read and write the per-edge arrays in
+        place)."""
+        key = (order, self.n_nodes if n_rows is None else int(n_rows))
+        local = self._whole.get(key)
+        if local is None:
+            if order == "receivers":
+                local = _LocalEdges(n_nodes=key[1], recv_ptr=self.recv_ptr, senders=self.senders)
+            else:
+                local = _LocalEdges(n_nodes=self.n_nodes, send_ptr=self.send_ptr, by_sender=self.by_sender,
+                                    receivers=self.receivers)  # fmt: skip
+            self._whole[key] = local
+        return local
 
     #: up to this many edges the sender-ordered gathers are kept for the evaluation's other
     #: layers (small systems, where each operation's fixed cost matters); above, each layer
@@ -340,6 +367,15 @@ class _FusedConvolution(torch.autograd.Function):
         out = beta.new_empty(dim_out)  # (n_rows, dim): receivers are the first n_rows nodes
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
         fused = getattr(backend, "fuses_coupling", False)  # then no A is formed here
+        if fused and graph.n_edges <= budget // width:  # one chunk: the whole edge list as it is
+            local = graph.whole("receivers", dim_out[0])
+            for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+                backend.forward_block(local, sh, coupling, xt, rows, beta, table, path_of_col, out_map, dims, out,
+                                      scale)  # fmt: skip
+            ctx.save_for_backward(beta, sh, *xts)
+            ctx.static = static
+            ctx.x_shape = x.shape
+            return out
         for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
             local = _LocalEdges(
@@ -370,17 +406,32 @@ class _FusedConvolution(torch.autograd.Function):
             )
         beta, sh, *xts = ctx.saved_tensors
         backend, graph, rows, blocks, dim_out, scale, budget = ctx.static
-        grad_out = grad_out.contiguous()
-        grad_beta = torch.zeros_like(beta)
+        grad_out = grad_out * scale  # (contiguous)
         grad_sh = torch.zeros_like(sh)
         # zeros only where some input columns feed no block (their gradient is zero)
         grad_x = (grad_out.new_zeros if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty)(ctx.x_shape)
         grad_xts = [torch.empty_like(xt) for xt in xts]
         # each block's output gradient in block layout (N, cols, mul), scale included: reading
         # it through the column map for every edge would be slower than one gather here
-        grad_blocks = [grad_out.index_select(1, out_map.long()).mul_(scale) for *_, out_map, _ in blocks]
+        grad_blocks = [grad_out.index_select(1, out_map) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
+        if fused and graph.n_edges <= budget // width:
+            # one chunk: the kernels read the edges through by_sender where they lie and write
+            # grad_sh and grad_beta in place (no sender-ordered copies, no scatter back)
+            local = graph.whole("senders")
+            grad_beta, part = torch.empty_like(beta), None
+            for k, (xt, grad_xt, grad_block, (_, coupling, table, path_of_col, _, dims)) in enumerate(
+                zip(xts, grad_xts, grad_blocks, blocks)
+            ):
+                if k == 1:
+                    part = torch.empty_like(beta)
+                backend.backward_block(local, sh, coupling, xt, rows, beta, table, path_of_col, dims, grad_block,
+                                       grad_sh, grad_xt, grad_beta if k == 0 else part)  # fmt: skip
+                if k > 0:
+                    grad_beta += part
+            return grad_beta, grad_sh, _assemble_grad_x(grad_x, grad_xts, blocks), None
+        grad_beta = torch.zeros_like(beta)
         for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
             q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
             edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
@@ -412,10 +463,15 @@ class _FusedConvolution(torch.autograd.Function):
                 grad_beta_k += part
             grad_sh.index_add_(0, edges, grad_sh_k)
             grad_beta.index_add_(0, edges, grad_beta_k)
-        n_nodes = ctx.x_shape[0]
-        for grad_xt, (in_slice, *_, dims) in zip(grad_xts, blocks):
-            grad_x[:, in_slice].view(n_nodes, dims[0], dims[1]).copy_(grad_xt.transpose(1, 2))
-        return grad_beta, grad_sh, grad_x, None
+        return grad_beta, grad_sh, _assemble_grad_x(grad_x, grad_xts, blocks), None
+
+
+def _assemble_grad_x(grad_x: torch.Tensor, grad_xts: list[torch.Tensor], blocks) -> torch.Tensor:
+    """Each block's gradient ``(N, m1, mul)`` written into its columns of ``grad_x`` (e3nn layout)."""
+    n_nodes = grad_x.shape[0]
+    for grad_xt, (in_slice, *_, dims) in zip(grad_xts, blocks):
+        grad_x[:, in_slice].view(n_nodes, dims[0], dims[1]).copy_(grad_xt.transpose(1, 2))
+    return grad_x
 
 
 def _leaves_gaps(blocks, dim_in: int) -> bool:
