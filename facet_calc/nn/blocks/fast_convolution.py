@@ -261,6 +261,17 @@ class EdgeContext:
         self._sorted: bool | None = None
         self._index: _EdgeIndex | None = None
         self._basis: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._shared: dict = {}
+
+    def shared(self, key, make, *args):
+        """``make(*args)``, computed once per evaluation for ``key`` and the very same ``args``
+        (other per-evaluation work the layers share, e.g. the grouping of atoms by species);
+        other arguments under the same key are computed afresh and replace the entry."""
+        hit = self._shared.get(key)
+        if hit is None or len(hit[0]) != len(args) or any(a is not b for a, b in zip(hit[0], args)):
+            hit = (args, make(*args))  # (holding args: their ids stay theirs)
+            self._shared[key] = hit
+        return hit[1]
 
     @property
     def sorted_by_receiver(self) -> bool:
