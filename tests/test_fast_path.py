@@ -355,3 +355,30 @@ def test_fast_gate_matches_e3nn_gate_in_both_forms(acts):
         got = fast(x, once=once)
         (got_x,) = torch.autograd.grad(got, [x], g)
         assert torch.allclose(got, want, atol=1e-14) and torch.allclose(got_x, want_x, atol=1e-14), once
+
+
+@pytest.mark.parametrize(
+    "irreps, normalization",
+    [("1x0e+1x1e+1x2e", "component"), ("1x0e+1x1o+1x2e", "integral"), ("0e+1o", "norm"), ("0e+1o+2e+3o", "component")],
+)
+def test_one_node_edge_geometry_matches_e3nn(irreps, normalization):
+    """The one-node spherical harmonics and lengths: the same values as e3nn's module and
+    |edge_vec|, and the same gradients (float64); l = 3 falls back to e3nn's module."""
+    from e3nn import o3
+
+    from facet_calc.nn.blocks.edge_geometry import edge_geometry
+
+    torch.manual_seed(0)
+    module = o3.SphericalHarmonics(irreps, normalize=True, normalization=normalization)
+    vec = torch.randn(50, 3, dtype=torch.float64, requires_grad=True)
+    g_sh = torch.randn(50, module.irreps_out.dim, dtype=torch.float64)
+    g_r = torch.randn(50, dtype=torch.float64)
+    results = []
+    for one_node in (False, True):
+        sh, r = edge_geometry(module, vec, one_node=one_node)
+        (grad,) = torch.autograd.grad((sh * g_sh).sum() + (r * g_r).sum(), [vec])
+        results.append((sh, r, grad, type(sh.grad_fn).__name__))
+    (sh0, r0, grad0, _), (sh1, r1, grad1, node) = results
+    assert torch.equal(sh0, sh1) and torch.equal(r0, r1)
+    assert torch.allclose(grad0, grad1, rtol=0, atol=1e-13)  # measured: up to 5.4e-15
+    assert (node == "_EdgeGeometryBackward") == ("3o" not in irreps)
