@@ -313,17 +313,19 @@ class _EdgeIndex:
 
     def whole(self, order: str, n_rows: int | None = None) -> _LocalEdges:
         """The kernels' CSR fields for all edges at once, shared by the layers: ``order
-        "receivers"`` (forward, the first ``n_rows`` receivers) or ``"senders"`` (backward; the
-        global edge ids in ``by_sender``, so the kernels read and write the per-edge arrays in
-        place)."""
+        "receivers"`` (forward, the first ``n_rows`` receivers) or ``"senders"`` (backward, on
+        the sender-ordered copies of the per-edge arrays, :meth:`sender_ordered`: read in
+        place through the global edge ids, a large system's backward kernel was ~10 % slower,
+        its edges' rows scattered in memory)."""
         key = (order, self.n_nodes if n_rows is None else int(n_rows))
         local = self._whole.get(key)
         if local is None:
             if order == "receivers":
                 local = _LocalEdges(n_nodes=key[1], recv_ptr=self.recv_ptr, senders=self.senders)
             else:
-                local = _LocalEdges(n_nodes=self.n_nodes, send_ptr=self.send_ptr, by_sender=self.by_sender,
-                                    receivers=self.receivers)  # fmt: skip
+                local = _LocalEdges(n_nodes=self.n_nodes, send_ptr=self.send_ptr,
+                                    by_sender=torch.arange(self.n_edges, device=self.senders.device),
+                                    receivers=self.sender_ordered(self.receivers, 0, self.n_edges))  # fmt: skip
             self._whole[key] = local
         return local
 
@@ -427,32 +429,21 @@ class _FusedConvolution(torch.autograd.Function):
         grad_blocks = [grad_out.index_select(1, out_map) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
-        if fused and graph.n_edges <= budget // width:
-            # one chunk: the kernels read the edges through by_sender where they lie and write
-            # grad_sh and grad_beta in place (no sender-ordered copies, no scatter back)
-            local = graph.whole("senders")
-            grad_beta, part = torch.empty_like(beta), None
-            for k, (xt, grad_xt, grad_block, (_, coupling, table, path_of_col, _, dims)) in enumerate(
-                zip(xts, grad_xts, grad_blocks, blocks)
-            ):
-                if k == 1:
-                    part = torch.empty_like(beta)
-                backend.backward_block(local, sh, coupling, xt, rows, beta, table, path_of_col, dims, grad_block,
-                                       grad_sh, grad_xt, grad_beta if k == 0 else part)  # fmt: skip
-                if k > 0:
-                    grad_beta += part
-            return grad_beta, grad_sh, _assemble_grad_x(grad_x, grad_xts, blocks), None
         grad_beta = torch.zeros_like(beta)
-        for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
-            q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+        single = graph.n_edges <= budget // width
+        for n0, n1 in [(0, graph.n_nodes)] if single else _node_chunks(graph.send_ptr, budget // width):
+            if single:  # all edges: the CSR fields are the evaluation's, shared by the layers
+                q0, q1, local = 0, graph.n_edges, graph.whole("senders")
+            else:
+                q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+                local = _LocalEdges(
+                    n_nodes=n1 - n0,
+                    send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
+                    by_sender=torch.arange(q1 - q0, device=sh.device),
+                    receivers=graph.sender_ordered(graph.receivers, q0, q1),
+                )
             edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
             k = q1 - q0
-            local = _LocalEdges(
-                n_nodes=n1 - n0,
-                send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
-                by_sender=torch.arange(k, device=sh.device),
-                receivers=graph.sender_ordered(graph.receivers, q0, q1),
-            )
             sh_k, rows_k, beta_k = (graph.sender_ordered(t, q0, q1) for t in (sh, rows, beta))
             grad_sh_k = sh.new_zeros((k, sh.shape[1]))
             grad_beta_k = beta.new_zeros((k, 4))

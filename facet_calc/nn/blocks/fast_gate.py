@@ -24,7 +24,7 @@ from torch import nn
 
 #: derivatives of the activations the one-node gate handles, from the input x and output y = f(x)
 _DERIVATIVES = {
-    nn.functional.silu: lambda x, y: torch.sigmoid(x).mul(1 + x * (1 - torch.sigmoid(x))),
+    nn.functional.silu: lambda x, y: (s := torch.sigmoid(x)) * (1 + x * (1 - s)),
     torch.tanh: lambda x, y: 1 - y * y,
     torch.sigmoid: lambda x, y: y * (1 - y),
 }
