@@ -44,9 +44,7 @@ class Backend:
         return linear(x) if self.reference else fast(x, linear.weight)
 
     def gate(self, gate: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``gate`` (e3nn's) of ``x``, or its ``FastGate`` twin: for :data:`KERNEL`, whose
-        convolution is differentiable once, in its one-node form."""
-        return gate(x) if self.reference else fast(x, once=self is KERNEL)
+        return gate(x) if self.reference else fast(x)
 
     def convolution(self, conv, fast, x, sh, r, senders, receivers, edges=None, n_rows=None) -> torch.Tensor:
         """``conv`` (a ``SplineConvolution``), or its ``FastSplineConvolution`` twin (fused
