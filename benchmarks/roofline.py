@@ -24,7 +24,9 @@ FLOPs (one multiply-add = 2) are computed from shapes, not sampled:
   m1`` forward and twice that backward (A again, and grad Y);
 * every matrix product torch runs (linears, the Facet mixer's grid projections, readout):
   ``2 M N K``, counted by a
-  ``TorchDispatchMode`` and charged to the stage running;
+  ``TorchDispatchMode`` and charged to the stage running; except the frozen FastLinear's
+  products, which for narrow orders multiply by ``kron(W_l, I_d)`` (d times the products, most
+  of them by zero): those count the useful ``2 N mul_in mul_out d`` per order instead;
 * element-wise work (spherical harmonics, spline basis, gates, activations, scatters) is not
   counted (a few hundred FLOPs per edge against ~10^5 for the matrices), so the FLOP rates of
   those stages read 0 and the step's FLOP count is a slight under-count.
@@ -130,6 +132,7 @@ class Stages:
         self.time = defaultdict(float)
         self.flops = defaultdict(float)
         self.stack: list[list] = []  # [name, start, child time]
+        self.uncounted = 0  # > 0: inside a computation whose FLOPs are counted from its shapes
 
     @contextmanager
     def stage(self, name: str):
@@ -171,7 +174,8 @@ class MatmulFlops(TorchDispatchMode):
         elif name in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if name == "bmm" else (args[1], args[2])
             flops = 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-        self.stages.flops[self.stages.current] += flops
+        if not self.stages.uncounted:
+            self.stages.flops[self.stages.current] += flops
         return func(*args, **kwargs)
 
 
@@ -228,7 +232,31 @@ def instrumented(model: torch.nn.Module, stages: Stages):
          lambda self, graph, sh, coupling, xt, rows, beta, table, poc, dims, *r:
          kernel_flops(sh.shape[0], dims, True, sh.shape[1]))  # fmt: skip
     wrap(fc._FusedConvolution, "backward", "convolution bwd (torch part)", static=True)
-    wrap(fl._FrozenLinear, "backward", "linears bwd", static=True)
+    def frozen_linear(owner, attr, name):
+        """_FrozenLinear's forward/backward: the useful FLOPs of its plan, not its products'."""
+        original = owner.__dict__[attr]
+        fn = original.__func__
+
+        def wrapped(ctx, tensor, *rest):
+            plan = rest[1] if rest else ctx.plan
+            n = tensor.shape[0]
+            useful = sum(2 * n * w.shape[0] * w.shape[1] / ((2 * l + 1) if kron else 1 / (2 * l + 1))
+                         for l, _, w, kron in plan if w is not None)  # fmt: skip
+            stages.flops[stages.current if name is None else name] += useful
+            stages.uncounted += 1
+            try:
+                if name is None:
+                    return fn(ctx, tensor, *rest)
+                with stages.stage(name):
+                    return fn(ctx, tensor, *rest)
+            finally:
+                stages.uncounted -= 1
+
+        setattr(owner, attr, staticmethod(wrapped))
+        restore.append((owner, attr, original))
+
+    frozen_linear(fl._FrozenLinear, "forward", None)
+    frozen_linear(fl._FrozenLinear, "backward", "linears bwd")
     try:
         yield
     finally:

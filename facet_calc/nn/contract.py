@@ -30,6 +30,7 @@ from torch import nn
 
 from . import config_checks
 from .backend import KERNEL, Backend, resolve_backend
+from .blocks.edge_geometry import edge_geometry
 from .blocks.fast_convolution import EdgeContext
 
 
@@ -131,8 +132,9 @@ class EnergyModel(nn.Module, ABC):
     def forward(
         self, species: torch.Tensor, edge_vec: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor
     ) -> torch.Tensor:
-        sh = self.spherical_harmonics(edge_vec)
-        r = torch.linalg.norm(edge_vec, dim=-1)
+        # one autograd node where the fused kernel (itself differentiable once) runs
+        one_node = self._backend.on(edge_vec.device) is KERNEL
+        sh, r = edge_geometry(self.spherical_harmonics, edge_vec, one_node=one_node)
         # sortedness, CSR offsets and spline basis: once per evaluation, not once per layer
         edges = EdgeContext(species.shape[0], senders, receivers, r)
         return self.energies_from_edges(species, sh, r, senders, receivers, edges)

@@ -326,17 +326,22 @@ def kernel_launcher(device: torch.device):
         return None
     if device.type == "cpu":
         library = spline_conv_library()
-        if library is None:
-            return None
-        from .cpu import CpuBackend
-
-        return CpuBackend(library, library.isa)
+        return None if library is None else _cpu_backend(library)
     if device.type == "cuda":
         return triton_backend()
     return None
 
 
+@cache
+def _cpu_backend(library: ctypes.CDLL):
+    """One launcher per loaded library (it declares the functions' signatures once)."""
+    from .cpu import CpuBackend
+
+    return CpuBackend(library, library.isa)
+
+
 def reset_kernels() -> None:
     """Forget the loaded kernels (tests that rebuild or switch them off call this)."""
     _library_of.cache_clear()
+    _cpu_backend.cache_clear()
     triton_backend.cache_clear()

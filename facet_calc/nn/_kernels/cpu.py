@@ -9,9 +9,13 @@ import torch
 
 from . import kernel_threads
 
-
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
+_P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+# the exported signatures (spline_conv.cpp's FACET_EXPORT), declared once so that a launch
+# passes plain Python ints (pointers from data_ptr) without building ctypes objects for each
+_FORWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _L, _P, None, _I]
+_BACKWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I]
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SCALAR = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
 
 class CpuBackend:
@@ -20,30 +24,42 @@ class CpuBackend:
     def __init__(self, library: ctypes.CDLL, isa: str = "native") -> None:
         self.library = library
         self.isa = isa  #: the instruction-set level the library was built for
+        self._functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
     fuses_coupling = True
 
+    def _function(self, pass_: str, dtype: torch.dtype):
+        fn = self._functions.get((pass_, dtype))
+        if fn is None:
+            suffix = _SUFFIX[dtype]
+            fn = getattr(self.library, f"spline_conv_{pass_}_{suffix}")
+            args = _FORWARD_ARGS if pass_ == "forward" else _BACKWARD_ARGS
+            fn.argtypes = [_SCALAR[suffix] if a is None else a for a in args]
+            fn.restype = None
+            self._functions[(pass_, dtype)] = fn
+        return fn
+
     def forward_block(self, graph, sh, coupling, xt, rows, beta, table, path_of_col, out_map, dims, out, scale):
         mul, m1, cols, n_paths = dims
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[sh.dtype]
-        c_scale = ctypes.c_float(scale) if suffix == "f32" else ctypes.c_double(scale)
-        getattr(self.library, f"spline_conv_forward_{suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths, sh.shape[1],
-            _ptr(graph.recv_ptr), _ptr(graph.senders), _ptr(sh), _ptr(coupling), _ptr(xt), _ptr(rows), _ptr(beta),
-            _ptr(table), _ptr(path_of_col), _ptr(out), ctypes.c_int64(out.shape[1]), _ptr(out_map), c_scale,
-            kernel_threads(),
+        self._function("forward", sh.dtype)(
+            graph.n_nodes, mul, m1, cols, n_paths, sh.shape[1],
+            graph.recv_ptr.data_ptr(), graph.senders.data_ptr(), sh.data_ptr(), coupling.data_ptr(), xt.data_ptr(),
+            rows.data_ptr(), beta.data_ptr(), table.data_ptr(), path_of_col.data_ptr(), out.data_ptr(),
+            out.shape[1], out_map.data_ptr(), scale, kernel_threads(),
         )  # fmt: skip
 
     def backward_block(self, graph, sh, coupling, xt, rows, beta, table, path_of_col, dims, grad_block, grad_sh,
                        grad_xt, grad_beta):  # fmt: skip
-        """``grad_sh`` is added to (the blocks of one input sum there); the others are written."""
+        """``grad_sh`` is added to (the blocks of one input sum there); the others are written.
+        ``graph.by_sender`` lists the indices of the edges (rows of ``sh``, ``rows``, ``beta``,
+        ``grad_sh``, ``grad_beta``) sender by sender."""
         mul, m1, cols, n_paths = dims
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[sh.dtype]
-        getattr(self.library, f"spline_conv_backward_{suffix}")(
-            ctypes.c_int64(graph.n_nodes), mul, m1, cols, n_paths, sh.shape[1],
-            _ptr(graph.send_ptr), _ptr(graph.by_sender), _ptr(graph.receivers), _ptr(sh), _ptr(coupling), _ptr(xt),
-            _ptr(rows), _ptr(beta), _ptr(table), _ptr(path_of_col), _ptr(grad_block),
-            _ptr(grad_sh), _ptr(grad_xt), _ptr(grad_beta), kernel_threads(),
+        self._function("backward", sh.dtype)(
+            graph.n_nodes, mul, m1, cols, n_paths, sh.shape[1],
+            graph.send_ptr.data_ptr(), graph.by_sender.data_ptr(), graph.receivers.data_ptr(), sh.data_ptr(),
+            coupling.data_ptr(), xt.data_ptr(), rows.data_ptr(), beta.data_ptr(), table.data_ptr(),
+            path_of_col.data_ptr(), grad_block.data_ptr(), grad_sh.data_ptr(), grad_xt.data_ptr(),
+            grad_beta.data_ptr(), kernel_threads(),
         )  # fmt: skip

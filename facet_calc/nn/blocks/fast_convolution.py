@@ -209,24 +209,33 @@ class FastSplineConvolution(nn.Module):
         """Fused kernel (edges sorted by receiver): per-edge messages are never materialised,
         and each block is written straight into e3nn's output layout."""
         rows, beta = edges.spline_basis(self.n_intervals, self.r_max)
-        blocks = []
-        for block in self.blocks:
-            b = block["id"]
-            columns = getattr(self, f"path_table_columns_{b}")
-            blocks.append(
-                (
-                    block["in_slice"],
-                    getattr(self, f"coupling_{b}"),
-                    # the block's table columns, reused while the table is the same frozen one
-                    self._derived.get(b, (table, columns), lambda c=columns: table.index_select(1, c).contiguous()),
-                    getattr(self, f"path_of_col_{b}"),
-                    getattr(self, f"out_map_{b}"),
-                    (block["mul"], block["m1"], block["cols"], block["n_paths"]),
-                )
-            )
+        # the blocks' arguments, with each block's table columns: reused while the table is the
+        # same frozen one and the constants are where they were (one check for all blocks)
+        sources = (table, *(getattr(self, f"{k}_{b['id']}") for b in self.blocks for k in _BLOCK_BUFFERS))
+        blocks = self._derived.get("blocks", sources, lambda: self._kernel_blocks(table))
         static = (backend, edges.index, rows, blocks, (n_rows, self.irreps_out.dim),
                   1.0 / self.denominator, self.max_fused_chunk_elements)  # fmt: skip
         return _FusedConvolution.apply(beta, sh, x, static)
+
+    def _kernel_blocks(self, table: torch.Tensor) -> list[tuple]:
+        """Per block, what the fused kernels take: input columns, coupling, the block's columns
+        of ``table``, column paths, output map and ``(mul, m1, cols, n_paths)``."""
+        blocks = []
+        for block in self.blocks:
+            b = block["id"]
+            blocks.append((
+                block["in_slice"],
+                getattr(self, f"coupling_{b}"),
+                table.index_select(1, getattr(self, f"path_table_columns_{b}")).contiguous(),
+                getattr(self, f"path_of_col_{b}"),
+                getattr(self, f"out_map_{b}"),
+                (block["mul"], block["m1"], block["cols"], block["n_paths"]),
+            ))  # fmt: skip
+        return blocks
+
+
+#: the per-block constants the kernels read (buffers of FastSplineConvolution, suffixed with the block id)
+_BLOCK_BUFFERS = ("coupling", "path_table_columns", "path_of_col", "out_map")
 
 
 class EdgeContext:
@@ -252,6 +261,17 @@ class EdgeContext:
         self._sorted: bool | None = None
         self._index: _EdgeIndex | None = None
         self._basis: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._shared: dict = {}
+
+    def shared(self, key, make, *args):
+        """``make(*args)``, computed once per evaluation for ``key`` and the very same ``args``
+        (other per-evaluation work the layers share, e.g. the grouping of atoms by species);
+        other arguments under the same key are computed afresh and replace the entry."""
+        hit = self._shared.get(key)
+        if hit is None or len(hit[0]) != len(args) or any(a is not b for a, b in zip(hit[0], args)):
+            hit = (args, make(*args))  # (holding args: their ids stay theirs)
+            self._shared[key] = hit
+        return hit[1]
 
     @property
     def sorted_by_receiver(self) -> bool:
@@ -298,7 +318,27 @@ class _EdgeIndex:
         self.n_nodes = n_nodes
         self.senders = senders.contiguous()
         self.receivers = receivers.contiguous()
+        self.n_edges = int(senders.shape[0])
         self._by_sender_rows: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._whole: dict[tuple[str, int], _LocalEdges] = {}
+
+    def whole(self, order: str, n_rows: int | None = None) -> _LocalEdges:
+        """The kernels' CSR fields for all edges at once, shared by the layers: ``order
+        "receivers"`` (forward, the first ``n_rows`` receivers) or ``"senders"`` (backward, on
+        the sender-ordered copies of the per-edge arrays, :meth:`sender_ordered`: read in
+        place through the global edge ids, a large system's backward kernel was ~10 % slower,
+        its edges' rows scattered in memory)."""
+        key = (order, self.n_nodes if n_rows is None else int(n_rows))
+        local = self._whole.get(key)
+        if local is None:
+            if order == "receivers":
+                local = _LocalEdges(n_nodes=key[1], recv_ptr=self.recv_ptr, senders=self.senders)
+            else:
+                local = _LocalEdges(n_nodes=self.n_nodes, send_ptr=self.send_ptr,
+                                    by_sender=torch.arange(self.n_edges, device=self.senders.device),
+                                    receivers=self.sender_ordered(self.receivers, 0, self.n_edges))  # fmt: skip
+            self._whole[key] = local
+        return local
 
     #: up to this many edges the sender-ordered gathers are kept for the evaluation's other
     #: layers (small systems, where each operation's fixed cost matters); above, each layer
@@ -351,6 +391,15 @@ class _FusedConvolution(torch.autograd.Function):
         out = beta.new_empty(dim_out)  # (n_rows, dim): receivers are the first n_rows nodes
         width = max(dims[2] * dims[1] for *_, dims in blocks)  # cols * m1: A's entries per edge
         fused = getattr(backend, "fuses_coupling", False)  # then no A is formed here
+        if fused and graph.n_edges <= budget // width:  # one chunk: the whole edge list as it is
+            local = graph.whole("receivers", dim_out[0])
+            for xt, (_, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+                backend.forward_block(local, sh, coupling, xt, rows, beta, table, path_of_col, out_map, dims, out,
+                                      scale)  # fmt: skip
+            ctx.save_for_backward(beta, sh, *xts)
+            ctx.static = static
+            ctx.x_shape = x.shape
+            return out
         for n0, n1 in _node_chunks(graph.recv_ptr[: dim_out[0] + 1], budget // width):
             e0, e1 = int(graph.recv_ptr[n0]), int(graph.recv_ptr[n1])
             local = _LocalEdges(
@@ -381,27 +430,31 @@ class _FusedConvolution(torch.autograd.Function):
             )
         beta, sh, *xts = ctx.saved_tensors
         backend, graph, rows, blocks, dim_out, scale, budget = ctx.static
-        grad_out = grad_out.contiguous()
-        grad_beta = torch.zeros_like(beta)
+        grad_out = grad_out * scale  # (contiguous)
         grad_sh = torch.zeros_like(sh)
         # zeros only where some input columns feed no block (their gradient is zero)
         grad_x = (grad_out.new_zeros if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty)(ctx.x_shape)
         grad_xts = [torch.empty_like(xt) for xt in xts]
         # each block's output gradient in block layout (N, cols, mul), scale included: reading
         # it through the column map for every edge would be slower than one gather here
-        grad_blocks = [grad_out.index_select(1, out_map.long()).mul_(scale) for *_, out_map, _ in blocks]
+        grad_blocks = [grad_out.index_select(1, out_map) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
-        for n0, n1 in _node_chunks(graph.send_ptr, budget // width):
-            q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+        grad_beta = torch.zeros_like(beta)
+        single = graph.n_edges <= budget // width
+        for n0, n1 in [(0, graph.n_nodes)] if single else _node_chunks(graph.send_ptr, budget // width):
+            if single:  # all edges: the CSR fields are the evaluation's, shared by the layers
+                q0, q1, local = 0, graph.n_edges, graph.whole("senders")
+            else:
+                q0, q1 = int(graph.send_ptr[n0]), int(graph.send_ptr[n1])
+                local = _LocalEdges(
+                    n_nodes=n1 - n0,
+                    send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
+                    by_sender=torch.arange(q1 - q0, device=sh.device),
+                    receivers=graph.sender_ordered(graph.receivers, q0, q1),
+                )
             edges = graph.by_sender[q0:q1]  # this chunk's edges, grouped by sender
             k = q1 - q0
-            local = _LocalEdges(
-                n_nodes=n1 - n0,
-                send_ptr=graph.send_ptr[n0 : n1 + 1] - q0,
-                by_sender=torch.arange(k, device=sh.device),
-                receivers=graph.sender_ordered(graph.receivers, q0, q1),
-            )
             sh_k, rows_k, beta_k = (graph.sender_ordered(t, q0, q1) for t in (sh, rows, beta))
             grad_sh_k = sh.new_zeros((k, sh.shape[1]))
             grad_beta_k = beta.new_zeros((k, 4))
@@ -423,10 +476,15 @@ class _FusedConvolution(torch.autograd.Function):
                 grad_beta_k += part
             grad_sh.index_add_(0, edges, grad_sh_k)
             grad_beta.index_add_(0, edges, grad_beta_k)
-        n_nodes = ctx.x_shape[0]
-        for grad_xt, (in_slice, *_, dims) in zip(grad_xts, blocks):
-            grad_x[:, in_slice].view(n_nodes, dims[0], dims[1]).copy_(grad_xt.transpose(1, 2))
-        return grad_beta, grad_sh, grad_x, None
+        return grad_beta, grad_sh, _assemble_grad_x(grad_x, grad_xts, blocks), None
+
+
+def _assemble_grad_x(grad_x: torch.Tensor, grad_xts: list[torch.Tensor], blocks) -> torch.Tensor:
+    """Each block's gradient ``(N, m1, mul)`` written into its columns of ``grad_x`` (e3nn layout)."""
+    n_nodes = grad_x.shape[0]
+    for grad_xt, (in_slice, *_, dims) in zip(grad_xts, blocks):
+        grad_x[:, in_slice].view(n_nodes, dims[0], dims[1]).copy_(grad_xt.transpose(1, 2))
+    return grad_x
 
 
 def _leaves_gaps(blocks, dim_in: int) -> bool:

@@ -102,7 +102,22 @@ class FastLinear(nn.Module):
         )
         self.gather_sizes = [g.numel() for g in gathers]
         self.identity_gather = bool(torch.equal(self.gather_all, torch.arange(irreps_in.dim)))
+        # orders multiplied as kron(W_l, I_d) on e3nn's (mul, d) layout: d times the products of
+        # the transposing path, but none of its copies; cheaper while mul d is small
+        # (benchmarks/roofline.py: 7net-0's 64x1e and 32x2e at 16 to 1000 atoms), dearer for wide
+        # high orders
+        self.kron_orders = {
+            l for l, muls in zip(self.orders, self.out_muls)
+            if l == 0 or (2 * l + 1 <= 5 and max(muls, self._mul_in(l)) * (2 * l + 1) <= self.kron_max_width)
+        }  # fmt: skip
         self._derived = DerivedCache()  # the assembled W_l while the weight is frozen
+
+    #: widest kron(W_l, I_d) (rows or columns) used for an order l > 0
+    kron_max_width = 320
+
+    def _mul_in(self, l: int) -> int:
+        gather = getattr(self, f"gather_{l}", None)
+        return 0 if gather is None else gather.numel() // (2 * l + 1)
 
     def weight_of_order(self, l: int, weight: torch.Tensor) -> torch.Tensor | None:
         """``(mul_in_l, mul_out_l)`` matrix of order ``l`` from the flat e3nn ``weight``."""
@@ -127,13 +142,37 @@ class FastLinear(nn.Module):
         return x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        weights = [self.weight_of_order(l, weight) for l in self.orders]
         if torch.is_grad_enabled() and weight.requires_grad:  # training: autograd through the ops
-            return self.apply_weights(x, weights)
+            return self.apply_weights(x, [self.weight_of_order(l, weight) for l in self.orders])
         # frozen weight: one autograd node that keeps nothing per node (autograd's products
         # would keep x for a weight gradient never asked for, and each of the ~10 small
         # operations would be a node of its own: most of a small system's linear cost)
-        return _FrozenLinear.apply(x, self, weights)
+        return _FrozenLinear.apply(x, self, self._frozen_plan(weight))
+
+    def _frozen_plan(self, weight: torch.Tensor) -> list[tuple]:
+        """Per order, what :class:`_FrozenLinear` multiplies: ``(l, input, matrix, kron)`` with
+        ``input`` a ``(start, stop)`` column span of x or a gather index, and ``matrix`` either
+        ``kron(W_l, I_d)`` (``(mul_in d, mul_out d)``, acting on e3nn's interleaved layout
+        directly) or ``W_l`` (the transposing product); ``None`` for an order with no input.
+        Assembled once while the weight is frozen."""
+        sources = (weight, *(getattr(self, f"{k}_{l}", None) for l in self.orders for k in ("source", "coef")))
+
+        def assemble():
+            plan = []
+            for l in self.orders:
+                w = self.weight_of_order(l, weight)
+                if w is None:
+                    plan.append((l, None, None, False))
+                    continue
+                span = self.contiguous_input.get(l)
+                source = span if span is not None else getattr(self, f"gather_{l}")
+                kron = l in self.kron_orders
+                if kron and l > 0:
+                    w = torch.kron(w, torch.eye(2 * l + 1, dtype=w.dtype, device=w.device))
+                plan.append((l, source, w.contiguous(), kron))
+            return plan
+
+        return self._derived.get("frozen plan", tuple(s for s in sources if s is not None), assemble)
 
     def apply_weights(self, x: torch.Tensor, weights: list[torch.Tensor | None]) -> torch.Tensor:
         """``(n_nodes, irreps_out.dim)`` from ``x`` and the per-order matrices ``weights``."""
@@ -168,17 +207,42 @@ class FastLinear(nn.Module):
 
 
 class _FrozenLinear(torch.autograd.Function):
-    """:meth:`FastLinear.apply_weights` for weights that take no gradient, as one node; its
-    backward is :meth:`FastLinear.apply_transposed`."""
+    """:meth:`FastLinear.apply_weights` for weights that take no gradient, as one node, on the
+    plan of :meth:`FastLinear._frozen_plan`; its backward is the transposed plan."""
 
     @staticmethod
-    def forward(ctx, x, linear, weights):
-        ctx.linear, ctx.weights, ctx.dim_in = linear, weights, x.shape[1]  # nothing per node
-        return linear.apply_weights(x, weights)
+    def forward(ctx, x, linear, plan):
+        ctx.linear, ctx.plan, ctx.dim_in = linear, plan, x.shape[1]  # nothing per node
+        n = x.shape[0]
+        parts = []
+        for (l, source, w, kron), width in zip(plan, linear.out_widths):
+            if w is None:
+                parts.append(x.new_zeros((n, width)))
+                continue
+            xl = x[:, source[0] : source[1]] if isinstance(source, tuple) else x.index_select(1, source)
+            if kron:  # (n, mul_in d) @ (mul_in d, mul_out d): no transposes, e3nn layout in and out
+                parts.append(xl @ w)
+            else:
+                parts.append(_per_component(xl.view(n, -1, 2 * l + 1), w).reshape(n, -1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return out if linear.identity_order else out.index_select(1, linear.to_output)
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.linear.apply_transposed(grad.contiguous(), ctx.weights, ctx.dim_in), None, None
+        linear, n = ctx.linear, grad.shape[0]
+        grouped = grad if linear.identity_order else grad.index_select(1, linear.from_output)
+        parts = []
+        for piece, (l, _, w, kron) in zip(torch.split(grouped, linear.out_widths, dim=1), ctx.plan):
+            if w is None:
+                continue
+            if kron:
+                parts.append(piece @ w.t())
+            else:
+                parts.append(_per_component(piece.reshape(n, -1, 2 * l + 1), w.t()).reshape(n, -1))
+        gathered = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if linear.identity_gather:
+            return gathered, None, None
+        return grad.new_zeros((n, ctx.dim_in)).index_copy_(1, linear.gather_all, gathered), None, None
 
 
 def _per_component(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

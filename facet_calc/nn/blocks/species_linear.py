@@ -51,13 +51,27 @@ class FastSpeciesLinear(nn.Module):
         self.fast = FastLinear(linear(reference.irreps_in, reference.irreps_out))
         self.dim_out = reference.irreps_out.dim
 
-    def forward(self, x: torch.Tensor, species: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, species: torch.Tensor, weight: torch.Tensor,
+                groups: tuple | None = None) -> torch.Tensor:  # fmt: skip
+        """``groups``: :func:`species_groups` of ``species``, when the caller shares it among
+        layers (computed here otherwise)."""
         if x.shape[0] == 0:
             return x.new_zeros((0, self.dim_out))
-        present, counts = torch.unique(species, return_counts=True)
-        if present.numel() == 1:
-            return self.fast(x, weight[int(present[0])])
-        order = torch.argsort(species, stable=True)
-        pieces = torch.split(x[order], counts.tolist())
-        out = torch.cat([self.fast(piece, weight[int(s)]) for s, piece in zip(present.tolist(), pieces)])
-        return out[torch.argsort(order)]
+        present, counts, order, inverse = species_groups(species) if groups is None else groups
+        if len(present) == 1:
+            return self.fast(x, weight[present[0]])
+        pieces = torch.split(x.index_select(0, order), counts)
+        out = torch.cat([self.fast(piece, weight[s]) for s, piece in zip(present, pieces)])
+        return out.index_select(0, inverse)
+
+
+def species_groups(species: torch.Tensor) -> tuple[list[int], list[int], torch.Tensor | None, torch.Tensor | None]:
+    """The atoms grouped by species: ``(present, counts, order, inverse)``, the species present
+    and their atom counts (Python ints), the stable sort of ``species`` and its inverse
+    (``None`` when one species is present). The same for every layer of one evaluation."""
+    present, counts = torch.unique(species, return_counts=True)
+    if present.numel() == 1:
+        return present.tolist(), counts.tolist(), None, None
+    order = torch.argsort(species, stable=True)
+    inverse = torch.empty_like(order).index_copy_(0, order, torch.arange(order.numel(), device=order.device))
+    return present.tolist(), counts.tolist(), order, inverse

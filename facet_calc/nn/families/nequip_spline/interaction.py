@@ -29,7 +29,7 @@ from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_gate import FastGate
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
-from ...blocks.species_linear import FastSpeciesLinear, SpeciesLinear
+from ...blocks.species_linear import FastSpeciesLinear, SpeciesLinear, species_groups
 from ...blocks.twins import TwinnedLayer
 
 
@@ -100,7 +100,11 @@ class InteractionBlock(TwinnedLayer):
             if self.backend.reference:
                 sc = self.self_connection(x[:n], species[:n])
             else:
-                sc = self.fast["self_connection"](x[:n], species[:n], self.self_connection.weight)
+                # the grouping of atoms by species: once per evaluation, shared by the layers
+                groups = None
+                if edges is not None:
+                    groups = edges.shared(("species groups", n), lambda s: species_groups(s[:n]), species)
+                sc = self.fast["self_connection"](x[:n], species[:n], self.self_connection.weight, groups)
         else:
             sc = self._linear("self_connection", x[:n])
         h = self._linear("linear_in", x)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ... import config_checks as checks
 from ...blocks.e3nn_modules import linear
+from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
 from ...contract import EnergyModel
 from .config import ARCHITECTURE, SELF_CONNECTIONS, initialise_parameters, nequip_spline_config
@@ -74,6 +75,13 @@ class NequipSplineModel(EnergyModel):
         self.head_shift = nn.Parameter(torch.zeros(n_heads, n_species)) if n_heads else None
         self.head_bias_hidden = nn.Parameter(torch.zeros(n_heads, hidden_dim)) if n_heads else None
         self.head = 0
+        # the embedding's and readout's fast twins (index tables only, not saved): for a small
+        # system e3nn's generated code for these three linears costs more than their products
+        self.fast_ends = nn.ModuleDict({name: FastLinear(getattr(self, name))
+                                        for name in ("embedding", "readout_hidden", "readout_out")})  # fmt: skip
+
+    def _end_linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self._backend.linear(getattr(self, name), self.fast_ends[name], x)
 
     def set_head(self, index: int) -> NequipSplineModel:
         """Evaluate head ``index`` of a multi-fidelity model (an index into ``config["heads"]``)."""
@@ -125,14 +133,14 @@ class NequipSplineModel(EnergyModel):
 
     def embed(self, species: torch.Tensor) -> torch.Tensor:
         """Node features before the first layer, ``(n_atoms, irreps_embedding.dim)``."""
-        return self.embedding(nn.functional.one_hot(species, self.n_species).to(self.scale.dtype))
+        return self._end_linear("embedding", nn.functional.one_hot(species, self.n_species).to(self.scale.dtype))
 
     def readout(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-atom energies ``(n_atoms,)`` eV from the last layer's features."""
-        hidden = self.readout_hidden(x)
+        hidden = self._end_linear("readout_hidden", x)
         if self.head_bias_hidden is not None:
             hidden = hidden + self.head_bias_hidden[self.head]
-        out = self.readout_out(hidden).squeeze(-1)
+        out = self._end_linear("readout_out", hidden).squeeze(-1)
         shift = self.shift if self.head_shift is None else self.shift + self.head_shift[self.head]
         return out * self.scale[species] + shift[species]
 
