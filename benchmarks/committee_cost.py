@@ -85,9 +85,9 @@ def main() -> None:
             committee = calcs["committee"][0].potential
             graph = graph_from_atoms(atoms0, committee.cutoff, committee.species)
             ways = {
-                "one": lambda: evaluate(committee.models[0], graph),
-                "stacked": lambda: evaluate_committee(committee.models, graph, how="stacked"),
-                "shared": lambda: evaluate_committee(committee.models, graph, how="shared"),
+                "one": lambda c=committee, g=graph: evaluate(c.models[0], g),
+                "stacked": lambda c=committee, g=graph: evaluate_committee(c.models, g, how="stacked"),
+                "shared": lambda c=committee, g=graph: evaluate_committee(c.models, g, how="shared"),
             }
             cpu = {k: [] for k in ways}
             for r in range(args.repeats + 1):
