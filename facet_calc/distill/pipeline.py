@@ -358,34 +358,36 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, work
     teacher_s *= sum(len(a) for a in seeds) / len(seeds) / len(seeds[0])  # per call, mean seed size
     sampling = SamplingPlan(temperatures=temperatures, seed=inputs["seed"], **inputs["sampling"])
     md_calls = len(seeds) * len(temperatures) * sampling.md_frames * sampling.md_interval
-    fixed_calls = sampling.teacher_calls(len(seeds)) - md_calls  # strains and excursions
-    # a student training step on the labelled seeds (batch of up to 4)
+    fixed_calls = sampling.teacher_calls(len(seeds)) - md_calls  # strains, excursions, near equilibrium
+    # a student training step on the labelled seeds, at the run's batch size
+    batch = int(inputs["batch_size"])
     fixed = [inputs[k] for k in ("md_frames", "epochs", "active_epochs", "active_frames", "active_steps")]
     step_s = float("nan")
     if any(v is None for v in fixed):  # something to size: measure a training step
         configs = read_configurations(labelled, elements, cutoff, keys=KEYS)
-        step_s = _training_step_seconds(student_config(elements, inputs["size"], cutoff, 30.0), configs)
+        step_s = _training_step_seconds(student_config(elements, inputs["size"], cutoff, 30.0), configs, batch)
     members = inputs["committee"]
     in_a_row = math.ceil(members / workers)  # members each worker trains one after another
-    n_frames_guess = len(seeds) * (len(temperatures) * budget.MIN_MD_FRAMES) + fixed_calls // 2
+    other_frames = sampling.other_frames(len(seeds))  # strains, excursions, near equilibrium
+    n_frames_guess = len(seeds) * (len(temperatures) * budget.MIN_MD_FRAMES) + other_frames
     if inputs["md_frames"] is None or inputs["epochs"] is None:
         budget.check_budget(inputs["minutes"], teacher_s, step_s, len(seeds), temperatures, sampling.md_interval,
-                            fixed_calls, members, n_frames_guess, 4, workers)  # fmt: skip
+                            fixed_calls, members, n_frames_guess, batch, workers)  # fmt: skip
     if inputs["md_frames"] is not None:
         sampling.md_frames = int(inputs["md_frames"])
     else:
         # as many frames as the training share can fit TARGET_EPOCHS epochs over (gradient steps,
         # not frames, bound the accuracy), and the sampling share spent on longer gaps between
         # them (less correlated frames)
-        per_frame = 1.15 * step_s / 4 * in_a_row * budget.TARGET_EPOCHS
-        affordable = budget.SHARES["training"] * budget_s / per_frame - fixed_calls / 2
+        per_frame = 1.15 * step_s / batch * in_a_row * budget.TARGET_EPOCHS
+        affordable = budget.SHARES["training"] * budget_s / per_frame - other_frames
         n_md = max(budget.MIN_MD_FRAMES, int(affordable / max(1, len(seeds) * len(temperatures))))
         sampling.md_frames = min(200, n_md)
         calls = budget.SHARES["sampling"] * budget_s / max(teacher_s, 1e-6) - fixed_calls
         per_frame_calls = calls / max(1, len(seeds) * len(temperatures) * sampling.md_frames)
         sampling.md_interval = int(min(50, max(sampling.md_interval, per_frame_calls)))
-    n_train = int(0.9 * (len(seeds) * len(temperatures) * sampling.md_frames + fixed_calls / 2))
-    steps = math.ceil(n_train / 4)
+    n_train = int(0.9 * (len(seeds) * len(temperatures) * sampling.md_frames + other_frames))
+    steps = math.ceil(n_train / batch)
     epochs, active_epochs, active_frames, active_steps = fixed[1:]
     if math.isfinite(step_s):  # size what was not given
         sized = min(300, max(budget.MIN_EPOCHS, budget.epochs_for(budget_s, budget.SHARES["training"], step_s, steps,
@@ -393,7 +395,7 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, work
         epochs = sized if epochs is None else epochs
         # active learning: committee MD (K students' cost per step), labels, retraining
         active_frames = max(4, n_train // 5) if active_frames is None else active_frames
-        more = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / 4), in_a_row))
+        more = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / batch), in_a_row))
         active_epochs = min(epochs, more) if active_epochs is None else active_epochs
         eval_s = step_s / 3 * members  # a committee MD step: K forward+backward without the parameter gradients
         md_budget = 0.05 * budget_s - active_frames * teacher_s
@@ -415,13 +417,13 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, work
     return plan
 
 
-def _training_step_seconds(config: dict, configs: list[Configuration]) -> float:
+def _training_step_seconds(config: dict, configs: list[Configuration], batch_size: int) -> float:
     from ..nn.forward import evaluate
     from ..train.loss import loss_terms
 
     model, _ = new_student(config, 0, configs, "float32")
     model.set_backend("torch").train()
-    batch = batch_of((configs * 4)[:4], torch.float32, "cpu")
+    batch = batch_of((configs * batch_size)[:batch_size], torch.float32, "cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step():

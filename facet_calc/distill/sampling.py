@@ -71,6 +71,10 @@ class SamplingPlan:
             per += self.near_relax_steps + 1 + self.n_near
         return n_structures * per
 
+    def other_frames(self, n_structures: int) -> int:
+        """Frames the tasks other than MD keep (at most: a failed frame is dropped)."""
+        return n_structures * (self.n_strains + 2 * self.n_excursions + (self.n_near + 1 if self.n_near else 0))
+
 
 @dataclass
 class TaskResult:
