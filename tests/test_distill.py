@@ -210,6 +210,39 @@ def test_budget_too_small_is_refused_before_starting(tmp_path):
     assert not (tmp_path / "tiny" / "data").exists()
 
 
+@pytest.mark.parametrize("residual_norm", ["none", "layer"])
+def test_student_is_smooth_at_a_symmetric_site(residual_norm):
+    """The restoring force on one atom of perfect diamond Si, displaced by d, is linear in d for
+    the students' layout (force constant the same at d = 1e-4, 1e-3 and 1e-2 A); with the residual
+    layer norm (``l > 0`` features divided by their RMS, which vanish there by symmetry) it is
+    not (the RMS saturates: a cusp at the site), the control that the check can fail."""
+    from facet_calc.distill.students import SIZES, student_config
+    from facet_calc.nn import build_model, initialise_for_training
+    from facet_calc.nn.blocks.residual import EquivariantLayerNorm
+    from facet_calc.potential import Potential
+
+    size = {**SIZES["small"], "hidden": "8x0e+4x1o+2x2e", "embedding": 8, "scalar_mlp": [8],
+            "mixer": {"channels": 4, "grid_degree": 9}, "residual_norm": residual_norm}  # fmt: skip
+    config = student_config([14], size, 4.0, 16.0)
+    model = initialise_for_training(build_model(config, torch.float64), 3)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, EquivariantLayerNorm):
+                module.weight.fill_(1.0)  # the residual branches on (zero at initialisation)
+    calc = FacetCalculator(Potential("student", config, model.requires_grad_(False).eval(), None))
+    constants = []
+    for d in (1e-4, 1e-3, 1e-2):
+        atoms = bulk("Si", "diamond", a=5.43)
+        atoms.positions[0, 0] += d
+        atoms.calc = calc
+        constants.append(-atoms.get_forces()[0, 0] / d)
+    ratios = np.array(constants) / constants[-1]
+    if residual_norm == "none":  # measured: within 2e-6 (the random model's anharmonicity)
+        np.testing.assert_allclose(ratios, 1.0, atol=1e-3)
+    else:  # measured: 1.24 at 1e-4 A against 1e-2 A (a trained student's cusp is far sharper)
+        assert np.abs(ratios - 1.0).max() > 0.1
+
+
 def test_budget_counts_members_trained_at_once():
     """K members on K workers need the training time of one: the refusal's minutes fall."""
     from facet_calc.distill import budget
