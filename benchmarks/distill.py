@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-temperature-factor", type=float, default=1.5,
                         help="sampling adds this x the highest temperature (1: none added)")
+    parser.add_argument("--workers", type=int, default=None, help="students trained at once (default: min(K, cores))")
     parser.add_argument("--quick-report", action="store_true", help="fewer held-out frames and RDF steps")
     args = parser.parse_args()
     out = Path(args.out or f"runs/distill-{args.system}")
@@ -118,7 +119,7 @@ def main() -> None:
                 committee=args.committee, seed=0, md_frames=args.md_frames, epochs=args.epochs,
                 active_epochs=args.active_epochs, active_frames=args.active_frames, active_steps=args.active_steps,
                 sampling=sampling, max_temperature_factor=args.max_temperature_factor,
-                batch_size=args.batch_size,
+                batch_size=args.batch_size, workers=args.workers,
                 report=QUICK_REPORT if args.quick_report else True)  # fmt: skip
     table(out)
 

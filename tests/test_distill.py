@@ -23,8 +23,9 @@ TINY = {"hidden": "4x0e+2x1o+2x2e", "embedding": 4, "n_layers": 2, "mixer": {"ch
         "scalar_mlp": [4], "n_intervals": 8}  # fmt: skip
 #: every count fixed (no timing decides anything), so two runs are comparable
 FIXED = dict(minutes=30, temperatures=[300], size=TINY, committee=2, cutoff=4.0, md_frames=3, epochs=2,
-             active_epochs=1, active_frames=3, active_steps=30, report=False, progress=False,
-             sampling={"n_strains": 2, "n_excursions": 2, "md_interval": 4, "relax_steps": 2})  # fmt: skip
+             active_epochs=1, active_frames=3, active_steps=30, report=False, progress=False, workers=1,
+             sampling={"n_strains": 2, "n_excursions": 2, "md_interval": 4, "relax_steps": 2, "n_near": 3,
+                       "near_strains": 2, "near_relax_steps": 20})  # fmt: skip
 
 
 def seed_cu():
@@ -58,7 +59,7 @@ def test_run_folder_loads_and_records(straight):
     assert "EMT" in card and "Learning curve" in card
     frames = read(out / "data" / "train.extxyz", ":") + read(out / "data" / "valid.extxyz", ":")
     origins = {a.info["origin"] for a in frames}
-    assert origins == {"md", "strain", "rrr"}
+    assert origins == {"md", "strain", "rrr", "near"}
     assert all("task_seed" in a.info and "teacher_energies" in a.arrays for a in frames)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["learning_curve"]) == 2 and summary["active"]["labelled"] == 3
@@ -104,6 +105,44 @@ def test_killed_run_resumes_to_the_same_weights(straight, tmp_path, monkeypatch)
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
     assert len(json.loads((out / "timing.json").read_text())["calls"]) == 2
+
+
+def test_members_trained_in_processes_match_one_after_another(straight, tmp_path):
+    """Two spawned workers (one thread each) give the weights of the in-process path."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the in-process reference ran with this process's threads
+    try:
+        parallel = distill(EMT(), seed_cu(), tmp_path / "parallel", **{**FIXED, "workers": 2})
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((parallel.out / "plan.json").read_text())["training"]["members_in_a_row"] == 1
+    for k in range(2):
+        a = load_file(str(straight.committee_dir / f"member-{k}" / "weights.safetensors"))
+        b = load_file(str(parallel.committee_dir / f"member-{k}" / "weights.safetensors"))
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+
+
+def test_near_equilibrium_task_relaxes_then_displaces_and_strains():
+    """The ``near`` task: the teacher's relaxed crystal (EMT Cu: forces and stress ~0), then
+    displaced copies of it, the first ones on isotropically strained cells."""
+    from facet_calc.distill.sampling import near_strains
+
+    plan = SamplingPlan(temperatures=[300], n_near=6, near_strains=4, near_strain=0.02, near_displacement=(0.01, 0.05))
+    task = next(t for t in sampling_tasks(1, plan) if t["kind"] == "near")
+    seed = seed_cu()
+    seed.set_cell(seed.cell * 1.02, scale_atoms=True)  # off the minimum, so the relax has work to do
+    frames = run_task(task, seed, Teacher(EMT(), "EMT"), plan).frames
+    assert len(frames) == 7 and all(f.info["origin"] == "near" for f in frames)
+    relaxed = frames[0]
+    assert np.abs(relaxed.arrays["teacher_forces"]).max() < 0.01
+    assert np.abs(relaxed.info["teacher_stress"]).max() < 2 * 0.005 * len(relaxed) / relaxed.get_volume()  # FIRE fmax
+    assert abs(relaxed.get_volume() / seed.get_volume() - 1) > 0.01  # the cell relaxed
+    for frame, strain in zip(frames[1:], list(near_strains(plan)) + [0.0, 0.0]):
+        np.testing.assert_allclose(frame.cell.array, relaxed.cell.array * (1 + strain), atol=1e-9)
+        shift = frame.get_scaled_positions(wrap=False) - relaxed.get_scaled_positions(wrap=False)
+        moved = np.linalg.norm((shift - np.round(shift)) @ frame.cell.array, axis=1)
+        assert 0.003 < moved.mean() < 0.15  # 0.01-0.05 A per component
 
 
 def test_existing_folder_is_never_overwritten(straight, tmp_path):
@@ -169,6 +208,53 @@ def test_budget_too_small_is_refused_before_starting(tmp_path):
     with pytest.raises(DistillError, match="too small for one round"):
         distill(EMT(), seed_cu(), tmp_path / "tiny", **{**FIXED, "minutes": 0.01, "md_frames": None})
     assert not (tmp_path / "tiny" / "data").exists()
+
+
+@pytest.mark.parametrize("residual_norm", ["none", "layer"])
+def test_student_is_smooth_at_a_symmetric_site(residual_norm):
+    """The restoring force on one atom of perfect diamond Si, displaced by d, is linear in d for
+    the students' layout (force constant the same at d = 1e-4, 1e-3 and 1e-2 A); with the residual
+    layer norm (``l > 0`` features divided by their RMS, which vanish there by symmetry) it is
+    not (the RMS saturates: a cusp at the site), the control that the check can fail."""
+    from facet_calc.distill.students import SIZES, student_config
+    from facet_calc.nn import build_model, initialise_for_training
+    from facet_calc.nn.blocks.residual import EquivariantLayerNorm
+    from facet_calc.potential import Potential
+
+    size = {**SIZES["small"], "hidden": "8x0e+4x1o+2x2e", "embedding": 8, "scalar_mlp": [8],
+            "mixer": {"channels": 4, "grid_degree": 9}, "residual_norm": residual_norm}  # fmt: skip
+    config = student_config([14], size, 4.0, 16.0)
+    model = initialise_for_training(build_model(config, torch.float64), 3)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, EquivariantLayerNorm):
+                module.weight.fill_(1.0)  # the residual branches on (zero at initialisation)
+    calc = FacetCalculator(Potential("student", config, model.requires_grad_(False).eval(), None))
+    constants = []
+    for d in (1e-4, 1e-3, 1e-2):
+        atoms = bulk("Si", "diamond", a=5.43)
+        atoms.positions[0, 0] += d
+        atoms.calc = calc
+        constants.append(-atoms.get_forces()[0, 0] / d)
+    ratios = np.array(constants) / constants[-1]
+    if residual_norm == "none":  # measured: within 2e-6 (the random model's anharmonicity)
+        np.testing.assert_allclose(ratios, 1.0, atol=1e-3)
+    else:  # measured: 1.24 at 1e-4 A against 1e-2 A (a trained student's cusp is far sharper)
+        assert np.abs(ratios - 1.0).max() > 0.1
+
+
+def test_budget_counts_members_trained_at_once():
+    """K members on K workers need the training time of one: the refusal's minutes fall."""
+    from facet_calc.distill import budget
+
+    args = dict(minutes=1, teacher_s=0.001, step_s=1.0, n_structures=1, temperatures=[300], interval=4, fixed_calls=10,
+                members=3, n_train_min=40, batch_size=4)  # fmt: skip
+    needs = []
+    for workers in (1, 3):
+        with pytest.raises(DistillError, match=rf"3 members \({workers} at a time\) need about (\d+) min") as err:
+            budget.check_budget(**args, workers=workers)
+        needs.append(int(err.value.args[0].split("need about ")[1].split(" min")[0]))
+    assert needs[1] * 3 == pytest.approx(needs[0], abs=3)
 
 
 def test_deduplicate_removes_near_copies():

@@ -128,7 +128,8 @@ def _add_training(sub) -> None:
     di = sub.add_parser(
         "distill",
         help="distil a fast Facet committee for one chemistry from a teacher potential",
-        description="Sample the teacher (MD at several temperatures, strains, rattle-relax-repeat), train a "
+        description="Sample the teacher (MD at several temperatures, strains, rattle-relax-repeat, displacements "
+        "and strains of its relaxed structure), train a "
         "committee of small Facet students on its labels, run one round of active learning and write "
         "DIR/potential (the best student), DIR/committee (all of them: mean and spread), DIR/report (JSON, PNGs). "
         "An existing run in DIR with the same inputs is resumed.",
@@ -145,6 +146,8 @@ def _add_training(sub) -> None:
     di.add_argument("--cutoff", type=_positive(float), default=None,
                     help="students' cutoff, A (default: min(5, teacher's))")  # fmt: skip
     di.add_argument("--seed", type=int, default=0)
+    di.add_argument("--workers", type=_positive(int), default=None,
+                    help="students trained at once, a process each (default: min(committee, cores))")  # fmt: skip
     di.add_argument("--no-report", action="store_true", help="skip the report (phonons, EOS, RDF, speed)")
     di.add_argument("--device", default="cpu", type=_device, help="cpu, cuda, cuda:N")
     di.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

@@ -72,6 +72,7 @@ def distill(args) -> int:
         args.teacher, args.structures, args.out, minutes=args.minutes, temperatures=args.temperatures,
         size=args.size, committee=args.committee, seed=args.seed, cutoff=args.cutoff,
         report=not args.no_report, overwrite=args.overwrite, progress=not args.quiet, device=args.device,
+        workers=args.workers,
     )  # fmt: skip
     print(f"distilled potential written to {result.potential_dir} (committee: {result.committee_dir}); load it "
           f"with FacetCalculator({str(result.potential_dir)!r})")  # fmt: skip

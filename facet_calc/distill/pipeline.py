@@ -39,14 +39,13 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.io import read, write
-from safetensors.torch import load_file, save_file
 
 from ..train import LossWeights, TrainSettings
 from ..train.data import Configuration, batch_of, read_configurations
 from . import budget
 from .checks import check_seeds
 from .sampling import SamplingPlan, TaskResult, deduplicate, run_task, sampling_tasks
-from .students import new_student, student_config, train_member, weights
+from .students import MemberJob, load_weights, new_student, student_config, train_committee
 from .teacher import KEYS, DistillError, label, resolve_teacher
 
 #: a structure on which the teacher fails more often than this (sampling frames) is an error
@@ -145,18 +144,10 @@ def _configs(frames: list[Atoms], elements: list[int], cutoff: float) -> list[Co
     return read_configurations(frames, elements, cutoff, keys=KEYS) if frames else []
 
 
-def _save_member(path: Path, model: torch.nn.Module) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in weights(model).items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _load_member(path: Path, model: torch.nn.Module) -> None:
-    tensors = load_file(str(path))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(tensors[name])
-    model.eval()
+def _made(jobs: list[MemberJob]) -> list[MemberJob]:
+    for job in jobs:
+        Path(job.folder).mkdir(parents=True, exist_ok=True)
+    return jobs
 
 
 def distill(
@@ -183,6 +174,7 @@ def distill(
     progress: bool = True,
     device: str = "cpu",
     sampling: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> DistillResult:
     """Distil ``teacher`` into a committee of ``committee`` fast Facet students for the
     chemistry of ``structures``, within about ``minutes`` of compute.
@@ -209,6 +201,11 @@ def distill(
             size hardly changes.
         report: False, True, or a dict of options of :func:`.report.make_report`.
         sampling: overrides of :class:`.sampling.SamplingPlan` fields (tests: fewer strains).
+        workers: members trained at once, each in its own process of one torch thread (default:
+            ``min(committee, CPU cores)``; 1 trains them one after another in this process).
+            The plan sizes the epochs for ``ceil(committee / workers)`` members in a row; the
+            weights do not depend on it (up to float rounding when thread counts differ), so a
+            run may be resumed with another value.
     """
     start_time = time.perf_counter()
     out = Path(out)
@@ -216,6 +213,9 @@ def distill(
         raise DistillError(f"committee must be at least 1 student, got {committee}")
     if not minutes > 0:
         raise DistillError(f"minutes must be positive, got {minutes}")
+    workers = min(committee, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise DistillError(f"workers must be at least 1, got {workers}")
     temperatures = sorted(float(t) for t in temperatures)
     if not temperatures or min(temperatures) <= 0 or not all(math.isfinite(t) for t in temperatures):
         raise DistillError(f"temperatures must be positive numbers of kelvin, got {temperatures}")
@@ -237,7 +237,7 @@ def distill(
     _say(progress, f"{'resuming' if resumed else 'starting'} in {out}: teacher {teach.name}, {len(seeds)} seed "
          f"structure(s), temperatures {sampled_temperatures} K, {committee} students ({size})")  # fmt: skip
     clock = _Clock(out, start_time)
-    plan = _plan(out, teach, seeds, names, elements, cutoff, sampled_temperatures, inputs, progress)
+    plan = _plan(out, teach, seeds, names, elements, cutoff, sampled_temperatures, inputs, workers, progress)
     clock("plan")
     budget_s = minutes * 60
     # -- sampling ---------------------------------------------------------------------------
@@ -255,19 +255,17 @@ def distill(
     settings = [TrainSettings(epochs=n_epochs, batch_size=batch_size, lr=lr, seed=seed * 1000 + k, loss=loss,
                               guard=False, device=device, warmup_epochs=min(1.0, n_epochs / 4))  # fmt: skip
                 for k in range(committee)]
-    members = []
-    shifts = None
-    for k in range(committee):
-        folder = out / "students" / "round-0" / f"member-{k}"
-        folder.mkdir(parents=True, exist_ok=True)
-        model, shifts = new_student(config, seed * 1000 + k, train, "float32")
-        final = folder / "final.safetensors"
-        if final.is_file():
-            _load_member(final, model)
-        else:
-            _say(progress, f"training student {k + 1}/{committee}: {n_epochs} epochs on {len(train)} frames")
-            train_member(model, train, valid, settings[k], folder, progress=False)
-            _save_member(final, model)
+    jobs = [MemberJob(config, seed * 1000 + k, train, valid, settings[k], out / "students" / "round-0" / f"member-{k}")
+            for k in range(committee)]  # fmt: skip
+    todo = sum(not job.final.is_file() for job in jobs)
+    if todo:
+        _say(progress, f"training {todo} of {committee} students ({workers} at a time): {n_epochs} epochs on "
+             f"{len(train)} frames")  # fmt: skip
+    train_committee(_made(jobs), workers)
+    members, shifts = [], None
+    for job in jobs:
+        model, shifts = new_student(config, job.seed, train, "float32")
+        load_weights(job.final, model)
         members.append(model)
     clock("training")
     learning_curve = [_member_errors(members, valid, "round 0", len(train))]
@@ -283,18 +281,15 @@ def distill(
         if added:
             train = train + added
             n_more = active["epochs"] if active_epochs is None else active_epochs
-            for k, model in enumerate(members):
-                folder = out / "students" / "round-1" / f"member-{k}"
-                folder.mkdir(parents=True, exist_ok=True)
-                final = folder / "final.safetensors"
-                if final.is_file():
-                    _load_member(final, model)
-                    continue
-                _say(progress, f"continuing student {k + 1}/{committee}: {n_more} epochs with {len(added)} new frames")
-                more = TrainSettings(**{**settings[k].to_dict(), "epochs": n_more, "lr": lr * CONTINUE_LR_FACTOR,
-                                        "warmup_epochs": 0.0})  # fmt: skip
-                train_member(model, train, valid, more, folder, progress=False)
-                _save_member(final, model)
+            more = [TrainSettings(**{**settings[k].to_dict(), "epochs": n_more, "lr": lr * CONTINUE_LR_FACTOR,
+                                     "warmup_epochs": 0.0}) for k in range(committee)]  # fmt: skip
+            again = [MemberJob(config, job.seed, train, valid, more[k], out / "students" / "round-1" / f"member-{k}",
+                               start=job.final) for k, job in enumerate(jobs)]  # fmt: skip
+            _say(progress, f"continuing {committee} students ({workers} at a time): {n_more} epochs with "
+                 f"{len(added)} new frames")  # fmt: skip
+            train_committee(_made(again), workers)
+            for job, model in zip(again, members):
+                load_weights(job.final, model)
             learning_curve.append(_member_errors(members, valid, "round 1", len(train)))
             _say(progress, f"round 1 committee on validation: {learning_curve[-1]}")
     clock("active_learning")
@@ -345,7 +340,7 @@ def _neighbours(plan: dict, out: Path, train: list[Configuration]) -> float:
     return plan["avg_num_neighbors"]
 
 
-def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, progress) -> dict[str, Any]:
+def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, workers, progress) -> dict[str, Any]:
     """The run's plan: read from ``plan.json`` or sized from measured costs and written."""
     path = out / "plan.json"
     if path.is_file():
@@ -363,41 +358,44 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, prog
     teacher_s *= sum(len(a) for a in seeds) / len(seeds) / len(seeds[0])  # per call, mean seed size
     sampling = SamplingPlan(temperatures=temperatures, seed=inputs["seed"], **inputs["sampling"])
     md_calls = len(seeds) * len(temperatures) * sampling.md_frames * sampling.md_interval
-    fixed_calls = sampling.teacher_calls(len(seeds)) - md_calls  # strains and excursions
-    # a student training step on the labelled seeds (batch of up to 4)
+    fixed_calls = sampling.teacher_calls(len(seeds)) - md_calls  # strains, excursions, near equilibrium
+    # a student training step on the labelled seeds, at the run's batch size
+    batch = int(inputs["batch_size"])
     fixed = [inputs[k] for k in ("md_frames", "epochs", "active_epochs", "active_frames", "active_steps")]
     step_s = float("nan")
     if any(v is None for v in fixed):  # something to size: measure a training step
         configs = read_configurations(labelled, elements, cutoff, keys=KEYS)
-        step_s = _training_step_seconds(student_config(elements, inputs["size"], cutoff, 30.0), configs)
+        step_s = _training_step_seconds(student_config(elements, inputs["size"], cutoff, 30.0), configs, batch)
     members = inputs["committee"]
-    n_frames_guess = len(seeds) * (len(temperatures) * budget.MIN_MD_FRAMES) + fixed_calls // 2
+    in_a_row = math.ceil(members / workers)  # members each worker trains one after another
+    other_frames = sampling.other_frames(len(seeds))  # strains, excursions, near equilibrium
+    n_frames_guess = len(seeds) * (len(temperatures) * budget.MIN_MD_FRAMES) + other_frames
     if inputs["md_frames"] is None or inputs["epochs"] is None:
         budget.check_budget(inputs["minutes"], teacher_s, step_s, len(seeds), temperatures, sampling.md_interval,
-                            fixed_calls, members, n_frames_guess, 4)  # fmt: skip
+                            fixed_calls, members, n_frames_guess, batch, workers)  # fmt: skip
     if inputs["md_frames"] is not None:
         sampling.md_frames = int(inputs["md_frames"])
     else:
         # as many frames as the training share can fit TARGET_EPOCHS epochs over (gradient steps,
         # not frames, bound the accuracy), and the sampling share spent on longer gaps between
         # them (less correlated frames)
-        per_frame = 1.15 * step_s / 4 * members * budget.TARGET_EPOCHS
-        affordable = budget.SHARES["training"] * budget_s / per_frame - fixed_calls / 2
+        per_frame = 1.15 * step_s / batch * in_a_row * budget.TARGET_EPOCHS
+        affordable = budget.SHARES["training"] * budget_s / per_frame - other_frames
         n_md = max(budget.MIN_MD_FRAMES, int(affordable / max(1, len(seeds) * len(temperatures))))
         sampling.md_frames = min(200, n_md)
         calls = budget.SHARES["sampling"] * budget_s / max(teacher_s, 1e-6) - fixed_calls
         per_frame_calls = calls / max(1, len(seeds) * len(temperatures) * sampling.md_frames)
         sampling.md_interval = int(min(50, max(sampling.md_interval, per_frame_calls)))
-    n_train = int(0.9 * (len(seeds) * len(temperatures) * sampling.md_frames + fixed_calls / 2))
-    steps = math.ceil(n_train / 4)
+    n_train = int(0.9 * (len(seeds) * len(temperatures) * sampling.md_frames + other_frames))
+    steps = math.ceil(n_train / batch)
     epochs, active_epochs, active_frames, active_steps = fixed[1:]
     if math.isfinite(step_s):  # size what was not given
         sized = min(300, max(budget.MIN_EPOCHS, budget.epochs_for(budget_s, budget.SHARES["training"], step_s, steps,
-                                                                  members)))  # fmt: skip
+                                                                  in_a_row)))  # fmt: skip
         epochs = sized if epochs is None else epochs
         # active learning: committee MD (K students' cost per step), labels, retraining
         active_frames = max(4, n_train // 5) if active_frames is None else active_frames
-        more = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / 4), members))
+        more = max(2, budget.epochs_for(budget_s, 0.10, step_s, math.ceil((n_train + active_frames) / batch), in_a_row))
         active_epochs = min(epochs, more) if active_epochs is None else active_epochs
         eval_s = step_s / 3 * members  # a committee MD step: K forward+backward without the parameter gradients
         md_budget = 0.05 * budget_s - active_frames * teacher_s
@@ -407,24 +405,25 @@ def _plan(out, teach, seeds, names, elements, cutoff, temperatures, inputs, prog
         "measured": {"teacher_s_per_call": teacher_s, "student_train_step_s": step_s},
         "budget_s": budget_s, "shares": budget.SHARES,
         "sampling": sampling.to_dict(),
-        "training": {"epochs": epochs, "n_train_estimate": n_train},
+        "training": {"epochs": epochs, "n_train_estimate": n_train, "workers": workers, "members_in_a_row": in_a_row},
         "active": {"frames": active_frames, "epochs": active_epochs, "steps": active_steps,
                    "interval": 10, "stop_spread_eV_per_A": 2.0},
     }  # fmt: skip
     _say(progress, f"plan: teacher {teacher_s * 1e3:.0f} ms/call, student step {step_s * 1e3:.0f} ms; "
-         f"{sampling.md_frames} MD frames per structure and temperature, {epochs} epochs x {members} students, "
+         f"{sampling.md_frames} MD frames per structure and temperature, {epochs} epochs x {members} students "
+         f"({workers} at a time), "
          f"active learning {active_frames} frames + {plan['active']['epochs']} epochs")  # fmt: skip
     _write_json(path, plan)
     return plan
 
 
-def _training_step_seconds(config: dict, configs: list[Configuration]) -> float:
+def _training_step_seconds(config: dict, configs: list[Configuration], batch_size: int) -> float:
     from ..nn.forward import evaluate
     from ..train.loss import loss_terms
 
     model, _ = new_student(config, 0, configs, "float32")
     model.set_backend("torch").train()
-    batch = batch_of((configs * 4)[:4], torch.float32, "cpu")
+    batch = batch_of((configs * batch_size)[:batch_size], torch.float32, "cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step():
@@ -473,7 +472,7 @@ def _sample(out, seeds, names, teach, plan: SamplingPlan, progress) -> tuple[lis
         "tasks": len(tasks), "frames": len(frames), "duplicates_removed": duplicates, "kept": len(unique),
         "dropped": sum(d for _, d in per_structure.values()), "attempted": sum(a for a, _ in per_structure.values()),
         "dropped_examples": dropped_reasons[:5],
-        "by_origin": {o: sum(1 for f in unique if f.info.get("origin") == o) for o in ("md", "strain", "rrr")},
+        "by_origin": {o: sum(1 for f in unique if f.info.get("origin") == o) for o in ("md", "strain", "rrr", "near")},
     }  # fmt: skip
     if summary["dropped"]:
         _say(progress, f"dropped {summary['dropped']} of {summary['attempted']} frames the teacher failed on "

@@ -1,6 +1,6 @@
 """Sampling with the teacher: the configurations the user's MD will visit, each seeded and recorded.
 
-Three kinds of task per seed structure, each a pure function of (structure, task, teacher):
+Four kinds of task per seed structure, each a pure function of (structure, task, teacher):
 
 * ``md``: Langevin MD with the teacher at one temperature (velocities, thermostat noise seeded),
   a frame kept every ``md_interval`` steps;
@@ -8,7 +8,13 @@ Three kinds of task per seed structure, each a pure function of (structure, task
   of the cell, atoms slightly rattled;
 * ``rrr``: rattle-relax-repeat (Gardner et al. 2025): rattle (+ a small cell strain), relax a
   few steps with the teacher, keep both, repeat from there: a random walk over the teacher's
-  surface that reaches distorted, high-force regions MD rarely does.
+  surface that reaches distorted, high-force regions MD rarely does;
+* ``near``: near equilibrium, for phonons and the equation of state: the seed relaxed by the
+  teacher (positions, and the cell of a 3D crystal), kept, then phonon-like random displacements
+  (each frame's amplitude uniform in ``near_displacement`` A per component) of it, the first
+  ``near_strains`` of them on isotropically strained cells (linear strains evenly spaced in
+  +-``near_strain``, zero left out). MD at hundreds of kelvin rarely comes this close to the
+  perfect crystal, where the harmonic force constants and the bulk modulus are measured.
 
 Every kept frame carries ``info``: ``origin``, ``structure``, ``task`` (index), ``task_seed``,
 ``temperature_K`` (md) and ``step``, so rerunning a task regenerates it. A frame the teacher
@@ -47,6 +53,11 @@ class SamplingPlan:
     rattle: float = 0.12
     excursion_strain: float = 0.02
     relax_steps: int = 4
+    n_near: int = 24
+    near_displacement: tuple[float, float] = (0.01, 0.05)
+    near_strains: int = 6
+    near_strain: float = 0.02
+    near_relax_steps: int = 60
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +67,13 @@ class SamplingPlan:
         """Teacher evaluations the plan costs (MD steps, strains, rattles and relax steps)."""
         per = len(self.temperatures) * self.md_frames * self.md_interval + self.n_strains
         per += self.n_excursions * (1 + self.relax_steps)
+        if self.n_near:
+            per += self.near_relax_steps + 1 + self.n_near
         return n_structures * per
+
+    def other_frames(self, n_structures: int) -> int:
+        """Frames the tasks other than MD keep (at most: a failed frame is dropped)."""
+        return n_structures * (self.n_strains + 2 * self.n_excursions + (self.n_near + 1 if self.n_near else 0))
 
 
 @dataclass
@@ -78,6 +95,8 @@ def sampling_tasks(n_structures: int, plan: SamplingPlan) -> list[dict[str, Any]
             tasks.append({"kind": "strain", "structure": s})
         if plan.n_excursions:
             tasks.append({"kind": "rrr", "structure": s})
+        if plan.n_near:
+            tasks.append({"kind": "near", "structure": s})
     for k, task in enumerate(tasks):
         task["task"] = k
         task["task_seed"] = int(np.random.SeedSequence([plan.seed, k]).generate_state(1)[0])
@@ -95,6 +114,8 @@ def run_task(task: dict[str, Any], structure: Atoms, teacher: Teacher, plan: Sam
         _strains(structure, teacher, plan, task, rng, result)
     elif kind == "rrr":
         _excursions(structure, teacher, plan, task, rng, result)
+    elif kind == "near":
+        _near_equilibrium(structure, teacher, plan, task, rng, result)
     else:
         raise ValueError(f"unknown sampling task kind {kind!r}")
     return result
@@ -173,6 +194,42 @@ def _excursions(structure, teacher, plan, task, rng, result) -> None:
         if not _keep(atoms, teacher, task, 2 * k + 1, result):
             atoms = structure.copy()
         atoms.calc = None
+
+
+def near_strains(plan: SamplingPlan) -> np.ndarray:
+    """The isotropic linear strains of the ``near`` task: ``near_strains`` values evenly spaced
+    in +-``near_strain``, zero left out (the relaxed cell has its own frames)."""
+    half = -(-max(plan.near_strains, 0) // 2)
+    side = plan.near_strain * np.arange(1, half + 1) / max(half, 1)
+    return np.sort(np.concatenate([-side, side]))[: max(plan.near_strains, 0)]
+
+
+def _near_equilibrium(structure, teacher, plan, task, rng, result) -> None:
+    from ase.filters import FrechetCellFilter
+
+    atoms = structure.copy()
+    atoms.calc = teacher.calc
+    crystal = atoms.cell.rank == 3 and bool(atoms.pbc.all())
+    try:  # the teacher's minimum: the cell too for a crystal (its stress is part of the label)
+        FIRE(FrechetCellFilter(atoms) if crystal else atoms, logfile=None).run(fmax=0.005, steps=plan.near_relax_steps)
+        why = "" if np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all() else "NaN positions"
+    except Exception as err:
+        why = type(err).__name__
+    if why:  # the relax failed: displace around the seed instead
+        result.attempted += 1
+        result.dropped.append(f"near task {task['task']} step 0: the teacher's relax failed ({why})")
+        atoms = structure.copy()
+    atoms.calc = None
+    relaxed = atoms.copy()
+    _keep(relaxed.copy(), teacher, task, 0, result)
+    strains = near_strains(plan) if crystal else np.zeros(0)
+    lo, hi = plan.near_displacement
+    for k in range(plan.n_near):
+        frame = relaxed.copy()
+        if k < len(strains):
+            frame.set_cell(relaxed.cell.array * (1.0 + strains[k]), scale_atoms=True)
+        frame.positions += rng.normal(0.0, rng.uniform(lo, hi), frame.positions.shape)
+        _keep(frame, teacher, task, k + 1, result)
 
 
 def deduplicate(frames: list[Atoms], tolerance: float = 0.01) -> tuple[list[Atoms], int]:
