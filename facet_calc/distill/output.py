@@ -4,8 +4,11 @@ measured), ``report/`` and ``summary.json``."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..committee import Committee, save_committee
 from ..potential import Potential, save_potential
@@ -105,9 +108,12 @@ def write_outputs(out: Path, members, config, summary, teacher, seeds, sampled, 
 
         student = FacetCalculator(pots[best], threads=1)
         committee = FacetCalculator(Committee("committee", pots), threads=1)
+        # speed in float32, as the teacher runs (Teacher loads it so) and as users run MD
+        pots32 = [Potential(p.name, p.config, copy.deepcopy(p.model).to(torch.float32), p.path) for p in pots]
+        timed = (FacetCalculator(pots32[best], threads=1), FacetCalculator(Committee("committee", pots32), threads=1))
         options = report_options if isinstance(report_options, dict) else {}
         report = make_report(out / "report", student, committee, teacher, seeds, temperatures, sampled, seed,
-                             options, progress)  # fmt: skip
+                             options, progress, timed=timed)  # fmt: skip
     potential_dir = out / "potential"
     save_potential(potential_dir, dict(config, name=name), weights(members[best]), _card(name, summary, report, best))
     summary = {**summary, "best_member": best}

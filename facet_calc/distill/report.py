@@ -228,8 +228,11 @@ def _phonons_and_eos(student, teacher: Teacher, structure: Atoms, options: dict)
 def make_report(
     folder: Path, student, committee, teacher: Teacher, seeds: Sequence[Atoms], temperatures: Sequence[float],
     sampled: Sequence[float], seed: int, options: dict | None = None, progress: bool = True,
+    timed: tuple | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Measure the student against the teacher and write ``folder/report.json`` and PNGs."""
+    """Measure the student against the teacher and write ``folder/report.json`` and PNGs.
+    ``timed``: the ``(student, committee)`` calculators to time (default: those given), e.g.
+    float32 copies when the teacher is timed in float32."""
     options = {**DEFAULTS, **(options or {})}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -296,7 +299,10 @@ def make_report(
     report["timings_s"]["rdf"] = time.perf_counter() - clock
     # speed
     clock = time.perf_counter()
-    report["speed"] = speed(student, committee, teacher, seeds[0], options["speed_atoms"], options["speed_repeats"])
+    timed_student, timed_committee = timed or (student, committee)
+    report["speed"] = speed(timed_student, timed_committee, teacher, seeds[0], options["speed_atoms"],
+                            options["speed_repeats"])  # fmt: skip
+    report["speed"]["dtype"] = str(timed_student.potential.dtype).removeprefix("torch.")
     report["timings_s"]["speed"] = time.perf_counter() - clock
     _write(folder, report)
     _plots(folder, report, rdfs, bands, all_spread, all_error)
