@@ -271,7 +271,9 @@ def test_facet_calc_never_forks_python_workers():
 
     import facet_calc
 
-    forking = re.compile(r"\bos\.fork\b|multiprocessing|ProcessPoolExecutor|torch\.multiprocessing")
+    # process creation (not imports): a pool or process started without the spawn context
+    forking = re.compile(r"\bos\.fork\b|ProcessPoolExecutor\(|multiprocessing\.(Pool|Process)\(|get_context\(|"
+                         r"torch\.multiprocessing")  # fmt: skip
     offenders = []
     for path in Path(facet_calc.__file__).parent.rglob("*.py"):
         for number, line in enumerate(path.read_text().splitlines(), 1):
