@@ -50,6 +50,28 @@ def members(k: int, folder: Path) -> Path:
     return save_committee(folder / "committee", out)
 
 
+def rattled(atoms0, rng):
+    """A fresh copy of ``atoms0`` with every atom moved by N(0, 0.02 A)."""
+    atoms = atoms0.copy()
+    atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
+    return atoms
+
+
+def alternated_medians(ways, repeats: int, clock, setup=lambda: None) -> dict[str, float]:
+    """Median seconds (``clock``) of each way over ``repeats`` rounds after a warm-up round, the
+    ways run in turns, reversed every other round. ``ways[name](arg)`` is timed on ``arg =
+    setup()``, made before the clock starts."""
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for r in range(repeats + 1):
+        for name in list(ways) if r % 2 == 0 else list(ways)[::-1]:
+            arg = setup()
+            start = clock()
+            ways[name](arg)
+            if r:
+                times[name].append(clock() - start)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=3)
@@ -67,36 +89,22 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for n in args.sizes:
             atoms0 = bulk("Si", "diamond", a=5.43, cubic=True).repeat(n)
-            times = {k: [] for k in calcs}
-            for r in range(args.repeats + 1):
-                order = list(calcs) if r % 2 == 0 else list(calcs)[::-1]
-                for name in order:
-                    atoms = atoms0.copy()
-                    atoms.positions += rng.normal(0, 0.02, atoms.positions.shape)
-                    start = time.perf_counter()
-                    for calc in calcs[name]:
-                        calc.calculate(atoms, ["energy", "forces", "stress"])
-                    if r:
-                        times[name].append(time.perf_counter() - start)
-            med = {k: float(np.median(v)) for k, v in times.items()}
+            full_steps = {name: lambda atoms, group=group: [c.calculate(atoms, ["energy", "forces", "stress"])
+                                                            for c in group]
+                          for name, group in calcs.items()}  # fmt: skip
+            med = alternated_medians(full_steps, args.repeats, time.perf_counter,
+                                     setup=lambda a=atoms0: rattled(a, rng))
             print(f"{len(atoms0)} atoms, K={args.members}: one {med['one'] * 1e3:.1f} ms, committee "
                   f"{med['committee'] * 1e3:.1f} ms ({med['committee'] / med['one']:.2f}x), separate "
                   f"{med['separate'] * 1e3:.1f} ms ({med['separate'] / med['one']:.2f}x)")  # fmt: skip
             committee = calcs["committee"][0].potential
             graph = graph_from_atoms(atoms0, committee.cutoff, committee.species)
             ways = {
-                "one": lambda c=committee, g=graph: evaluate(c.models[0], g),
-                "stacked": lambda c=committee, g=graph: evaluate_committee(c.models, g, how="stacked"),
-                "shared": lambda c=committee, g=graph: evaluate_committee(c.models, g, how="shared"),
+                "one": lambda _, c=committee, g=graph: evaluate(c.models[0], g),
+                "stacked": lambda _, c=committee, g=graph: evaluate_committee(c.models, g, how="stacked"),
+                "shared": lambda _, c=committee, g=graph: evaluate_committee(c.models, g, how="shared"),
             }
-            cpu = {k: [] for k in ways}
-            for r in range(args.repeats + 1):
-                for name in list(ways) if r % 2 == 0 else list(ways)[::-1]:
-                    start = time.thread_time()
-                    ways[name]()
-                    if r:
-                        cpu[name].append(time.thread_time() - start)
-            med = {k: float(np.median(v)) for k, v in cpu.items()}
+            med = alternated_medians(ways, args.repeats, time.thread_time)
             print(f"  model work only (CPU time): one {med['one'] * 1e3:.1f} ms, stacked {med['stacked'] * 1e3:.1f} ms "
                   f"({med['stacked'] / med['one']:.2f}x), shared {med['shared'] * 1e3:.1f} ms "
                   f"({med['shared'] / med['one']:.2f}x)")  # fmt: skip
