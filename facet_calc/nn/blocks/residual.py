@@ -49,21 +49,26 @@ class EquivariantLayerNorm(nn.Module):
         self.init = float(init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        return self.apply_norm(x, self.weight)
+
+    def apply_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The norm of ``x (..., N, irreps.dim)`` with per-channel scales ``weight (...,
+        num_irreps)`` (a stack of committee members' as ``(K, 1, num_irreps)``)."""
+        lead = x.shape[:-1]
         out, channel = [], 0
         for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
-            block = x[:, sl].view(n, mul, ir.dim)
-            scale = self.weight[channel : channel + mul].view(1, mul, 1)
+            block = x[..., sl].unflatten(-1, (mul, ir.dim))
+            scale = weight[..., channel : channel + mul].unsqueeze(-1)
             channel += mul
             if not self.normalise:  # the scale alone: the block's magnitude passes through
-                out.append((block * scale).reshape(n, -1))
+                out.append((block * scale).reshape(*lead, -1))
                 continue
             if ir.l == 0 and ir.p == 1:
-                block = block - block.mean(dim=1, keepdim=True)
+                block = block - block.mean(dim=-2, keepdim=True)
             # mean over channels of the squared norm per channel, one number per node and block
-            rms = block.square().sum(dim=2).mean(dim=1, keepdim=True).add(self.eps).sqrt()
-            out.append((block / rms.unsqueeze(2) * scale).reshape(n, -1))
-        return torch.cat(out, dim=1)
+            rms = block.square().sum(dim=-1).mean(dim=-1, keepdim=True).add(self.eps).sqrt()
+            out.append((block / rms.unsqueeze(-1) * scale).reshape(*lead, -1))
+        return torch.cat(out, dim=-1)
 
 
 class ScaledResidual(nn.Module):

@@ -155,18 +155,19 @@ class S2Mixer(nn.Module):
         return self.fast_down(self._through_grid(torch.cat(coeffs, dim=2), x), self.down.weight)
 
     def _through_grid(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``coeffs (N, H, K)`` -> SiLU on the grid -> back to coefficients, in e3nn's layout
-        ``(N, H x (0e + 1o + ...))``, followed by the input scalars: the input of "down"."""
-        n = x.shape[0]
-        values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (N, H, G)
-        back = values @ self.grid.from_grid.to(x.dtype)  # (N, H, K)
+        """``coeffs (..., N, H, K)`` -> SiLU on the grid -> back to coefficients, in e3nn's layout
+        ``(..., N, H x (0e + 1o + ...))``, followed by the input scalars of ``x (..., N, dim)``:
+        the input of "down" (leading dims: a stacked committee's members)."""
+        lead = x.shape[:-1]
+        values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (..., N, H, G)
+        back = values @ self.grid.from_grid.to(x.dtype)  # (..., N, H, K)
         parts, start = [], 0
         for l in range(self.lmax + 1):
             d = 2 * l + 1
-            parts.append(back[:, :, start : start + d].reshape(n, -1))  # e3nn layout (H x d)
+            parts.append(back[..., start : start + d].reshape(*lead, -1))  # e3nn layout (H x d)
             start += d
-        parts.append(x.index_select(1, self.scalar_index))
-        return torch.cat(parts, dim=1)
+        parts.append(x.index_select(-1, self.scalar_index))
+        return torch.cat(parts, dim=-1)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"

@@ -65,11 +65,17 @@ class ScalarMLP(nn.Module):
         self.weights = nn.ParameterList(nn.Parameter(torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k, w in enumerate(self.weights):
-            x = x @ w / math.sqrt(w.shape[0])
-            if k < len(self.weights) - 1:
-                x = nn.functional.silu(x)
-        return x
+        return scalar_mlp(x, list(self.weights))
+
+
+def scalar_mlp(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """:class:`ScalarMLP`'s map: ``x (..., n_in)`` through ``weights`` ``(..., a, b)`` (a stack of
+    members' weights broadcasts against ``x (K, N, n_in)``), scaled by ``1/sqrt(a)``."""
+    for k, w in enumerate(weights):
+        x = x @ w / math.sqrt(w.shape[-2])
+        if k < len(weights) - 1:
+            x = nn.functional.silu(x)
+    return x
 
 
 class FacetLayer(TwinnedLayer):

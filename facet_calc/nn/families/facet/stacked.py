@@ -12,8 +12,8 @@ backward pass of the summed energies gives every member's own edge gradients, an
 its own forces and virial: the members never mix, which the test against
 :func:`~facet_calc.nn.committee.evaluate_members` (each member evaluated alone) checks.
 
-Weights are copied (stacked) when the stack is built; :func:`stack_facet_members` returns a
-stack that :meth:`StackedFacet.is_current` reports stale once any member's parameter changes.
+Weights are copied (stacked) when the stack is built; :meth:`StackedFacet.is_current` reports
+the stack stale once any member's parameter changes.
 Inference only: nothing here trains.
 """
 
@@ -28,7 +28,7 @@ from torch import nn
 from ...blocks.fast_convolution import EdgeContext
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import spline_basis
-from .model import FacetModel, ScalarMLP
+from .model import FacetModel, ScalarMLP, scalar_mlp
 
 #: config keys that may differ between members (they do not change the computation)
 _FREE_KEYS = {"name", "description", "committee", "training", "version"}
@@ -82,29 +82,6 @@ class _StackedLinear:
         return out if fast.identity_order else out.index_select(2, fast.to_output)
 
 
-class _StackedNorm:
-    """The members' :class:`~facet_calc.nn.blocks.residual.EquivariantLayerNorm` on ``(K, N, dim)``."""
-
-    def __init__(self, norms: Sequence[nn.Module]) -> None:
-        self.irreps, self.eps, self.normalise = norms[0].irreps, norms[0].eps, norms[0].normalise
-        self.weight = torch.stack([m.weight.detach() for m in norms])  # (K, num_irreps)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        k, n = x.shape[0], x.shape[1]
-        out, channel = [], 0
-        for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
-            block = x[:, :, sl].view(k, n, mul, ir.dim)
-            scale = self.weight[:, channel : channel + mul].view(k, 1, mul, 1)
-            channel += mul
-            if self.normalise:
-                if ir.l == 0 and ir.p == 1:
-                    block = block - block.mean(dim=2, keepdim=True)
-                rms = block.square().sum(dim=3).mean(dim=2, keepdim=True).add(self.eps).sqrt()
-                block = block / rms.unsqueeze(3)
-            out.append((block * scale).reshape(k, n, -1))
-        return torch.cat(out, dim=2)
-
-
 class _StackedLayer:
     """One :class:`~facet_calc.nn.families.facet.model.FacetLayer` of every member."""
 
@@ -129,7 +106,8 @@ class _StackedLayer:
         self.adapter = None
         if residual.adapter is not None:
             self.adapter = _StackedLinear(residual.fast_adapter, [m.residual.adapter.weight for m in layers])
-        self.norm = _StackedNorm([m.residual.norm for m in layers])
+        self.norm = first.residual.norm
+        self.norm_weight = torch.stack([m.residual.norm.weight.detach() for m in layers]).unsqueeze(1)  # (K, 1, C)
 
     def __call__(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, edges: Sequence[EdgeContext]
                  ) -> torch.Tensor:  # fmt: skip
@@ -141,16 +119,9 @@ class _StackedLayer:
             for k, ((conv, table), ctx) in enumerate(zip(self.convolutions, edges))
         ])  # fmt: skip
         m = self.linear_out(h)
-        m = self._scalar_mlp(m) if self.mixer is None else self._mix(m)
+        m = scalar_mlp(m, self.mlp) if self.mixer is None else self._mix(m)
         skip = x if self.adapter is None else self.adapter(x)
-        return skip + self.norm(m)
-
-    def _scalar_mlp(self, x: torch.Tensor) -> torch.Tensor:
-        for i, w in enumerate(self.mlp):
-            x = torch.bmm(x, w) / math.sqrt(w.shape[1])
-            if i < len(self.mlp) - 1:
-                x = nn.functional.silu(x)
-        return x
+        return skip + self.norm.apply_norm(m, self.norm_weight)
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         """The members' S2 mixers (the fast path of :class:`~facet_calc.nn.blocks.s2_mixing.S2Mixer`)."""
@@ -164,15 +135,7 @@ class _StackedLayer:
                 continue
             xl = mixer.fast_up.input_of_order(l, x.reshape(k * n, -1)).view(k, n, -1, d)
             coeffs.append(torch.einsum("knid,kih->knhd", xl, w))
-        values = nn.functional.silu(torch.cat(coeffs, dim=3) @ mixer.grid.to_grid.to(x.dtype))  # (K, N, H, G)
-        back = values @ mixer.grid.from_grid.to(x.dtype)  # (K, N, H, (lmax+1)^2)
-        parts, start = [], 0
-        for l in range(mixer.lmax + 1):
-            d = 2 * l + 1
-            parts.append(back[..., start : start + d].reshape(k, n, h * d))
-            start += d
-        parts.append(x.index_select(2, mixer.scalar_index))
-        return self.mixer_down(torch.cat(parts, dim=2))
+        return self.mixer_down(mixer._through_grid(torch.cat(coeffs, dim=3), x))
 
 
 class StackedFacet:
@@ -222,7 +185,3 @@ class StackedFacet:
         out = torch.bmm(x, self.readout_weight.unsqueeze(2)).squeeze(2) / math.sqrt(self.readout_weight.shape[1])
         return out * self.scale.index_select(1, species) + self.shift.index_select(1, species)
 
-
-def stack_facet_members(models: Sequence[nn.Module]) -> StackedFacet | None:
-    """A :class:`StackedFacet` of ``models``, or ``None`` when they cannot be stacked."""
-    return StackedFacet(models) if stackable(models) else None
