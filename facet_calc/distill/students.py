@@ -55,7 +55,7 @@ SIZES: dict[str, dict[str, Any]] = {
 # has 9.717 eV/A^2 at every one of those displacements. Without any norm the students are
 # smooth too but learn slower: 26 epochs on the same 116 frames (member 0, same seed) reach a
 # validation force MAE of 64.3 meV/A with the joint norm, 75.1 with the per-order norm and
-# 89.5 without (`benchmarks/student_norms.py`).
+# 89.5 without (`benchmarks/student_ablation.py`).
 
 
 def student_config(atomic_numbers: Sequence[int], size: str | dict, cutoff: float, avg_num_neighbors: float) -> dict:

@@ -1,11 +1,15 @@
-"""The students' residual norm: how fast each one learns, and whether it is smooth at a symmetric site.
+"""Ablations of the students: the residual norm and the per-atom-energy target, measured by how
+fast a student learns and whether it is smooth at a symmetric site.
 
-    nice python benchmarks/student_norms.py --run runs/distill-si --epochs 26 --norms joint layer none
+    nice python benchmarks/student_ablation.py --run runs/distill-si --epochs 26 --variants joint layer none
+    nice python benchmarks/student_ablation.py --run runs/distill-si --epochs 26 --variants joint joint,ae=0
 
-Trains one ``small`` student (seed 0, the settings of ``distill``'s member 0) per norm on the
+A variant is a residual norm (``joint``, ``layer``, ``none``), optionally with ``,ae=W``: the
+weight of the teacher's per-atom energies in the loss (default: the run's, 0.1; 0 drops them).
+Trains one ``small`` student (seed 0, the settings of ``distill``'s member 0) per variant on the
 training frames of a finished ``benchmarks/distill.py`` run (``RUN/data/train.extxyz``,
-validated on ``RUN/data/valid.extxyz``), the norms side by side in worker processes of one
-torch thread. It prints each norm's validation force MAE per epoch, then the trained student's
+validated on ``RUN/data/valid.extxyz``), side by side in worker processes of one torch thread.
+It prints each variant's validation errors per epoch, then the trained student's
 restoring force constant on one atom of perfect diamond Si displaced by 1e-4 ... 1e-2 A: a smooth
 energy gives the same constant at every displacement, a cusp a constant that grows as the
 displacement shrinks. Silicon only (the check's crystal); the run's cutoff and neighbour count.
@@ -24,7 +28,7 @@ import torch
 DISPLACEMENTS = (1e-4, 1e-3, 3e-3, 1e-2)
 
 
-def train_one(run: Path, norm: str, epochs: int, out: Path) -> dict:
+def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
     from ase.build import bulk
     from ase.io import read
 
@@ -35,16 +39,23 @@ def train_one(run: Path, norm: str, epochs: int, out: Path) -> dict:
     from facet_calc.train import LossWeights, TrainSettings
 
     torch.set_num_threads(1)
+    norm, *extra = variant.split(",")
     options = json.loads((run / "run.json").read_text())
+    atom_energy = float(options["atom_energy_weight"])
+    for item in extra:
+        key, _, value = item.partition("=")
+        if key != "ae":
+            raise SystemExit(f"unknown variant option {item!r} (only ae=W)")
+        atom_energy = float(value)
     plan = json.loads((run / "plan.json").read_text())
     cutoff = float(options["cutoff_A"])
     train = _configs(read(run / "data" / "train.extxyz", ":"), [14], cutoff)
     valid = _configs(read(run / "data" / "valid.extxyz", ":"), [14], cutoff)
     config = student_config([14], {**SIZES["small"], "residual_norm": norm}, cutoff, plan["avg_num_neighbors"])
-    loss = LossWeights(energy=1.0, forces=1.0, stress=1.0, atom_energy=float(options["atom_energy_weight"]))
+    loss = LossWeights(energy=1.0, forces=1.0, stress=1.0, atom_energy=atom_energy)
     settings = TrainSettings(epochs=epochs, batch_size=int(options["batch_size"]), lr=float(options["lr"]), seed=0,
                              loss=loss, guard=False, warmup_epochs=min(1.0, epochs / 4))  # fmt: skip
-    job = MemberJob(config, 0, train, valid, settings, out / norm)
+    job = MemberJob(config, 0, train, valid, settings, out / variant.replace(",", "_").replace("=", ""))
     Path(job.folder).mkdir(parents=True, exist_ok=True)
     history = run_job(job, 1)
     model, _ = new_student(config, 0, train, "float64")
@@ -56,27 +67,30 @@ def train_one(run: Path, norm: str, epochs: int, out: Path) -> dict:
         atoms.positions[0, 0] += d
         atoms.calc = calc
         constants.append(float(-atoms.get_forces()[0, 0] / d))
-    return {"norm": norm, "valid_forces": [h["valid_forces_mae_meV_per_A"] for h in history], "constants": constants}
+    return {"variant": variant, "constants": constants,
+            "valid_forces": [h["valid_forces_mae_meV_per_A"] for h in history],
+            "valid_energy": [h["valid_energy_mae_meV_per_atom"] for h in history]}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished distill run of Si (its data/)")
     parser.add_argument("--epochs", type=int, default=26)
-    parser.add_argument("--norms", nargs="+", default=["joint", "layer", "none"])
+    parser.add_argument("--variants", nargs="+", default=["joint", "layer", "none"])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("runs/student-norms"))
+    parser.add_argument("--out", type=Path, default=Path("runs/student-ablation"))
     args = parser.parse_args()
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(train_one, *zip(*[(args.run, n, args.epochs, args.out) for n in args.norms])))
-    print("validation force MAE (meV/A) by epoch:")
-    print("epoch " + " ".join(f"{r['norm']:>8}" for r in results))
+        results = list(pool.map(train_one, *zip(*[(args.run, v, args.epochs, args.out) for v in args.variants])))
+    print("validation force MAE (meV/A) | energy MAE (meV/atom) by epoch:")
+    print("epoch " + " ".join(f"{r['variant']:>17}" for r in results))
     for epoch in range(args.epochs):
-        print(f"{epoch + 1:5d} " + " ".join(f"{r['valid_forces'][epoch]:8.1f}" for r in results))
+        print(f"{epoch + 1:5d} " + " ".join(f"{r['valid_forces'][epoch]:8.1f} | {r['valid_energy'][epoch]:6.2f}"
+                                            for r in results))  # fmt: skip
     print("restoring force constant on one atom of perfect diamond Si (eV/A^2) by displacement (A):")
-    print("norm     " + " ".join(f"{d:>9g}" for d in DISPLACEMENTS))
+    print(f"{'variant':17s} " + " ".join(f"{d:>9g}" for d in DISPLACEMENTS))
     for r in results:
-        print(f"{r['norm']:8s} " + " ".join(f"{k:9.3f}" for k in r["constants"]))
+        print(f"{r['variant']:17s} " + " ".join(f"{k:9.3f}" for k in r["constants"]))
     (args.out / "summary.json").write_text(json.dumps(results, indent=1))
 
 
