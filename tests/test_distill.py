@@ -334,3 +334,37 @@ def test_report_measures_the_student_against_the_teacher(tmp_path):
     # (measured 1.1e-5 relative: the workflow's EOS points and fit differ from these)
     assert report["eos"]["v0_per_atom_a3"]["teacher"] == pytest.approx(v0, rel=1e-4)
     assert list((result.out / "report").glob("*.png")), "the report draws its figures"
+
+
+def test_active_round_never_ships_a_worse_member(tmp_path):
+    """A member whose validation force error rose in round 1 by more than the tolerance gets its
+    round-0 weights back (reloaded from its round-0 file); the others keep round 1's."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from facet_calc.distill import pipeline
+    from facet_calc.distill.students import load_weights, student_config, weights
+    from facet_calc.nn import build_model, initialise_for_training
+
+    config = student_config([29], TINY, 4.0, 10.0)
+    members, jobs = [], []
+    for k in range(2):
+        model = initialise_for_training(build_model(config, torch.float32), k)
+        saved = {name: t + 1.0 for name, t in weights(model).items()}  # "round 0": other weights
+        path = tmp_path / f"member-{k}.safetensors"
+        save_file(saved, str(path))
+        jobs.append(SimpleNamespace(final=path))
+        members.append(model)
+    before = {"member_forces_mae_meV_per_A": [30.0, 30.0]}
+    after = {"member_forces_mae_meV_per_A": [40.0, 30.5]}  # worse by 33 % and by 1.7 %
+    round_1 = [weights(m) for m in members]
+    kept = pipeline._keep_better_round(jobs, members, before, after)
+    assert kept == [0]
+    reference = initialise_for_training(build_model(config, torch.float32), 5)
+    load_weights(jobs[0].final, reference)  # round 0's weights as any load gives them
+    for name, t in weights(members[0]).items():
+        assert torch.equal(t, weights(reference)[name]), name
+        assert not torch.equal(t, round_1[0][name]), name
+    for name, t in weights(members[1]).items():
+        assert torch.equal(t, round_1[1][name]), name
