@@ -5,7 +5,9 @@ fast a student learns and whether it is smooth at a symmetric site.
     nice python benchmarks/student_ablation.py --run runs/distill-si --epochs 26 --variants joint joint,ae=0
 
 A variant is a residual norm (``joint``, ``layer``, ``none``), optionally with ``,ae=W``: the
-weight of the teacher's per-atom energies in the loss (default: the run's, 0.1; 0 drops them).
+weight of the teacher's per-atom energies in the loss (default: the run's, 0.1; 0 drops them),
+and ``,cut=R``: the student's cutoff in A (default: the run's; the convolution's neighbour count
+is then recounted on the training frames).
 Trains one ``small`` student (seed 0, the settings of ``distill``'s member 0) per variant on the
 training frames of a finished ``benchmarks/distill.py`` run (``RUN/data/train.extxyz``,
 validated on ``RUN/data/valid.extxyz``), side by side in worker processes of one torch thread.
@@ -34,7 +36,9 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
 
     from facet_calc import FacetCalculator
     from facet_calc.distill.pipeline import _configs
-    from facet_calc.distill.students import SIZES, MemberJob, load_weights, new_student, run_job, student_config
+    from facet_calc.distill.students import (
+        SIZES, MemberJob, load_weights, mean_neighbours, new_student, run_job, student_config,
+    )
     from facet_calc.potential import Potential
     from facet_calc.train import LossWeights, TrainSettings
 
@@ -42,16 +46,20 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
     norm, *extra = variant.split(",")
     options = json.loads((run / "run.json").read_text())
     atom_energy = float(options["atom_energy_weight"])
+    cutoff = float(options["cutoff_A"])
     for item in extra:
         key, _, value = item.partition("=")
-        if key != "ae":
-            raise SystemExit(f"unknown variant option {item!r} (only ae=W)")
-        atom_energy = float(value)
+        if key not in ("ae", "cut"):
+            raise SystemExit(f"unknown variant option {item!r} (ae=W or cut=R)")
+        if key == "ae":
+            atom_energy = float(value)
+        else:
+            cutoff = float(value)
     plan = json.loads((run / "plan.json").read_text())
-    cutoff = float(options["cutoff_A"])
     train = _configs(read(run / "data" / "train.extxyz", ":"), [14], cutoff)
     valid = _configs(read(run / "data" / "valid.extxyz", ":"), [14], cutoff)
-    config = student_config([14], {**SIZES["small"], "residual_norm": norm}, cutoff, plan["avg_num_neighbors"])
+    neighbours = plan["avg_num_neighbors"] if cutoff == float(options["cutoff_A"]) else mean_neighbours(train)
+    config = student_config([14], {**SIZES["small"], "residual_norm": norm}, cutoff, neighbours)
     loss = LossWeights(energy=1.0, forces=1.0, stress=1.0, atom_energy=atom_energy)
     settings = TrainSettings(epochs=epochs, batch_size=int(options["batch_size"]), lr=float(options["lr"]), seed=0,
                              loss=loss, guard=False, warmup_epochs=min(1.0, epochs / 4))  # fmt: skip
@@ -67,7 +75,7 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
         atoms.positions[0, 0] += d
         atoms.calc = calc
         constants.append(float(-atoms.get_forces()[0, 0] / d))
-    return {"variant": variant, "constants": constants,
+    return {"variant": variant, "constants": constants, "config": config, "weights": str(job.final),
             "valid_forces": [h["valid_forces_mae_meV_per_A"] for h in history],
             "valid_energy": [h["valid_energy_mae_meV_per_atom"] for h in history]}  # fmt: skip
 
@@ -91,7 +99,44 @@ def main() -> None:
     print(f"{'variant':17s} " + " ".join(f"{d:>9g}" for d in DISPLACEMENTS))
     for r in results:
         print(f"{r['variant']:17s} " + " ".join(f"{k:9.3f}" for k in r["constants"]))
+    print("seconds per force call of the float32 student, 1024 Si atoms, one thread (medians, alternated):")
+    for r, seconds in zip(results, step_seconds(results)):
+        r["seconds_1024"] = seconds
+        print(f"{r['variant']:17s} {seconds * 1e3:8.1f} ms")
     (args.out / "summary.json").write_text(json.dumps(results, indent=1))
+
+
+def step_seconds(results: list[dict], rounds: int = 5) -> list[float]:
+    """Median seconds per ``get_forces`` of each trained variant at 1024 Si atoms, alternated."""
+    import time
+
+    import numpy as np
+    from ase.build import bulk
+
+    from facet_calc import FacetCalculator
+    from facet_calc.distill.students import load_weights
+    from facet_calc.nn import build_model
+    from facet_calc.potential import Potential
+
+    torch.set_num_threads(1)
+    calcs = []
+    for r in results:
+        model = build_model(r["config"], torch.float32)
+        load_weights(Path(r["weights"]), model)
+        calcs.append(FacetCalculator(Potential(r["variant"], r["config"], model.requires_grad_(False), None), threads=1))
+    big = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 4, 8))
+    rng = np.random.default_rng(0)
+    times: list[list[float]] = [[] for _ in calcs]
+    for round_ in range(rounds + 1):
+        for k, calc in enumerate(calcs):
+            atoms = big.copy()
+            atoms.positions += rng.normal(0, 0.01, atoms.positions.shape)
+            atoms.calc = calc
+            start = time.perf_counter()
+            atoms.get_forces()
+            if round_:
+                times[k].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 if __name__ == "__main__":
