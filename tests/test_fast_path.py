@@ -378,3 +378,30 @@ def test_one_node_edge_geometry_matches_e3nn(irreps, normalization):
     assert torch.equal(sh0, sh1) and torch.equal(r0, r1)
     assert torch.allclose(grad0, grad1, rtol=0, atol=1e-13)  # measured: up to 5.4e-15
     assert (node == "_EdgeGeometryBackward") == ("3o" not in irreps)
+
+
+def test_a_copied_model_keeps_the_fused_kernel(potential64, monkeypatch):
+    """A deep copy of a model (e.g. a float32 copy of a float64 one) runs the fused kernel as
+    the original does: the backends are compared by identity, so copying or pickling one must
+    give the same object back (a copy once fell silently to the torch path, 2.7x slower)."""
+    import copy
+    import pickle
+
+    from facet_calc.nn.backend import BACKENDS
+    from facet_calc.potential import Potential
+
+    for backend in BACKENDS.values():
+        assert copy.deepcopy(backend) is backend and pickle.loads(pickle.dumps(backend)) is backend
+    if spline_conv_library() is None:
+        pytest.skip("no compiled kernel here")
+    from facet_calc.nn._kernels.cpu import CpuBackend
+
+    _set_kernels(potential64, True)
+    copied = copy.deepcopy(potential64.model).to(torch.float32)
+    calls = []
+    original = CpuBackend.forward_block
+    monkeypatch.setattr(CpuBackend, "forward_block", lambda self, *args: calls.append(1) or original(self, *args))
+    atoms = STRUCTURES["Si rattled"]()
+    atoms.calc = FacetCalculator(Potential("copy", potential64.config, copied, potential64.path))
+    atoms.get_forces()
+    assert calls, "the copied model ran the torch path, not the fused kernel"

@@ -34,6 +34,18 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
 
+    # the three backends are compared by identity (``is``): a copied or unpickled model must
+    # hold the same objects, or a deep copy (e.g. a float32 copy of a model) would silently
+    # leave the fused kernel for the torch path
+    def __copy__(self) -> Backend:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Backend:
+        return self
+
+    def __reduce__(self):
+        return (resolve_backend, (self.name,))
+
     @property
     def reference(self) -> bool:
         """e3nn's generic modules run (every other choice runs the fast twins)."""
