@@ -6,8 +6,10 @@ fast a student learns and whether it is smooth at a symmetric site.
 
 A variant is a residual norm (``joint``, ``layer``, ``none``), optionally with ``,ae=W``: the
 weight of the teacher's per-atom energies in the loss (default: the run's, 0.1; 0 drops them),
-and ``,cut=R``: the student's cutoff in A (default: the run's; the convolution's neighbour count
-is then recounted on the training frames).
+``,cut=R``: the student's cutoff in A (default: the run's; the convolution's neighbour count
+is then recounted on the training frames), and ``,near=W``: the loss weight of the frames near
+equilibrium (origin ``near``; default 1, as every frame). After training, each student's
+phonons (Gamma and zone boundary) are compared with the teacher's as the distill report does.
 Trains one ``small`` student (seed 0, the settings of ``distill``'s member 0) per variant on the
 training frames of a finished ``benchmarks/distill.py`` run (``RUN/data/train.extxyz``,
 validated on ``RUN/data/valid.extxyz``), side by side in worker processes of one torch thread.
@@ -44,19 +46,26 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
 
     torch.set_num_threads(1)
     norm, *extra = variant.split(",")
+    near_weight = 1.0
     options = json.loads((run / "run.json").read_text())
     atom_energy = float(options["atom_energy_weight"])
     cutoff = float(options["cutoff_A"])
     for item in extra:
         key, _, value = item.partition("=")
-        if key not in ("ae", "cut"):
-            raise SystemExit(f"unknown variant option {item!r} (ae=W or cut=R)")
+        if key not in ("ae", "cut", "near"):
+            raise SystemExit(f"unknown variant option {item!r} (ae=W, cut=R or near=W)")
         if key == "ae":
             atom_energy = float(value)
-        else:
+        elif key == "cut":
             cutoff = float(value)
+        else:
+            near_weight = float(value)
     plan = json.loads((run / "plan.json").read_text())
-    train = _configs(read(run / "data" / "train.extxyz", ":"), [14], cutoff)
+    frames = read(run / "data" / "train.extxyz", ":")
+    for atoms in frames:
+        if atoms.info.get("origin") == "near":
+            atoms.info["config_weight"] = near_weight
+    train = _configs(frames, [14], cutoff)
     valid = _configs(read(run / "data" / "valid.extxyz", ":"), [14], cutoff)
     neighbours = plan["avg_num_neighbors"] if cutoff == float(options["cutoff_A"]) else mean_neighbours(train)
     config = student_config([14], {**SIZES["small"], "residual_norm": norm}, cutoff, neighbours)
@@ -75,7 +84,14 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
         atoms.positions[0, 0] += d
         atoms.calc = calc
         constants.append(float(-atoms.get_forces()[0, 0] / d))
-    return {"variant": variant, "constants": constants, "config": config, "weights": str(job.final),
+    from facet_calc.distill.report import _phonons_and_eos
+    from facet_calc.distill.teacher import resolve_teacher
+
+    teacher = resolve_teacher(options["teacher"], "cpu")
+    ph = _phonons_and_eos(calc, teacher, bulk("Si", "diamond", a=5.43), {"phonons": True, "eos": False,
+                                                                        "supercell_length": 9.0})["phonons"]
+    return {"variant": variant, "constants": constants, "gamma_thz": ph["gamma_max_abs_diff_thz"],
+            "zone_boundary_thz": ph["zone_boundary_max_abs_diff_thz"], "config": config, "weights": str(job.final),
             "valid_forces": [h["valid_forces_mae_meV_per_A"] for h in history],
             "valid_energy": [h["valid_energy_mae_meV_per_atom"] for h in history]}  # fmt: skip
 
@@ -99,6 +115,9 @@ def main() -> None:
     print(f"{'variant':17s} " + " ".join(f"{d:>9g}" for d in DISPLACEMENTS))
     for r in results:
         print(f"{r['variant']:17s} " + " ".join(f"{k:9.3f}" for k in r["constants"]))
+    print("phonons, max |student - teacher| (THz): Gamma, zone boundary")
+    for r in results:
+        print(f"{r['variant']:17s} {r['gamma_thz']:9.3f} {r['zone_boundary_thz']:9.3f}")
     print("seconds per force call of the float32 student, 1024 Si atoms, one thread (medians, alternated):")
     for r, seconds in zip(results, step_seconds(results)):
         r["seconds_1024"] = seconds
