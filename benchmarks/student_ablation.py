@@ -39,7 +39,13 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
     from facet_calc import FacetCalculator
     from facet_calc.distill.pipeline import _configs
     from facet_calc.distill.students import (
-        SIZES, MemberJob, load_weights, mean_neighbours, new_student, run_job, student_config,
+        SIZES,
+        MemberJob,
+        load_weights,
+        mean_neighbours,
+        new_student,
+        run_job,
+        student_config,
     )
     from facet_calc.potential import Potential
     from facet_calc.train import LossWeights, TrainSettings
@@ -88,8 +94,8 @@ def train_one(run: Path, variant: str, epochs: int, out: Path) -> dict:
     from facet_calc.distill.teacher import resolve_teacher
 
     teacher = resolve_teacher(options["teacher"], "cpu")
-    ph = _phonons_and_eos(calc, teacher, bulk("Si", "diamond", a=5.43), {"phonons": True, "eos": False,
-                                                                        "supercell_length": 9.0})["phonons"]
+    phonon_options = {"phonons": True, "eos": False, "supercell_length": 9.0}
+    ph = _phonons_and_eos(calc, teacher, bulk("Si", "diamond", a=5.43), phonon_options)["phonons"]
     return {"variant": variant, "constants": constants, "gamma_thz": ph["gamma_max_abs_diff_thz"],
             "zone_boundary_thz": ph["zone_boundary_max_abs_diff_thz"], "config": config, "weights": str(job.final),
             "valid_forces": [h["valid_forces_mae_meV_per_A"] for h in history],
@@ -142,7 +148,8 @@ def step_seconds(results: list[dict], rounds: int = 5) -> list[float]:
     for r in results:
         model = build_model(r["config"], torch.float32)
         load_weights(Path(r["weights"]), model)
-        calcs.append(FacetCalculator(Potential(r["variant"], r["config"], model.requires_grad_(False), None), threads=1))
+        potential = Potential(r["variant"], r["config"], model.requires_grad_(False), None)
+        calcs.append(FacetCalculator(potential, threads=1))
     big = bulk("Si", "diamond", a=5.43, cubic=True).repeat((4, 4, 8))
     rng = np.random.default_rng(0)
     times: list[list[float]] = [[] for _ in calcs]
