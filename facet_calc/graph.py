@@ -254,15 +254,8 @@ def check_distances(graph: NeighbourList, numbers: np.ndarray) -> str | None:
     if graph.receivers.size == 0:
         return None
     vectors = graph.edge_vectors
-    squared = np.einsum("ij,ij->i", vectors, vectors)
-    # every pair passes when even the shortest edge is long for the largest radii present: one
-    # reduction instead of the per-pair ratios (most steps of most runs end here)
-    from ase.data import covalent_radii
-
-    widest = 2.0 * float(covalent_radii[np.unique(numbers)].max())
-    if float(squared.min()) >= (CLOSE_FRACTION * widest) ** 2:
-        return None
-    return check_edge_distances(np.sqrt(squared), graph.receivers, graph.senders, numbers)
+    distances = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    return check_edge_distances(distances, graph.receivers, graph.senders, numbers)
 
 
 def check_edge_distances(
@@ -281,6 +274,10 @@ def check_edge_distances(
         return None
     from ase.data import chemical_symbols, covalent_radii
 
+    # every pair passes when even the shortest edge is long for the largest radii present: one
+    # reduction instead of the per-pair ratios (most steps of most runs end here)
+    if float(distances.min()) >= CLOSE_FRACTION * 2.0 * float(covalent_radii[np.unique(numbers)].max()):
+        return None
     radii = covalent_radii[numbers]
     ratio = distances / (radii[receivers] + radii[senders])
     worst = int(np.argmin(ratio))

@@ -512,10 +512,12 @@ ROUND_1_TOLERANCE = 0.02
 def _keep_better_round(jobs: list[MemberJob], members: list, before: dict, after: dict) -> list[int]:
     """Reload the round-0 weights of every member whose validation force MAE rose by more than
     :data:`ROUND_1_TOLERANCE` in round 1; returns their indices."""
+    old, new = before.get("member_forces_mae_meV_per_A"), after.get("member_forces_mae_meV_per_A")
+    if not (old and new):  # no validation frames: nothing to compare
+        return []
     kept = []
     for k, (job, model) in enumerate(zip(jobs, members)):
-        old, new = before.get("member_forces_mae_meV_per_A"), after.get("member_forces_mae_meV_per_A")
-        if old and new and new[k] > old[k] * (1 + ROUND_1_TOLERANCE):
+        if new[k] > old[k] * (1 + ROUND_1_TOLERANCE):
             load_weights(job.final, model)
             kept.append(k)
     return kept
