@@ -42,10 +42,23 @@ inline void spline_weights(const int64_t* rows, const T* beta, const T* table, i
   for (int64_t k = 0; k < width; ++k) w[k] = b0 * r0[k] + b1 * r1[k] + b2 * r2[k] + b3 * r3[k];
 }
 
+// below this many entries per edge, the coupling's loops run plain (not as vector loops, whose
+// set-up and horizontal sums cost more than the work at these widths; the thresholds measured
+// on the small distillation students' blocks of 1, 3, 5 and 9 entries)
+constexpr int64_t kNarrowCouple = 8, kNarrowTransposed = 16;
+
 // a[j] = sum_k y[k] * coupling[k, j] for j < n: one edge's coupling A (cols * m1) from its
 // spherical harmonics y (dim_sh); the coupling is dense over (sh, col, m1), a few kB, in L1
 template <typename T>
 inline void couple(const T* y, const T* coupling, int dim_sh, int64_t n, T* a) {
+  if (n < kNarrowCouple) {  // a narrow block: plain loops (a vector loop of 1-7 entries is mostly overhead)
+    for (int64_t j = 0; j < n; ++j) {
+      T acc = 0;
+      for (int k = 0; k < dim_sh; ++k) acc += y[k] * coupling[(int64_t)k * n + j];
+      a[j] = acc;
+    }
+    return;
+  }
   const T y0 = y[0];
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) a[j] = y0 * coupling[j];
@@ -60,6 +73,15 @@ inline void couple(const T* y, const T* coupling, int dim_sh, int64_t n, T* a) {
 // gy[k] += sum_j ga[j] * coupling[k, j]: the gradient of the spherical harmonics from grad A
 template <typename T>
 inline void couple_transposed(const T* ga, const T* coupling, int dim_sh, int64_t n, T* gy) {
+  if (n < kNarrowTransposed) {
+    for (int k = 0; k < dim_sh; ++k) {
+      const T* ck = coupling + (int64_t)k * n;
+      T acc = 0;
+      for (int64_t j = 0; j < n; ++j) acc += ga[j] * ck[j];
+      gy[k] += acc;
+    }
+    return;
+  }
   for (int k = 0; k < dim_sh; ++k) {
     const T* ck = coupling + (int64_t)k * n;
     T acc = 0;
@@ -354,9 +376,12 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
   const int64_t na = (int64_t)cols * M1;
 #pragma omp parallel num_threads(n_threads)
   {
-    const int64_t na_padded = (na + L - 1) / L * L;  // whole groups of L for lane_sums
-    std::vector<T> w(width), s(width), a_buf(na), ga_buf(na_padded);
-    std::vector<V> ga_acc(na_padded);
+    // grad A's entries in whole groups of L go through lane_sums, the rest (all of them when
+    // na < L: a narrow block, e.g. a last layer's single output column) are summed one by one,
+    // so no zero vector is accumulated or reduced
+    const int64_t na_grouped = na / L * L;
+    std::vector<T> w(width), s(width), a_buf(na), ga_buf(na);
+    std::vector<V> ga_acc(na);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t j = 0; j < n_nodes; ++j) {
       const T* xj = x + j * (int64_t)M1 * mul;
@@ -369,7 +394,7 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
         const T* g = grad_out + receivers[e] * (int64_t)cols * mul;
         couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data());
         const T* a = a_buf.data();
-        for (int64_t k = 0; k < na_padded; ++k) ga_acc[k] = V{};
+        for (int64_t k = 0; k < na; ++k) ga_acc[k] = V{};
         for (int u0 = 0; u0 < mul; u0 += L) {
           V xm[M1], gxa[M1];
           for (int m = 0; m < M1; ++m) {
@@ -404,7 +429,8 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
             vstore(gxm, vload<V>(gxm) + gxa[m]);
           }
         }
-        for (int64_t k = 0; k < na_padded; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
+        for (int64_t k = 0; k < na_grouped; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
+        for (int64_t k = na_grouped; k < na; ++k) ga_buf[k] = hsum<T>(ga_acc[k]);
         couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + e * dim_sh);
         for (int c = 0; c < 4; ++c) {
           const T* rc = table + re[c] * width;
