@@ -295,6 +295,28 @@ inline void lane_sums(V* v, T* out) {
 }
 #endif
 
+// grad_beta[c] = sum_k table[rows[c], k] * s[k] for the 4 rows of one edge, in one pass over s
+// (four reductions in one loop: s is read once and the four horizontal sums overlap)
+template <typename T>
+inline void grad_beta_of_edge(const int64_t* rows, const T* table, int64_t width, const T* s, T* out) {
+  const T* r0 = table + rows[0] * width;
+  const T* r1 = table + rows[1] * width;
+  const T* r2 = table + rows[2] * width;
+  const T* r3 = table + rows[3] * width;
+  T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+  for (int64_t k = 0; k < width; ++k) {
+    a0 += r0[k] * s[k];
+    a1 += r1[k] * s[k];
+    a2 += r2[k] * s[k];
+    a3 += r3[k] * s[k];
+  }
+  out[0] = a0;
+  out[1] = a1;
+  out[2] = a2;
+  out[3] = a3;
+}
+
 // output columns whose accumulators stay in registers (32 vector registers with AVX-512, 16 below)
 constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
 
@@ -432,13 +454,7 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
         for (int64_t k = 0; k < na_grouped; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
         for (int64_t k = na_grouped; k < na; ++k) ga_buf[k] = hsum<T>(ga_acc[k]);
         couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + e * dim_sh);
-        for (int c = 0; c < 4; ++c) {
-          const T* rc = table + re[c] * width;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t k = 0; k < width; ++k) acc += rc[k] * s[k];
-          grad_beta[4 * e + c] = acc;
-        }
+        grad_beta_of_edge(re, table, width, s.data(), grad_beta + 4 * e);
       }
     }
   }
