@@ -72,6 +72,44 @@ def test_committee_evaluation_equals_members_alone(committee_dir, atoms, how, ba
     assert float(fast["forces"].std(0).max()) > 1e-3  # the members differ: the test can fail
 
 
+#: channels the compiled kernel can stack (multiples of its vectors' half width in float32 and
+#: float64 at every instruction-set level): the members then share one kernel pass per layer
+STACKABLE = dict(CONFIG, hidden="8x0e+8x1o+8x2e", embedding=8)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_members_stacked_in_one_kernel_pass_equal_members_alone(tmp_path, atoms, dtype):
+    """The stacked kernel (the members' channels side by side, one edge loop, per-member
+    gradients of the spherical harmonics and spline basis) against each member alone."""
+    from facet_calc.nn._kernels import kernel_launcher
+    from facet_calc.nn.committee import _stack_of
+
+    if kernel_launcher(torch.device("cpu")) is None:
+        pytest.skip("no compiled kernel here")
+    torch.manual_seed(0)
+    members = []
+    for s in range(3):
+        model = build_model(STACKABLE, torch.float64)
+        initialise_for_training(model, s)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not name.endswith("radial.slopes"):
+                    p.add_(0.3 * torch.randn(p.shape, dtype=p.dtype))
+        weights = {k: v.detach().clone() for k, v in model.named_parameters()}
+        members.append((dict(STACKABLE, description="test member"), weights, "# test\n"))
+    committee = load_committee(save_committee(tmp_path / "c", members), dtype=dtype, device="cpu")
+    other = atoms.copy()
+    other.rattle(0.1, seed=7)
+    graph = collate([graph_from_atoms(a, committee.cutoff, committee.species) for a in (atoms, other)])
+    fast = evaluate_committee(committee.models, graph, how="stacked")
+    assert _stack_of(committee.models).layers[0]._kernel_blocks(torch.device("cpu")) is not None  # it ran
+    plain = evaluate_members(committee.models, graph)
+    tol = TOL if dtype == "float64" else 1e-5  # float32: summation order differs (measured 1e-6)
+    for key in ("energy", "energies", "forces", "virial"):
+        torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=tol)
+    assert float(fast["forces"].std(0).max()) > 1e-2  # the members differ: the test can fail
+
+
 def test_stacked_committee_follows_changed_weights(committee_dir, atoms):
     """The stacked members' weights are copies: changing a member's parameters rebuilds them."""
     committee = load_committee(committee_dir, dtype="float32", device="cpu")

@@ -13,7 +13,7 @@ _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 # the exported signatures (spline_conv.cpp's FACET_EXPORT), declared once so that a launch
 # passes plain Python ints (pointers from data_ptr) without building ctypes objects for each
 _FORWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _L, _P, None, _I]
-_BACKWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I]
+_BACKWARD_ARGS = [_L, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SCALAR = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
@@ -25,6 +25,7 @@ class CpuBackend:
         self.library = library
         self.isa = isa  #: the instruction-set level the library was built for
         self._functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
+        self._vector_bytes: int | None = None
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
@@ -37,7 +38,7 @@ class CpuBackend:
             fn = getattr(self.library, f"spline_conv_{pass_}_{suffix}")
             args = _FORWARD_ARGS if pass_ == "forward" else _BACKWARD_ARGS
             fn.argtypes = [_SCALAR[suffix] if a is None else a for a in args]
-            fn.restype = None
+            fn.restype = None if pass_ == "forward" else ctypes.c_int
             self._functions[(pass_, dtype)] = fn
         return fn
 
@@ -51,15 +52,32 @@ class CpuBackend:
         )  # fmt: skip
 
     def backward_block(self, graph, sh, coupling, xt, rows, beta, table, path_of_col, dims, grad_block, grad_sh,
-                       grad_xt, grad_beta):  # fmt: skip
+                       grad_xt, grad_beta, members: int = 1) -> None:  # fmt: skip
         """``grad_sh`` is added to (the blocks of one input sum there); the others are written.
         ``graph.by_sender`` lists the indices of the edges (rows of ``sh``, ``rows``, ``beta``,
-        ``grad_sh``, ``grad_beta``) sender by sender."""
+        ``grad_sh``, ``grad_beta``) sender by sender. ``members > 1``: a committee stacked along
+        the channels (``dims``' mul is one member's; ``xt``, ``table`` and ``grad_block`` hold
+        ``members * mul`` channels, ``grad_sh (members, E, dim_sh)`` and ``grad_beta (members,
+        E, 4)`` one gradient per member); only where :meth:`can_stack` says so."""
         mul, m1, cols, n_paths = dims
-        self._function("backward", sh.dtype)(
-            graph.n_nodes, mul, m1, cols, n_paths, sh.shape[1],
+        status = self._function("backward", sh.dtype)(
+            graph.n_nodes, mul, members, m1, cols, n_paths, sh.shape[1],
             graph.send_ptr.data_ptr(), graph.by_sender.data_ptr(), graph.receivers.data_ptr(), sh.data_ptr(),
             coupling.data_ptr(), xt.data_ptr(), rows.data_ptr(), beta.data_ptr(), table.data_ptr(),
             path_of_col.data_ptr(), grad_block.data_ptr(), grad_sh.data_ptr(), grad_xt.data_ptr(),
             grad_beta.data_ptr(), kernel_threads(),
         )  # fmt: skip
+        if status != 0:
+            raise ValueError(f"the kernel cannot stack {members} members of {mul} channels (see can_stack)")
+
+    def can_stack(self, mul: int, m1: int, dtype: torch.dtype) -> bool:
+        """Whether a committee's members of ``mul`` channels of order ``m1`` each can share one
+        backward kernel (a blocked loop, whose vectors must not straddle two members)."""
+        if self._vector_bytes is None:
+            fn = self.library.spline_conv_vector_bytes
+            fn.argtypes, fn.restype = [], ctypes.c_int
+            self._vector_bytes = int(fn())
+        lanes = self._vector_bytes // torch.empty((), dtype=dtype).element_size()
+        if m1 not in (1, 3, 5, 7):
+            return False
+        return mul % lanes == 0 or (lanes >= 4 and mul % (lanes // 2) == 0)

@@ -295,28 +295,6 @@ inline void lane_sums(V* v, T* out) {
 }
 #endif
 
-// grad_beta[c] = sum_k table[rows[c], k] * s[k] for the 4 rows of one edge, in one pass over s
-// (four reductions in one loop: s is read once and the four horizontal sums overlap)
-template <typename T>
-inline void grad_beta_of_edge(const int64_t* rows, const T* table, int64_t width, const T* s, T* out) {
-  const T* r0 = table + rows[0] * width;
-  const T* r1 = table + rows[1] * width;
-  const T* r2 = table + rows[2] * width;
-  const T* r3 = table + rows[3] * width;
-  T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-  for (int64_t k = 0; k < width; ++k) {
-    a0 += r0[k] * s[k];
-    a1 += r1[k] * s[k];
-    a2 += r2[k] * s[k];
-    a3 += r3[k] * s[k];
-  }
-  out[0] = a0;
-  out[1] = a1;
-  out[2] = a2;
-  out[3] = a3;
-}
-
 // output columns whose accumulators stay in registers (32 vector registers with AVX-512, 16 below)
 constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
 
@@ -388,14 +366,25 @@ void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh
 // registers while the columns are walked; grad A accumulates per (column, m) over the vectors of
 // channels in a small buffer and is summed over its lanes once per edge. The columns of a path
 // are consecutive (FastSplineConvolution builds them so), so each s[p, u] is stored once.
+//
+// members > 1: a committee's members stacked along the channels (x (N, m1, members * mul), the
+// table's columns (path, member, u), grad_out (N, cols, members * mul)), all sharing the edges,
+// their spherical harmonics and spline basis. The edge loop, the coupling A and the loads of the
+// edge's rows run once for all members; grad A, and with it grad_sh, and grad_beta are kept per
+// member (grad_sh (members, E, dim_sh), grad_beta (members, E, 4), E = send_ptr[n_nodes]), so
+// each member gets the gradient of its own energy. mul is a multiple of the vector's lanes, so
+// no vector holds two members' channels.
 template <typename T, int M1, typename V>
-void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* send_ptr,
-                      const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling,
-                      const T* x, const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
-                      const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
+void backward_blocked(int64_t n_nodes, int mul, int members, int cols, int n_paths, int dim_sh,
+                      const int64_t* send_ptr, const int64_t* by_sender, const int64_t* receivers, const T* sh,
+                      const T* coupling, const T* x, const int64_t* rows, const T* beta, const T* table,
+                      const int32_t* path_of_col, const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta,
+                      int n_threads) {
   constexpr int L = sizeof(V) / sizeof(T);
-  const int64_t width = (int64_t)n_paths * mul;
+  const int64_t channels = (int64_t)members * mul;  // all members' channels of one (m, path)
+  const int64_t width = (int64_t)n_paths * channels;
   const int64_t na = (int64_t)cols * M1;
+  const int64_t n_edges = send_ptr[n_nodes];  // the stride of one member in grad_sh and grad_beta
 #pragma omp parallel num_threads(n_threads)
   {
     // grad A's entries in whole groups of L go through lane_sums, the rest (all of them when
@@ -403,58 +392,73 @@ void backward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_s
     // so no zero vector is accumulated or reduced
     const int64_t na_grouped = na / L * L;
     std::vector<T> w(width), s(width), a_buf(na), ga_buf(na);
-    std::vector<V> ga_acc(na);
+    std::vector<V> ga_acc(members * na);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t j = 0; j < n_nodes; ++j) {
-      const T* xj = x + j * (int64_t)M1 * mul;
-      T* gx = grad_x + j * (int64_t)M1 * mul;
-      std::memset(gx, 0, sizeof(T) * M1 * mul);
+      const T* xj = x + j * (int64_t)M1 * channels;
+      T* gx = grad_x + j * (int64_t)M1 * channels;
+      std::memset(gx, 0, sizeof(T) * M1 * channels);
       for (int64_t q = send_ptr[j]; q < send_ptr[j + 1]; ++q) {
         const int64_t e = by_sender[q];
         const int64_t* re = rows + 4 * e;
         spline_weights(re, beta + 4 * e, table, width, w.data());
-        const T* g = grad_out + receivers[e] * (int64_t)cols * mul;
+        const T* g = grad_out + receivers[e] * (int64_t)cols * channels;
         couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data());
         const T* a = a_buf.data();
-        for (int64_t k = 0; k < na; ++k) ga_acc[k] = V{};
-        for (int u0 = 0; u0 < mul; u0 += L) {
+        for (int64_t k = 0; k < members * na; ++k) ga_acc[k] = V{};
+        for (int64_t u0 = 0; u0 < channels; u0 += L) {
           V xm[M1], gxa[M1];
           for (int m = 0; m < M1; ++m) {
-            xm[m] = vload<V>(xj + (int64_t)m * mul + u0);
+            xm[m] = vload<V>(xj + (int64_t)m * channels + u0);
             gxa[m] = V{};
           }
+          V* ga_member = ga_acc.data() + (u0 / mul) * na;
           int p = path_of_col[0];
-          V wv = vload<V>(w.data() + (int64_t)p * mul + u0);
+          V wv = vload<V>(w.data() + (int64_t)p * channels + u0);
           V sacc = V{};
           for (int col = 0; col < cols; ++col) {
             if (path_of_col[col] != p) {
-              vstore(s.data() + (int64_t)p * mul + u0, sacc);
+              vstore(s.data() + (int64_t)p * channels + u0, sacc);
               p = path_of_col[col];
-              wv = vload<V>(w.data() + (int64_t)p * mul + u0);
+              wv = vload<V>(w.data() + (int64_t)p * channels + u0);
               sacc = V{};
             }
             const T* ac = a + col * M1;
-            const V gv = vload<V>(g + (int64_t)col * mul + u0);
+            const V gv = vload<V>(g + (int64_t)col * channels + u0);
             V t = ac[0] * xm[0];
             for (int m = 1; m < M1; ++m) t += ac[m] * xm[m];
             sacc += t * gv;
             const V gw = gv * wv;
-            V* gac = ga_acc.data() + col * M1;
+            V* gac = ga_member + col * M1;
             for (int m = 0; m < M1; ++m) {
               gac[m] += xm[m] * gw;
               gxa[m] += ac[m] * gw;
             }
           }
-          vstore(s.data() + (int64_t)p * mul + u0, sacc);
+          vstore(s.data() + (int64_t)p * channels + u0, sacc);
           for (int m = 0; m < M1; ++m) {
-            T* gxm = gx + (int64_t)m * mul + u0;
+            T* gxm = gx + (int64_t)m * channels + u0;
             vstore(gxm, vload<V>(gxm) + gxa[m]);
           }
         }
-        for (int64_t k = 0; k < na_grouped; k += L) lane_sums<T>(ga_acc.data() + k, ga_buf.data() + k);
-        for (int64_t k = na_grouped; k < na; ++k) ga_buf[k] = hsum<T>(ga_acc[k]);
-        couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + e * dim_sh);
-        grad_beta_of_edge(re, table, width, s.data(), grad_beta + 4 * e);
+        for (int k = 0; k < members; ++k) {
+          V* gak = ga_acc.data() + k * na;
+          for (int64_t i = 0; i < na_grouped; i += L) lane_sums<T>(gak + i, ga_buf.data() + i);
+          for (int64_t i = na_grouped; i < na; ++i) ga_buf[i] = hsum<T>(gak[i]);
+          couple_transposed(ga_buf.data(), coupling, dim_sh, na, grad_sh + (k * n_edges + e) * dim_sh);
+          // grad_beta of member k: its columns (p, k, u) of the edge's four table rows against s,
+          // in vectors (mul is a multiple of L), one horizontal sum per row
+          V acc[4] = {V{}, V{}, V{}, V{}};
+          for (int pp = 0; pp < n_paths; ++pp) {
+            const int64_t off = (int64_t)pp * channels + (int64_t)k * mul;
+            for (int u0 = 0; u0 < mul; u0 += L) {
+              const V sv = vload<V>(s.data() + off + u0);
+              for (int c = 0; c < 4; ++c) acc[c] += vload<V>(table + re[c] * width + off + u0) * sv;
+            }
+          }
+          T* gb = grad_beta + 4 * (k * n_edges + e);
+          for (int c = 0; c < 4; ++c) gb[c] = hsum<T>(acc[c]);
+        }
       }
     }
   }
@@ -504,19 +508,22 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh
                    path_of_col, out, out_stride, out_map, scale, n_threads);
 }
 
-// grad_sh is accumulated into (the caller sums the blocks of one input there)
+// grad_sh is accumulated into (the caller sums the blocks of one input there). members > 1 (a
+// committee stacked along the channels, see backward_blocked) needs a blocked path: returns 1,
+// computing nothing, where none serves this mul (the caller then runs the members one by one).
 template <typename T>
-void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* send_ptr,
-              const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling, const T* x,
-              const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,
-              const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
+int backward(int64_t n_nodes, int mul, int members, int m1, int cols, int n_paths, int dim_sh,
+             const int64_t* send_ptr, const int64_t* by_sender, const int64_t* receivers, const T* sh,
+             const T* coupling, const T* x, const int64_t* rows, const T* beta, const T* table,
+             const int32_t* path_of_col, const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {
   typedef typename VecOf<T>::type V;
   typedef typename HalfOf<T>::type VH;
   constexpr int L = FACET_VBYTES / sizeof(T);
 #define FACET_BWD(M, VT) \
-  return backward_blocked<T, M, VT>(n_nodes, mul, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
-                                    coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, \
-                                    grad_beta, n_threads)
+  backward_blocked<T, M, VT>(n_nodes, mul, members, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
+                             coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, \
+                             n_threads); \
+  return 0
   if (mul % L == 0) {
     switch (m1) {
       case 1: FACET_BWD(1, V);
@@ -535,6 +542,7 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_s
     }
   }
 #undef FACET_BWD
+  if (members != 1) return 1;
   const int64_t n_edges = send_ptr[n_nodes], na = (int64_t)cols * m1;
   const std::vector<T> A = all_couplings(n_edges, dim_sh, sh, coupling, na);
   std::vector<T> grad_A(n_edges * na);
@@ -542,6 +550,7 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_s
                     table, path_of_col, grad_out, grad_A.data(), grad_x, grad_beta, n_threads);
   for (int64_t e = 0; e < n_edges; ++e)
     couple_transposed(grad_A.data() + e * na, coupling, dim_sh, na, grad_sh + e * dim_sh);
+  return 0;
 }
 
 }  // namespace
@@ -555,14 +564,20 @@ void backward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_s
     forward<T>(n_nodes, mul, m1, cols, n_paths, dim_sh, recv_ptr, senders, sh, coupling, x, rows, beta, \
                table, path_of_col, out, out_stride, out_map, scale, n_threads);                    \
   }                                                                                                \
-  extern "C" void spline_conv_backward_##SUFFIX(                                                   \
-      int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh, const int64_t* send_ptr, \
-      const int64_t* by_sender, const int64_t* receivers, const T* sh, const T* coupling,          \
-      const T* x, const int64_t* rows, const T* beta, const T* table, const int32_t* path_of_col,  \
-      const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta, int n_threads) {                     \
-    backward<T>(n_nodes, mul, m1, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, coupling, x, \
-                rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, n_threads);  \
+  extern "C" int spline_conv_backward_##SUFFIX(                                                    \
+      int64_t n_nodes, int mul, int members, int m1, int cols, int n_paths, int dim_sh,            \
+      const int64_t* send_ptr, const int64_t* by_sender, const int64_t* receivers, const T* sh,    \
+      const T* coupling, const T* x, const int64_t* rows, const T* beta, const T* table,           \
+      const int32_t* path_of_col, const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta,          \
+      int n_threads) {                                                                             \
+    return backward<T>(n_nodes, mul, members, m1, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
+                       coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, \
+                       n_threads);                                                                 \
   }
 
 FACET_EXPORT(float, f32)
 FACET_EXPORT(double, f64)
+
+// the vector width the blocked loops use, in bytes (a committee's members may be stacked along
+// the channels when mul is a multiple of its lanes or of half of them, see backward)
+extern "C" int spline_conv_vector_bytes() { return FACET_VBYTES; }

@@ -512,3 +512,96 @@ def _node_chunks(ptr: torch.Tensor, max_edges: int) -> list[tuple[int, int]]:
     cuts = torch.searchsorted(ptr, targets, right=True) - 1  # last node starting at or before each target
     bounds = sorted({0, n_nodes, *cuts.clamp(0, n_nodes).tolist()})
     return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def stacked_kernel_blocks(conv: FastSplineConvolution, tables: list[torch.Tensor], backend) -> list[tuple] | None:
+    """The fused CPU kernel's blocks for K members of one convolution layout stacked along the
+    channels (:class:`StackedFusedConvolution`), or ``None`` where the kernel cannot stack them
+    (a block's channels straddle its vectors, or the backend does not stack).
+
+    ``tables``: each member's radial table ``(2 * n_knots, n_out)``. Per block: input columns,
+    coupling, the stacked table ``(R, n_paths * K * mul)`` with columns ``(path, member, u)``,
+    column paths, the output map ``(cols * K * mul)`` into ``(N, K * dim_out)`` (member ``k``'s
+    outputs at offset ``k * dim_out``) and ``(mul, m1, cols, n_paths)`` of one member."""
+    if not getattr(backend, "fuses_coupling", False) or not hasattr(backend, "can_stack"):
+        return None
+    k, dim_out = len(tables), conv.irreps_out.dim
+    blocks = []
+    for block in conv.blocks:
+        b, mul, m1, cols, n_paths = block["id"], block["mul"], block["m1"], block["cols"], block["n_paths"]
+        if not backend.can_stack(mul, m1, tables[0].dtype):
+            return None
+        columns = getattr(conv, f"path_table_columns_{b}")
+        table = torch.stack([t.index_select(1, columns).view(t.shape[0], n_paths, mul) for t in tables], dim=2)
+        out_map = getattr(conv, f"out_map_{b}").view(cols, 1, mul).long()
+        out_map = out_map + dim_out * torch.arange(k, device=out_map.device).view(1, k, 1)
+        blocks.append((
+            block["in_slice"], getattr(conv, f"coupling_{b}"), table.reshape(table.shape[0], -1).contiguous(),
+            getattr(conv, f"path_of_col_{b}"), out_map.reshape(-1).to(torch.int32), (mul, m1, cols, n_paths),
+        ))  # fmt: skip
+    return blocks
+
+
+class StackedFusedConvolution(torch.autograd.Function):
+    """K members' convolutions of one layout in one pass of the fused CPU kernel, their
+    channels stacked: ``out (K, N, dim_out)`` from ``beta (K, E, 4)``, ``sh (K, E, dim_sh)``
+    (each member's own copy of the same values, so each gets its own gradient) and ``x (K, N,
+    dim_in)``, with ``blocks`` from :func:`stacked_kernel_blocks`. The edge loop, the per-edge
+    coupling and the spline rows run once for all members; the gradients of ``sh`` and ``beta``
+    are per member (the kernel's ``members`` argument), the members never mix.
+
+    ``static``: ``(backend, index, rows, blocks, scale)`` with ``index`` the edges' CSR views
+    (:class:`_EdgeIndex`, receivers sorted) and ``rows (E, 4)`` the spline rows (shared)."""
+
+    @staticmethod
+    def forward(ctx, beta, sh, x, static):
+        backend, graph, rows, blocks, scale = static
+        k, n_nodes = x.shape[0], x.shape[1]
+        sh0, beta0 = sh[0].contiguous(), beta[0].contiguous()
+        # each block's features (N, m1, K * mul), channels (member, u)
+        xts = [x[:, :, in_slice].view(k, n_nodes, dims[0], dims[1]).permute(1, 3, 0, 2)
+               .reshape(n_nodes, dims[1], k * dims[0]) for in_slice, *_, dims in blocks]  # fmt: skip
+        dim_out = _stacked_dim_out(blocks, k)
+        out = beta.new_empty((n_nodes, k * dim_out))
+        local = graph.whole("receivers", n_nodes)
+        for xt, (_, coupling, table, path_of_col, out_map, (mul, m1, cols, n_paths)) in zip(xts, blocks):
+            backend.forward_block(local, sh0, coupling, xt, rows, beta0, table, path_of_col, out_map,
+                                  (k * mul, m1, cols, n_paths), out, scale)  # fmt: skip
+        ctx.save_for_backward(beta0, sh0, *xts)
+        ctx.static = static
+        ctx.x_shape = x.shape
+        ctx.dim_out = dim_out
+        return out.view(n_nodes, k, dim_out).transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused convolution kernel is differentiable once (see _FusedConvolution)")
+        beta0, sh0, *xts = ctx.saved_tensors
+        backend, graph, rows, blocks, scale = ctx.static
+        k, n_nodes, dim_in = ctx.x_shape
+        n_edges = sh0.shape[0]
+        flat = (grad_out.transpose(0, 1) * scale).reshape(n_nodes, k * ctx.dim_out)
+        local = graph.whole("senders")
+        sh_s, rows_s, beta_s = (graph.sender_ordered(t, 0, n_edges) for t in (sh0, rows, beta0))
+        grad_sh_s = sh0.new_zeros((k, n_edges, sh0.shape[1]))
+        grad_beta_s = beta0.new_zeros((k, n_edges, 4))
+        part = beta0.new_empty((k, n_edges, 4))
+        grad_x = grad_out.new_zeros((k, n_nodes, dim_in))
+        for xt, (in_slice, coupling, table, path_of_col, out_map, dims) in zip(xts, blocks):
+            mul, m1 = dims[0], dims[1]
+            grad_xt = torch.empty_like(xt)
+            backend.backward_block(local, sh_s, coupling, xt, rows_s, beta_s, table, path_of_col, dims,
+                                   flat.index_select(1, out_map), grad_sh_s, grad_xt, part, members=k)  # fmt: skip
+            grad_beta_s += part
+            # (N, m1, K * mul) -> the members' columns (K, N, mul * m1) in e3nn layout
+            grad_x[:, :, in_slice].view(k, n_nodes, mul, m1).copy_(grad_xt.view(n_nodes, m1, k, mul).permute(2, 0, 3, 1))
+        order = graph.by_sender
+        grad_sh = torch.empty_like(grad_sh_s).index_copy_(1, order, grad_sh_s)
+        grad_beta = torch.empty_like(grad_beta_s).index_copy_(1, order, grad_beta_s)
+        return grad_beta, grad_sh, grad_x, None
+
+
+def _stacked_dim_out(blocks, k: int) -> int:
+    """The width of one member's output: every output column is written by exactly one block."""
+    return sum(out_map.numel() for *_, out_map, _ in blocks) // k

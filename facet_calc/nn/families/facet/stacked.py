@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ...blocks.fast_convolution import EdgeContext
+from ..._kernels import kernel_launcher
+from ...blocks.fast_convolution import EdgeContext, StackedFusedConvolution, stacked_kernel_blocks
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import spline_basis
 from .model import FacetModel, ScalarMLP, scalar_mlp
@@ -91,6 +92,7 @@ class _StackedLayer:
         self.linear_out = _StackedLinear(first.fast["linear_out"], [m.linear_out.weight for m in layers])
         self.convolutions = [(m.fast["convolution"], m.convolution.radial.table().detach()) for m in layers]
         self.backend = first.backend
+        self._stacked_blocks: dict = {}  # per kernel launcher: the members' kernel blocks, stacked
         if isinstance(first.mixer, ScalarMLP):
             depth = len(first.mixer.weights)
             self.mlp = [torch.stack([m.mixer.weights[i].detach() for m in layers]) for i in range(depth)]
@@ -109,19 +111,38 @@ class _StackedLayer:
         self.norm = first.residual.norm
         self.norm_weight = torch.stack([m.residual.norm.weight.detach() for m in layers]).unsqueeze(1)  # (K, 1, C)
 
-    def __call__(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, edges: Sequence[EdgeContext]
-                 ) -> torch.Tensor:  # fmt: skip
-        """``x (K, N, dim_in)``, ``sh (K, E, dim_sh)``, ``r (K, E)``, one edge context per member."""
+    def __call__(self, x: torch.Tensor, sh: torch.Tensor, r: torch.Tensor, edges: Sequence[EdgeContext],
+                 basis: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        """``x (K, N, dim_in)``, ``sh (K, E, dim_sh)``, ``r (K, E)``, one edge context per member,
+        ``basis``: the spline rows ``(E, 4)`` (shared) and every member's ``beta (K, E, 4)``."""
         h = self.linear_in(x)
         use_kernel = self.backend.name == "kernel"
-        h = torch.stack([
-            conv(h[k], sh[k], r[k], ctx.senders, ctx.receivers, table, use_kernel=use_kernel, edges=ctx)
-            for k, ((conv, table), ctx) in enumerate(zip(self.convolutions, edges))
-        ])  # fmt: skip
+        blocks = self._kernel_blocks(x.device) if use_kernel and edges[0].sorted_by_receiver else None
+        if blocks is not None:  # one kernel pass for all members (the edge work shared)
+            conv = self.convolutions[0][0]
+            static = (blocks[0], edges[0].index, basis[0], blocks[1], 1.0 / conv.denominator)
+            h = StackedFusedConvolution.apply(basis[1], sh, h, static)
+        else:
+            h = torch.stack([
+                conv(h[k], sh[k], r[k], ctx.senders, ctx.receivers, table, use_kernel=use_kernel, edges=ctx)
+                for k, ((conv, table), ctx) in enumerate(zip(self.convolutions, edges))
+            ])  # fmt: skip
         m = self.linear_out(h)
         m = scalar_mlp(m, self.mlp) if self.mixer is None else self._mix(m)
         skip = x if self.adapter is None else self.adapter(x)
         return skip + self.norm.apply_norm(m, self.norm_weight)
+
+    def _kernel_blocks(self, device: torch.device) -> tuple | None:
+        """``(launcher, blocks)`` of the stacked fused kernel on ``device``, or ``None`` where
+        it cannot run (no compiled CPU kernel, or the blocks' channels do not stack)."""
+        backend = kernel_launcher(device)
+        if backend is None:
+            return None
+        if backend not in self._stacked_blocks:
+            conv = self.convolutions[0][0]
+            blocks = stacked_kernel_blocks(conv, [table for _, table in self.convolutions], backend)
+            self._stacked_blocks[backend] = None if blocks is None else (backend, blocks)
+        return self._stacked_blocks[backend]
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         """The members' S2 mixers (the fast path of :class:`~facet_calc.nn.blocks.s2_mixing.S2Mixer`)."""
@@ -179,9 +200,10 @@ class StackedFacet:
         for m, ctx in enumerate(edges):
             part = slice(m * n_edges, (m + 1) * n_edges)
             ctx.set_spline_basis(radial.n_intervals, radial.r_max, rows[part], beta[part])
+        basis = (rows[:n_edges], beta.view(k, n_edges, 4))  # (the members' rows are the same)
         x = self.embedding.index_select(1, species)  # (K, N, C0)
         for layer in self.layers:
-            x = layer(x, sh, r, edges)
+            x = layer(x, sh, r, edges, basis)
         out = torch.bmm(x, self.readout_weight.unsqueeze(2)).squeeze(2) / math.sqrt(self.readout_weight.shape[1])
         return out * self.scale.index_select(1, species) + self.shift.index_select(1, species)
 
