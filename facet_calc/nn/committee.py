@@ -7,11 +7,14 @@ offsets, the spline basis of each knot grid). Each member then runs its own laye
 of member ``k`` are the gradient of its energy alone (one backward per member through the shared
 part, which is kept). Members of one family config that the family can stack (Facet students:
 :mod:`~facet_calc.nn.families.facet.stacked`) run as one batched evaluation instead, with one
-backward pass for all. That saves the fixed cost of a step (each member's ~100 small operations
-and autograd nodes), not its per-atom work, and the stacked tensors are K times larger, so it
-pays on small graphs only: measured with three small students on one CPU thread (model work,
-``benchmarks/committee_cost.py``), stacked/shared per step is 34.5/54.6 ms at 64 Si atoms (1792
-edges), 114.8/123.1 ms at 288 atoms (8064 edges) and 153.9/143.3 ms at 384 atoms (10752 edges).
+backward pass for all: one kernel pass per layer for all members (their channels side by side;
+the edge loop, coupling and spline rows shared) and the edge geometry computed once. That saves
+the fixed cost of a step (each member's ~100 small operations and autograd nodes) and the
+kernel's per-edge overhead, not the members' own work (their features, mixers and gradients),
+so it pays on small graphs: measured with three small students on one CPU thread (model work,
+``benchmarks/committee_cost.py``), stacked/shared per step is 8.0/13.2 ms at 64 Si atoms (1792
+edges; one member 4.9 ms), 43.9/47.4 ms at 512 atoms (14336 edges; 17.5) and 80.0/80.3 ms at
+1000 atoms (28000 edges; 29.6).
 ``how`` selects: ``"auto"`` (stacked up to :data:`STACK_MAX_EDGES` edges, where possible),
 ``"stacked"``, ``"shared"``. :func:`evaluate_members` is the plain reference: each member through
 :func:`~facet_calc.nn.forward.evaluate` on its own; tests check the others against it.
@@ -83,7 +86,7 @@ def committee_energies(
 
 
 #: ``how="auto"`` stacks the members of graphs with at most this many edges (see module docstring)
-STACK_MAX_EDGES = 8192
+STACK_MAX_EDGES = 16384
 
 #: the stack of the last committee evaluated, by its first member (rebuilt when stale)
 _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -595,7 +595,8 @@ class StackedFusedConvolution(torch.autograd.Function):
                                    flat.index_select(1, out_map), grad_sh_s, grad_xt, part, members=k)  # fmt: skip
             grad_beta_s += part
             # (N, m1, K * mul) -> the members' columns (K, N, mul * m1) in e3nn layout
-            grad_x[:, :, in_slice].view(k, n_nodes, mul, m1).copy_(grad_xt.view(n_nodes, m1, k, mul).permute(2, 0, 3, 1))
+            member_grads = grad_xt.view(n_nodes, m1, k, mul).permute(2, 0, 3, 1)
+            grad_x[:, :, in_slice].view(k, n_nodes, mul, m1).copy_(member_grads)
         order = graph.by_sender
         grad_sh = torch.empty_like(grad_sh_s).index_copy_(1, order, grad_sh_s)
         grad_beta = torch.empty_like(grad_beta_s).index_copy_(1, order, grad_beta_s)

@@ -5,11 +5,16 @@ member by member, a small student's step is mostly fixed cost (each of ~100 smal
 and autograd nodes per step costs about as much at 64 atoms as at 1000), so K members cost
 nearly K steps. Here the members' node features are one ``(K, N, dim)`` tensor and each linear,
 mixer, layer norm, MLP and readout is one batched operation for all members (``bmm`` over the
-members' stacked weights); the convolution runs each member's fused kernel on its own slice.
+members' stacked weights); the convolution runs the fused CPU kernel once for all members, their
+channels side by side (:class:`~facet_calc.nn.blocks.fast_convolution.StackedFusedConvolution`),
+where the blocks' channels fit its vectors, else each member's kernel on its own slice. The edge
+geometry (harmonics, lengths, spline basis) is computed once and broadcast to the members
+(:func:`~facet_calc.nn.blocks.edge_geometry.member_edge_geometry`).
 
 Each member gets its own copy of the edge vectors (``(K, E, 3)``, one leaf), so that one
-backward pass of the summed energies gives every member's own edge gradients, and with them
-its own forces and virial: the members never mix, which the test against
+backward pass of the summed energies gives every member's own edge gradients (the kernel and
+the edge geometry keep the gradients per member), and with them its own forces and virial: the
+members never mix, which the test against
 :func:`~facet_calc.nn.committee.evaluate_members` (each member evaluated alone) checks.
 
 Weights are copied (stacked) when the stack is built; :meth:`StackedFacet.is_current` reports
@@ -26,9 +31,9 @@ import torch
 from torch import nn
 
 from ..._kernels import kernel_launcher
+from ...blocks.edge_geometry import member_edge_geometry
 from ...blocks.fast_convolution import EdgeContext, StackedFusedConvolution, stacked_kernel_blocks
 from ...blocks.fast_linear import FastLinear
-from ...blocks.radial import spline_basis
 from .model import FacetModel, ScalarMLP, scalar_mlp
 
 #: config keys that may differ between members (they do not change the computation)
@@ -189,18 +194,15 @@ class StackedFacet:
 
     def energies(self, species: torch.Tensor, edge_vec: torch.Tensor, senders: torch.Tensor,
                  receivers: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        k, n_edges = edge_vec.shape[0], edge_vec.shape[1]
-        sh = self.spherical_harmonics(edge_vec.reshape(k * n_edges, 3)).view(k, n_edges, -1)
-        r = torch.linalg.norm(edge_vec, dim=-1)  # (K, E)
+        k = edge_vec.shape[0]
+        # the members' edge geometry and spline basis at once: the knot grids are the same for all layers
+        radial = self.models[0].layers[0].convolution.radial
+        sh, r, rows, beta = member_edge_geometry(self.spherical_harmonics, edge_vec, radial.n_intervals, radial.r_max)
         shared = EdgeContext(species.shape[0], senders, receivers, r[0])
         edges = [shared] + [shared.with_lengths(r[m]) for m in range(1, k)]
-        # every member's spline basis in one call: the knot grids are the same for all layers
-        radial = self.models[0].layers[0].convolution.radial
-        rows, beta = spline_basis(r.reshape(-1), radial.n_intervals, radial.r_max)
         for m, ctx in enumerate(edges):
-            part = slice(m * n_edges, (m + 1) * n_edges)
-            ctx.set_spline_basis(radial.n_intervals, radial.r_max, rows[part], beta[part])
-        basis = (rows[:n_edges], beta.view(k, n_edges, 4))  # (the members' rows are the same)
+            ctx.set_spline_basis(radial.n_intervals, radial.r_max, rows, beta[m])
+        basis = (rows, beta)
         x = self.embedding.index_select(1, species)  # (K, N, C0)
         for layer in self.layers:
             x = layer(x, sh, r, edges, basis)
