@@ -198,6 +198,26 @@ def test_without_kernels_the_calculator_still_works(env, expect_library, tmp_pat
     assert float(energy) == pytest.approx(atoms.get_potential_energy(), abs=2e-14)  # measured 1.8e-15 (1 ulp)
 
 
+@pytest.mark.skipif(spline_conv_library() is None, reason="no C++ compiler")
+def test_compiled_edges_by_sender_equals_a_stable_argsort():
+    """The kernels' counting sort of edges by sender against torch's stable sort, on graphs
+    with empty nodes and without edges; inconsistent offsets are refused."""
+    from facet_calc.nn._kernels import kernel_launcher
+    from facet_calc.nn.blocks.fast_convolution import _edges_by_sender, _offsets
+
+    backend = kernel_launcher(torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for n_nodes, n_edges in [(1, 0), (9, 40), (1000, 28000), (50, 3)]:
+        senders = torch.randint(0, n_nodes, (n_edges,), generator=gen)
+        ptr = _offsets(senders, n_nodes)
+        assert torch.equal(backend.edges_by_sender(senders, ptr), torch.argsort(senders, stable=True))
+        assert torch.equal(_edges_by_sender(senders, ptr), torch.argsort(senders, stable=True))
+    with pytest.raises(ValueError, match="out of range or the offsets do not match"):
+        backend.edges_by_sender(torch.tensor([0, 5]), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="out of range or the offsets do not match"):
+        backend.edges_by_sender(torch.tensor([0, 0]), torch.tensor([0, 1, 2]))
+
+
 @pytest.mark.parametrize("kernels", KERNEL_MODES)
 def test_per_edge_work_is_done_once_per_evaluation(potential64, kernels, monkeypatch):
     """Sortedness, CSR offsets and the spline basis are shared by all layers: each is computed

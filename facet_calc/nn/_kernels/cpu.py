@@ -26,6 +26,7 @@ class CpuBackend:
         self.isa = isa  #: the instruction-set level the library was built for
         self._functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
         self._vector_bytes: int | None = None
+        self._edges_by_sender = None
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
@@ -69,6 +70,19 @@ class CpuBackend:
         )  # fmt: skip
         if status != 0:
             raise ValueError(f"the kernel cannot stack {members} members of {mul} channels (see can_stack)")
+
+    def edges_by_sender(self, senders: torch.Tensor, send_ptr: torch.Tensor) -> torch.Tensor:
+        """``torch.argsort(senders, stable=True)`` by a counting sort over the CSR offsets
+        ``send_ptr (N + 1)`` of the senders (int64, CPU): O(E) instead of a sort."""
+        fn = self._edges_by_sender
+        if fn is None:
+            fn = self._edges_by_sender = self.library.edges_by_sender
+            fn.argtypes, fn.restype = [_L, _L, _P, _P, _P], ctypes.c_int
+        senders, send_ptr = senders.contiguous(), send_ptr.contiguous()
+        out = torch.empty_like(senders)
+        if fn(send_ptr.shape[0] - 1, senders.shape[0], senders.data_ptr(), send_ptr.data_ptr(), out.data_ptr()):
+            raise ValueError("edges_by_sender: a sender is out of range or the offsets do not match the senders")
+        return out
 
     def can_stack(self, mul: int, m1: int, dtype: torch.dtype) -> bool:
         """Whether a committee's members of ``mul`` channels of order ``m1`` each can share one

@@ -578,6 +578,20 @@ int backward(int64_t n_nodes, int mul, int members, int m1, int cols, int n_path
 FACET_EXPORT(float, f32)
 FACET_EXPORT(double, f64)
 
+// the edges grouped by sender, in edge order within each sender (a stable counting sort):
+// out[send_ptr[s] + k] is the k-th edge of sender s. Returns 1, writing nothing meaningful, when a
+// sender is out of [0, n_nodes) or the offsets do not match the senders' counts.
+extern "C" int edges_by_sender(int64_t n_nodes, int64_t n_edges, const int64_t* senders, const int64_t* send_ptr,
+                               int64_t* out) {
+  std::vector<int64_t> next(send_ptr, send_ptr + n_nodes);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const int64_t s = senders[e];
+    if (s < 0 || s >= n_nodes || next[s] >= send_ptr[s + 1]) return 1;
+    out[next[s]++] = e;
+  }
+  return 0;
+}
+
 // the vector width the blocked loops use, in bytes (a committee's members may be stacked along
 // the channels when mul is a multiple of its lanes or of half of them, see backward)
 extern "C" int spline_conv_vector_bytes() { return FACET_VBYTES; }

@@ -313,8 +313,8 @@ class _EdgeIndex:
 
     def __init__(self, n_nodes: int, senders: torch.Tensor, receivers: torch.Tensor) -> None:
         self.recv_ptr = _offsets(receivers, n_nodes)
-        self.by_sender = torch.argsort(senders, stable=True)
         self.send_ptr = _offsets(senders, n_nodes)
+        self.by_sender = _edges_by_sender(senders, self.send_ptr)
         self.n_nodes = n_nodes
         self.senders = senders.contiguous()
         self.receivers = receivers.contiguous()
@@ -356,6 +356,16 @@ class _EdgeIndex:
             hit = (values, values.index_select(0, self.by_sender[q0:q1]))
             self._by_sender_rows[key] = hit
         return hit[1]
+
+
+def _edges_by_sender(senders: torch.Tensor, send_ptr: torch.Tensor) -> torch.Tensor:
+    """Edge ids grouped by sender, in edge order within a sender: ``torch.argsort(senders,
+    stable=True)``, by the compiled counting sort where the CPU kernel is loaded (~30 us instead
+    of ~0.7 ms for 28000 edges)."""
+    backend = kernel_launcher(senders.device) if senders.device.type == "cpu" else None
+    if backend is not None and senders.dtype == torch.int64 and hasattr(backend, "edges_by_sender"):
+        return backend.edges_by_sender(senders, send_ptr)
+    return torch.argsort(senders, stable=True)
 
 
 def _offsets(index: torch.Tensor, n_nodes: int) -> torch.Tensor:
