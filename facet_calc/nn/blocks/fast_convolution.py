@@ -18,8 +18,8 @@ Two implementations of these four lines:
 * the pure-torch path (any device, and the CPU without a compiler) materialises the messages
   in edge chunks (recomputed in the backward pass when there are several) and uses index_add.
 
-Each block's spline table is the source table with its columns reordered (and, for the torch
-path, repeated over m3) once at construction.
+Each block reads the source table's columns of its paths, one per (path, u); the torch path
+spreads each path's weights over its columns (m3) after evaluating the spline.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ class FastSplineConvolution(nn.Module):
         # the sign convention of the Clebsch-Gordan tables the source was trained with
         convention = getattr(reference, "wigner_convention", "e3nn-0.5")
         self.blocks: list[dict] = []
-        weight_columns: list[torch.Tensor] = []  # per block: (cols, mul) e3nn flat weight index
         out_index: list[torch.Tensor] = []  # per block: (cols, mul) e3nn output index
         path_order: list[torch.Tensor] = []  # per block: (n_paths * mul) e3nn flat weight index
         for b, (mul, ir_in) in enumerate(irreps_in):
@@ -81,7 +80,6 @@ class FastSplineConvolution(nn.Module):
             cols = sum(self.irreps_out[ins.i_out].ir.dim for _, ins in paths)
             # coupling (dim_sh, cols, m1): A_e = Y_e @ coupling, column = (path, m3)
             coupling = torch.zeros(irreps_sh.dim, cols, m1, dtype=torch.float64)
-            w_index = torch.empty(cols, mul, dtype=torch.long)
             o_index = torch.empty(cols, mul, dtype=torch.long)
             path_of_col = torch.empty(cols, dtype=torch.int32)
             path_columns = []  # fused kernel: one table column per (path, u)
@@ -92,7 +90,6 @@ class FastSplineConvolution(nn.Module):
                 d3 = 2 * l3 + 1
                 w3j = wigner_3j(l1, l2, l3, convention=convention) * ins.path_weight  # (m1, m2, m3), float64
                 coupling[sh_slices[ins.i_in2], col : col + d3, :] = w3j.permute(1, 2, 0)
-                w_index[col : col + d3] = offsets[k] + torch.arange(mul)  # same weight for each m3
                 path_of_col[col : col + d3] = p_idx
                 path_columns.append(offsets[k] + torch.arange(mul))
                 start_out = out_slices[ins.i_out].start
@@ -105,15 +102,12 @@ class FastSplineConvolution(nn.Module):
             self.blocks.append(
                 {"id": b, "in_slice": in_slices[b], "mul": mul, "m1": m1, "cols": cols, "n_paths": len(paths)}
             )
-            weight_columns.append(w_index.reshape(-1))
             out_index.append(o_index.reshape(-1))
             path_order.append(torch.cat(path_columns))
 
-        # per block, the columns of the spline table to read: one per message entry (torch
-        # path, so that msg = t * w needs no broadcasting) or one per (path, u) (kernels). The
-        # tables themselves are gathered from the radial's current parameters at every call.
-        for blk, order, porder in zip(self.blocks, weight_columns, path_order):
-            self.register_buffer(f"table_columns_{blk['id']}", order, persistent=False)
+        # per block, the columns of the spline table to read, one per (path, u); the tables
+        # themselves are gathered from the radial's current parameters at every call
+        for blk, porder in zip(self.blocks, path_order):
             self.register_buffer(f"path_table_columns_{blk['id']}", porder, persistent=False)
         self.r_max = radial.r_max
         self.n_intervals = radial.n_intervals
@@ -175,7 +169,10 @@ class FastSplineConvolution(nn.Module):
         outputs = []
         for block in self.blocks:
             mul, m1, cols = block["mul"], block["m1"], block["cols"]
-            block_table = table.index_select(1, getattr(self, f"table_columns_{block['id']}"))
+            # the spline is evaluated per (path, u), (E, n_paths * mul), and spread over the
+            # path's columns afterwards: per (column, u) it would be cols / n_paths times the
+            # work, forward and in both backward passes of force training
+            block_table = table.index_select(1, getattr(self, f"path_table_columns_{block['id']}"))
             coupling = getattr(self, f"coupling_{block['id']}")
             xb = x[:, block["in_slice"]]
             chunk = max(1, self.max_chunk_elements // (cols * mul))
@@ -183,7 +180,7 @@ class FastSplineConvolution(nn.Module):
             for start in range(0, n_edges, chunk):
                 part = slice(start, min(start + chunk, n_edges))
                 args = (xb, sh[part], rows[part], beta[part], senders[part], receivers[part], block_table,
-                        coupling, (mul, m1, cols, n_rows))  # fmt: skip
+                        coupling, getattr(self, f"path_of_col_{block['id']}"), (mul, m1, cols, n_rows))  # fmt: skip
                 if chunk < n_edges and torch.is_grad_enabled():
                     out = out + checkpoint(self._block_messages, *args, use_reentrant=False)
                 else:
@@ -191,18 +188,22 @@ class FastSplineConvolution(nn.Module):
             outputs.append(out)
         return outputs
 
-    def _block_messages(self, xb, sh, rows, beta, senders, receivers, table, coupling, dims) -> torch.Tensor:
-        """Sum over the given edges of one block's messages, ``(n_rows, cols * mul)``."""
+    def _block_messages(self, xb, sh, rows, beta, senders, receivers, table, coupling, path_of_col, dims
+                        ) -> torch.Tensor:  # fmt: skip
+        """Sum over the given edges of one block's messages, ``(n_rows, cols * mul)``; ``table``
+        holds the block's ``(path, u)`` columns, ``path_of_col (cols)`` each column's path."""
         mul, m1, cols, n_rows = dims
         n_edges = rows.shape[0]
-        w = spline_from_basis(rows, beta, table)  # (E, cols * mul)
+        w = spline_from_basis(rows, beta, table).view(n_edges, -1, mul)  # (E, n_paths, mul)
+        if w.shape[1] > 1:
+            w = w.index_select(1, path_of_col.long())  # (E, cols, mul)
         a = (sh @ coupling).view(n_edges, cols, m1)
         xj = xb[senders].view(n_edges, mul, m1)
         if m1 == 1:
             t = a * xj.transpose(1, 2)  # (E, cols, 1) * (E, 1, mul): outer product
         else:
             t = torch.bmm(a, xj.transpose(1, 2))  # (E, cols, mul)
-        msg = t.reshape(n_edges, cols * mul) * w
+        msg = (t * w).reshape(n_edges, cols * mul)  # (w broadcasts over the columns of a single path)
         return xb.new_zeros((n_rows, cols * mul)).index_add_(0, receivers, msg)
 
     def _fused(self, backend, x, sh, edges: EdgeContext, table, n_rows: int) -> torch.Tensor:
