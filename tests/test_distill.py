@@ -123,6 +123,38 @@ def test_members_trained_in_processes_match_one_after_another(straight, tmp_path
             torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
 
 
+def test_workers_get_their_jobs_without_a_file_descriptor_per_tensor(tmp_path):
+    """Jobs of many frames reach the spawned workers under a low open-files limit (torch's
+    pickler would share each tensor of the data through a file descriptor: 64-atom Si with 397
+    frames took more than 20000 and killed the workers)."""
+    import resource
+
+    from facet_calc.distill.students import MemberJob, student_config, train_committee
+    from facet_calc.species import SpeciesTable
+    from facet_calc.train import TrainSettings
+    from facet_calc.train.data import configuration_from_atoms
+
+    rng = np.random.default_rng(0)
+    configs = []
+    for i in range(150):  # ~15 tensors each: ~2000 descriptors per job through torch's pickler
+        atoms = seed_cu()
+        atoms.positions += rng.normal(0, 0.05, atoms.positions.shape)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        atoms.get_stress()
+        configs.append(configuration_from_atoms(atoms, f"f{i}", SpeciesTable([29]), 4.0))
+    config = student_config([29], TINY, 4.0, 12.0)
+    settings = TrainSettings(epochs=1, batch_size=50, guard=False, ema_decay=None)
+    jobs = [MemberJob(config, k, configs, configs[:2], settings, tmp_path / f"m{k}") for k in range(2)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))  # inherited by the workers
+    try:
+        train_committee(jobs, workers=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert all(job.final.is_file() for job in jobs)
+
+
 def test_near_equilibrium_task_relaxes_then_displaces_and_strains():
     """The ``near`` task: the teacher's relaxed crystal (EMT Cu: forces and stress ~0), then
     displaced copies of it, the first ones on isotropically strained cells."""

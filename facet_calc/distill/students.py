@@ -23,6 +23,7 @@ import copy
 import json
 import multiprocessing
 import os
+import pickle
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -182,10 +183,21 @@ def train_committee(jobs: Sequence[MemberJob], workers: int = 1) -> None:
         for job in todo:
             run_job(job)
         return
-    # spawn, not fork: a forked child inherits the parent's OpenMP pool state and can hang
+    # spawn, not fork: a forked child inherits the parent's OpenMP pool state and can hang.
+    # The jobs travel as bytes of the standard pickler (their tensors' data inline): the pool's
+    # own pickler (torch's) would share every tensor of the training data through a file
+    # descriptor of its own, and a few hundred frames of three jobs took 20000 of them, past
+    # the open-files limit (the workers died with "Too many open files").
+    payloads = [pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL) for job in todo]
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in [pool.submit(run_job, job, 1) for job in todo]:
+        for future in [pool.submit(_run_sent_job, payload, 1) for payload in payloads]:
             future.result()  # a worker's exception is raised here
+
+
+def _run_sent_job(payload: bytes, threads: int) -> list[dict[str, float]]:
+    """:func:`run_job` in a worker, on a job that :func:`train_committee` pickled (our own
+    process's bytes, never a file)."""
+    return run_job(pickle.loads(payload), threads)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> None:
