@@ -298,15 +298,59 @@ inline void lane_sums(V* v, T* out) {
 // output columns whose accumulators stay in registers (32 vector registers with AVX-512, 16 below)
 constexpr int kGroup = FACET_VBYTES == 64 ? 16 : 8;
 
-// forward, receiver by receiver: for one vector of channels u and a group of columns, the sums
-// over the receiver's edges stay in registers; the spline weights of the group's paths are
-// evaluated per edge from the 4 table rows (no per-edge tensor is written anywhere).
+// forward, one receiver's edges (their couplings A in a (deg, cols, m1) buffer) for G columns
+// from c0 on: for one vector of channels u, the G sums over the edges stay in registers (G is a
+// compile-time constant, so the column loop is unrolled and the accumulators never touch
+// memory); the spline weights of the group's paths are evaluated per edge from the 4 table rows.
+template <typename T, int M1, typename V, int G>
+inline void forward_group(int64_t e0, int64_t e1, int mul, int64_t width, int64_t na, int c0,
+                          const int64_t* senders, const T* x, const int64_t* rows, const T* beta, const T* table,
+                          const int32_t* path_of_col, const T* a_buf, T* row, const int32_t* out_map, T scale) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  const int p_lo = path_of_col[c0], p_hi = path_of_col[c0 + G - 1];
+  int pc[G];
+  for (int c = 0; c < G; ++c) pc[c] = path_of_col[c0 + c] - p_lo;
+  for (int u0 = 0; u0 < mul; u0 += L) {
+    V acc[G];
+    for (int c = 0; c < G; ++c) acc[c] = V{};
+    for (int64_t e = e0; e < e1; ++e) {
+      const T* xj = x + senders[e] * (int64_t)M1 * mul + u0;
+      V xm[M1];
+      for (int m = 0; m < M1; ++m) xm[m] = vload<V>(xj + (int64_t)m * mul);
+      const int64_t* re = rows + 4 * e;
+      const T b0 = beta[4 * e], b1 = beta[4 * e + 1], b2 = beta[4 * e + 2], b3 = beta[4 * e + 3];
+      const T* r0 = table + re[0] * width + u0;
+      const T* r1 = table + re[1] * width + u0;
+      const T* r2 = table + re[2] * width + u0;
+      const T* r3 = table + re[3] * width + u0;
+      V w[G];
+      for (int p = 0; p <= p_hi - p_lo; ++p) {
+        const int64_t off = (int64_t)(p + p_lo) * mul;
+        w[p] = b0 * vload<V>(r0 + off) + b1 * vload<V>(r1 + off) + b2 * vload<V>(r2 + off) + b3 * vload<V>(r3 + off);
+      }
+      const T* a = a_buf + (e - e0) * na + c0 * M1;
+#pragma GCC unroll 16
+      for (int c = 0; c < G; ++c) {
+        V t = a[c * M1] * xm[0];
+        for (int m = 1; m < M1; ++m) t += a[c * M1 + m] * xm[m];
+        acc[c] += t * w[pc[c]];
+      }
+    }
+    for (int c = 0; c < G; ++c) {
+      const int32_t* map = out_map + (int64_t)(c0 + c) * mul + u0;
+      for (int k = 0; k < L; ++k) row[map[k]] = scale * acc[c][k];
+    }
+  }
+}
+
+// forward, receiver by receiver: the columns in groups of kGroup, then of 8, 4, 2 and 1 for the
+// rest (each group size its own unrolled loop, see forward_group); no per-edge tensor is
+// written anywhere.
 template <typename T, int M1, typename V>
 void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh, const int64_t* recv_ptr,
                      const int64_t* senders, const T* sh, const T* coupling, const T* x, const int64_t* rows,
                      const T* beta, const T* table, const int32_t* path_of_col, T* out, int64_t out_stride,
                      const int32_t* out_map, T scale, int n_threads) {
-  constexpr int L = sizeof(V) / sizeof(T);
   const int64_t width = (int64_t)n_paths * mul;
   const int64_t na = (int64_t)cols * M1;
 #pragma omp parallel num_threads(n_threads)
@@ -318,45 +362,25 @@ void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh
     const int64_t e0 = recv_ptr[i], e1 = recv_ptr[i + 1];
     if ((int64_t)a_buf.size() < (e1 - e0) * na) a_buf.resize((e1 - e0) * na);
     for (int64_t e = e0; e < e1; ++e) couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data() + (e - e0) * na);
-    for (int c0 = 0; c0 < cols; c0 += kGroup) {
-      const int gn = std::min(kGroup, cols - c0);
-      const int p_lo = path_of_col[c0], p_hi = path_of_col[c0 + gn - 1];
-      int pc[kGroup];
-      for (int c = 0; c < kGroup; ++c) pc[c] = c < gn ? path_of_col[c0 + c] - p_lo : 0;
-      for (int u0 = 0; u0 < mul; u0 += L) {
-        V acc[kGroup];
-        for (int c = 0; c < kGroup; ++c) acc[c] = V{};
-        for (int64_t e = e0; e < e1; ++e) {
-          const T* xj = x + senders[e] * (int64_t)M1 * mul + u0;
-          V xm[M1];
-          for (int m = 0; m < M1; ++m) xm[m] = vload<V>(xj + (int64_t)m * mul);
-          const int64_t* re = rows + 4 * e;
-          const T b0 = beta[4 * e], b1 = beta[4 * e + 1], b2 = beta[4 * e + 2], b3 = beta[4 * e + 3];
-          const T* r0 = table + re[0] * width + u0;
-          const T* r1 = table + re[1] * width + u0;
-          const T* r2 = table + re[2] * width + u0;
-          const T* r3 = table + re[3] * width + u0;
-          V w[kGroup];
-          for (int p = 0; p <= p_hi - p_lo; ++p) {
-            const int64_t off = (int64_t)(p + p_lo) * mul;
-            w[p] = b0 * vload<V>(r0 + off) + b1 * vload<V>(r1 + off) + b2 * vload<V>(r2 + off) +
-                   b3 * vload<V>(r3 + off);
-          }
-          const T* a = a_buf.data() + (e - e0) * na + c0 * M1;
-          for (int c = 0; c < kGroup; ++c) {
-            if (c < gn) {
-              V t = a[c * M1] * xm[0];
-              for (int m = 1; m < M1; ++m) t += a[c * M1 + m] * xm[m];
-              acc[c] += t * w[pc[c]];
-            }
-          }
-        }
-        for (int c = 0; c < gn; ++c) {
-          const int32_t* map = out_map + (int64_t)(c0 + c) * mul + u0;
-          for (int k = 0; k < L; ++k) row[map[k]] = scale * acc[c][k];
-        }
+#define FACET_GROUP(G) \
+  forward_group<T, M1, V, G>(e0, e1, mul, width, na, c0, senders, x, rows, beta, table, path_of_col, a_buf.data(), \
+                             row, out_map, scale); \
+  c0 += G
+    for (int c0 = 0; c0 < cols;) {
+      const int left = cols - c0;
+      if (left >= kGroup) {
+        FACET_GROUP(kGroup);
+      } else if (kGroup > 8 && left >= 8) {
+        FACET_GROUP(8);
+      } else if (left >= 4) {
+        FACET_GROUP(4);
+      } else if (left >= 2) {
+        FACET_GROUP(2);
+      } else {
+        FACET_GROUP(1);
       }
     }
+#undef FACET_GROUP
   }
   }
 }
