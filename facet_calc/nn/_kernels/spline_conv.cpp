@@ -28,6 +28,7 @@
 #include <cstring>
 #include <vector>
 #include <omp.h>
+#include <type_traits>
 
 namespace {
 
@@ -398,7 +399,14 @@ void forward_blocked(int64_t n_nodes, int mul, int cols, int n_paths, int dim_sh
 // member (grad_sh (members, E, dim_sh), grad_beta (members, E, 4), E = send_ptr[n_nodes]), so
 // each member gets the gradient of its own energy. mul is a multiple of the vector's lanes, so
 // no vector holds two members' channels.
-template <typename T, int M1, typename V>
+//
+// NU > 0 (NU = mul / L vectors per member, a compile-time constant): the columns are walked
+// outermost and each member's NU vectors innermost, so a column's grad A (M1 vectors) sums over
+// the channels in registers and is stored once, and the sender's grad x (M1 x NU vectors) stays
+// in registers for the whole edge; NU = 0: the channels outermost, grad A added into memory
+// column by column (read-modify-write per vector of channels), for blocks too wide for the
+// registers.
+template <typename T, int M1, typename V, int NU>
 void backward_blocked(int64_t n_nodes, int mul, int members, int cols, int n_paths, int dim_sh,
                       const int64_t* send_ptr, const int64_t* by_sender, const int64_t* receivers, const T* sh,
                       const T* coupling, const T* x, const int64_t* rows, const T* beta, const T* table,
@@ -429,6 +437,52 @@ void backward_blocked(int64_t n_nodes, int mul, int members, int cols, int n_pat
         const T* g = grad_out + receivers[e] * (int64_t)cols * channels;
         couple(sh + e * dim_sh, coupling, dim_sh, na, a_buf.data());
         const T* a = a_buf.data();
+        if constexpr (NU > 0) {
+          for (int k = 0; k < members; ++k) {
+            const int64_t base = (int64_t)k * mul;
+            V gxr[M1][NU], sacc[NU];
+            for (int v = 0; v < NU; ++v) {
+              sacc[v] = V{};
+              for (int m = 0; m < M1; ++m) gxr[m][v] = V{};
+            }
+            V* gak = ga_acc.data() + k * na;
+            int p = path_of_col[0];
+            for (int col = 0; col < cols; ++col) {
+              if (path_of_col[col] != p) {
+                for (int v = 0; v < NU; ++v) {
+                  vstore(s.data() + (int64_t)p * channels + base + v * L, sacc[v]);
+                  sacc[v] = V{};
+                }
+                p = path_of_col[col];
+              }
+              const T* ac = a + col * M1;
+              const T* gc = g + (int64_t)col * channels + base;
+              const T* wp = w.data() + (int64_t)p * channels + base;
+              V gac[M1];
+              for (int m = 0; m < M1; ++m) gac[m] = V{};
+              for (int v = 0; v < NU; ++v) {
+                V xm[M1];
+                for (int m = 0; m < M1; ++m) xm[m] = vload<V>(xj + (int64_t)m * channels + base + v * L);
+                const V gv = vload<V>(gc + v * L);
+                V t = ac[0] * xm[0];
+                for (int m = 1; m < M1; ++m) t += ac[m] * xm[m];
+                sacc[v] += t * gv;
+                const V gw = gv * vload<V>(wp + v * L);
+                for (int m = 0; m < M1; ++m) {
+                  gac[m] += xm[m] * gw;
+                  gxr[m][v] += ac[m] * gw;
+                }
+              }
+              for (int m = 0; m < M1; ++m) gak[col * M1 + m] = gac[m];
+            }
+            for (int v = 0; v < NU; ++v) vstore(s.data() + (int64_t)p * channels + base + v * L, sacc[v]);
+            for (int m = 0; m < M1; ++m)
+              for (int v = 0; v < NU; ++v) {
+                T* gxm = gx + (int64_t)m * channels + base + v * L;
+                vstore(gxm, vload<V>(gxm) + gxr[m][v]);
+              }
+          }
+        } else {
         for (int64_t k = 0; k < members * na; ++k) ga_acc[k] = V{};
         for (int64_t u0 = 0; u0 < channels; u0 += L) {
           V xm[M1], gxa[M1];
@@ -464,6 +518,7 @@ void backward_blocked(int64_t n_nodes, int mul, int members, int cols, int n_pat
             T* gxm = gx + (int64_t)m * channels + u0;
             vstore(gxm, vload<V>(gxm) + gxa[m]);
           }
+        }
         }
         for (int k = 0; k < members; ++k) {
           V* gak = ga_acc.data() + k * na;
@@ -532,6 +587,39 @@ void forward(int64_t n_nodes, int mul, int m1, int cols, int n_paths, int dim_sh
                    path_of_col, out, out_stride, out_map, scale, n_threads);
 }
 
+// backward_blocked with NU = mul / lanes where its registers suffice (float only: the double
+// build keeps the channel-outer loop, fewer instantiations), else NU = 0
+constexpr int kVectorRegisters = FACET_VBYTES == 64 ? 32 : 16;
+template <typename T, int M1, typename V>
+int backward_of_width(int64_t n_nodes, int mul, int members, int cols, int n_paths, int dim_sh,
+                      const int64_t* send_ptr, const int64_t* by_sender, const int64_t* receivers, const T* sh,
+                      const T* coupling, const T* x, const int64_t* rows, const T* beta, const T* table,
+                      const int32_t* path_of_col, const T* grad_out, T* grad_sh, T* grad_x, T* grad_beta,
+                      int n_threads) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  const int nu = mul / L;
+  // registers of the column loop: grad x (M1 x NU), s (NU), grad A and x (M1 each), 4 temporaries
+  const bool fits = M1 * nu + nu + 2 * M1 + 4 <= kVectorRegisters - 2;
+#define FACET_NU(N) \
+  backward_blocked<T, M1, V, N>(n_nodes, mul, members, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
+                                coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, \
+                                n_threads); \
+  return 0
+  if constexpr (std::is_same<T, float>::value) {
+    if (fits) {
+      switch (nu) {
+        case 1: FACET_NU(1);
+        case 2: FACET_NU(2);
+        case 4: FACET_NU(4);
+        case 8: FACET_NU(8);
+        default: break;
+      }
+    }
+  }
+  FACET_NU(0);
+#undef FACET_NU
+}
+
 // grad_sh is accumulated into (the caller sums the blocks of one input there). members > 1 (a
 // committee stacked along the channels, see backward_blocked) needs a blocked path: returns 1,
 // computing nothing, where none serves this mul (the caller then runs the members one by one).
@@ -544,10 +632,9 @@ int backward(int64_t n_nodes, int mul, int members, int m1, int cols, int n_path
   typedef typename HalfOf<T>::type VH;
   constexpr int L = FACET_VBYTES / sizeof(T);
 #define FACET_BWD(M, VT) \
-  backward_blocked<T, M, VT>(n_nodes, mul, members, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, sh, \
-                             coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, grad_beta, \
-                             n_threads); \
-  return 0
+  return backward_of_width<T, M, VT>(n_nodes, mul, members, cols, n_paths, dim_sh, send_ptr, by_sender, receivers, \
+                                     sh, coupling, x, rows, beta, table, path_of_col, grad_out, grad_sh, grad_x, \
+                                     grad_beta, n_threads)
   if (mul % L == 0) {
     switch (m1) {
       case 1: FACET_BWD(1, V);
