@@ -85,7 +85,9 @@ def test_single_uses_every_frame_and_others_take_frame(tmp_path, calc32):
     for frame, row in zip(frames, summary["frames"]):
         atoms = frame.copy()
         atoms.calc = calc32
-        assert row["energy_eV"] == pytest.approx(atoms.get_potential_energy(), abs=1e-6)
+        # float32, batched against one by one (edges summed in another order): measured 1.9e-6
+        # eV (2 ulp of 10.8 eV); the frames' energies differ by 5.8e-4 eV and more
+        assert row["energy_eV"] == pytest.approx(atoms.get_potential_energy(), abs=2e-5)
     # the written frames carry the batched results (forces, stress) of each frame
     written = read(tmp_path / "all" / "frames_single.extxyz", index=":")
     for frame, back in zip(frames, written):
@@ -95,7 +97,7 @@ def test_single_uses_every_frame_and_others_take_frame(tmp_path, calc32):
         np.testing.assert_allclose(back.get_stress(), atoms.get_stress(), atol=1e-6)  # float32: measured 1.2e-7
     assert main(["single", str(path), "--frame", "-1", "--out", str(tmp_path / "last"), "--quiet"]) == 0
     last = json.loads((tmp_path / "last" / "summary.json").read_text())
-    assert last["energy_eV"] == pytest.approx(summary["frames"][-1]["energy_eV"], abs=1e-6)
+    assert last["energy_eV"] == pytest.approx(summary["frames"][-1]["energy_eV"], abs=2e-5)  # as above
 
 
 def test_ctrl_c_during_md_writes_what_was_done(tmp_path, monkeypatch, capsys):
