@@ -67,3 +67,16 @@ def test_zero_beyond_r_max_and_gradient_flows():
 def test_shape_errors_are_explained():
     with pytest.raises(ValueError, match="equal shape"):
         SplineRadial(torch.zeros(5, 2), torch.zeros(4, 2), 5.0)
+
+
+def test_spline_basis_slopes_are_the_basis_derivative():
+    """The written-out d beta / d r against autograd through spline_basis, across the knots and
+    at and beyond the cutoff (where both are zero)."""
+    from facet_calc.nn.blocks.radial import spline_basis, spline_basis_slopes
+
+    r = torch.cat([torch.linspace(0.01, 4.99, 97, dtype=torch.float64), torch.tensor([5.0, 5.3], dtype=torch.float64)])
+    r.requires_grad_(True)
+    rows, beta = spline_basis(r, 8, 5.0)
+    auto = torch.stack([torch.autograd.grad(beta[:, c].sum(), r, retain_graph=True)[0] for c in range(4)], dim=1)
+    torch.testing.assert_close(spline_basis_slopes(r.detach(), rows, 8, 5.0), auto, rtol=0, atol=1e-12)
+    assert float(auto.abs().max()) > 0.1  # the comparison has something to compare

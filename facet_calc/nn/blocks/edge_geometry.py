@@ -120,19 +120,14 @@ class _MemberEdgeGeometry(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, sh_module, scales, n_intervals, r_max):
-        from .radial import spline_basis
+        from .radial import spline_basis, spline_basis_slopes
 
         k = v.shape[0]
         v0 = v[0]
         r0 = torch.linalg.norm(v0, dim=-1)
         sh0 = sh_module(v0)
         rows, beta0 = spline_basis(r0, n_intervals, r_max)
-        # d beta / d r: the Hermite basis' derivative in u = r / h - knot, over h (zero beyond r_max)
-        h = r_max / n_intervals
-        u = r0 / h - rows[:, 0].to(r0.dtype)
-        dbeta = torch.stack((6 * u * u - 6 * u, -6 * u * u + 6 * u, (3 * u * u - 4 * u + 1) * h,
-                             (3 * u * u - 2 * u) * h), dim=1) / h  # fmt: skip
-        dbeta = dbeta * (r0 < r_max).unsqueeze(1).to(dbeta.dtype)
+        dbeta = spline_basis_slopes(r0, rows, n_intervals, r_max)
         ctx.save_for_backward(v0, r0, scales, dbeta)
         ctx.mark_non_differentiable(rows)
         return (sh0.expand(k, *sh0.shape), r0.expand(k, *r0.shape), beta0.expand(k, *beta0.shape), rows)

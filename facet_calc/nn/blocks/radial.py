@@ -159,6 +159,17 @@ def spline_basis(r: torch.Tensor, n_intervals: int, r_max: float) -> tuple[torch
     return rows, beta
 
 
+def spline_basis_slopes(r: torch.Tensor, rows: torch.Tensor, n_intervals: int, r_max: float) -> torch.Tensor:
+    """``d beta / d r (n_edges, 4)`` per A of :func:`spline_basis` at ``r`` with its ``rows``
+    (the derivative of its Hermite polynomials in ``u``, over the knot spacing; zero for ``r >=
+    r_max``), for a backward pass written out by hand."""
+    h = r_max / n_intervals
+    u = r / h - rows[:, 0].to(r.dtype)
+    u2 = u * u
+    slopes = torch.stack((6 * u2 - 6 * u, -6 * u2 + 6 * u, (3 * u2 - 4 * u + 1) * h, (3 * u2 - 2 * u) * h), dim=1) / h
+    return slopes * (r < r_max).unsqueeze(1).to(slopes.dtype)
+
+
 def hermite_spline(r: torch.Tensor, table: torch.Tensor, r_max: float) -> torch.Tensor:
     """Evaluate the spline whose ``(2 * n_knots, n_out)`` table stacks knot values over knot
     slopes, at ``r (n_edges,)``. Returns ``(n_edges, n_out)``, zero for ``r >= r_max``.
