@@ -241,7 +241,7 @@ def instrumented(model: torch.nn.Module, stages: Stages):
             plan = rest[1] if rest else ctx.plan
             n = tensor.shape[0]
             useful = sum(2 * n * w.shape[0] * w.shape[1] / ((2 * l + 1) if kron else 1 / (2 * l + 1))
-                         for l, _, w, kron in plan if w is not None)  # fmt: skip
+                         for l, _, w, kron, _ in plan if w is not None)  # fmt: skip
             stages.flops[stages.current if name is None else name] += useful
             stages.uncounted += 1
             try:

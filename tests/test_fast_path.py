@@ -318,22 +318,40 @@ def test_derived_cache_is_bypassed_while_sources_train():
     assert len(calls) == 5
 
 
+LINEAR_MODES = [pytest.param(False, id="torch")]
+if spline_conv_library() is not None:
+    LINEAR_MODES.append(pytest.param(True, id="compiled"))
+
+
+@pytest.mark.parametrize("use_kernel", LINEAR_MODES)
 @pytest.mark.parametrize(
-    "irreps_in, irreps_out",
+    "irreps_in, irreps_out, kernel_serves",
     [
-        ("128x0e+64x1e+32x2e", "128x0e+64x1e+32x2e"),  # 7net-0's layers: every order as kron(W_l, I)
-        ("3x1o+4x0e+2x1o+2x3o+5x2e", "2x0e+3x1o+1x2e+2x3o+4x1o"),  # gathers, a permuted output, l = 3 transposed
-        ("4x0e+3x1e", "4x0e+2x2e+3x1e"),  # an output order no input reaches: zeros
-        ("2x0e+120x1o", "4x0e+120x1o"),  # mul d above kron_max_width: the transposing product
+        ("128x0e+64x1e+32x2e", "128x0e+64x1e+32x2e", True),  # 7net-0's layers (torch: kron(W_l, I))
+        ("3x1o+4x0e+2x1o+2x3o+5x2e", "2x0e+3x1o+1x2e+2x3o+4x1o", False),  # gathers, a permuted output, l = 3
+        ("4x0e+3x1e", "4x0e+2x2e+3x1e", False),  # an output order no input reaches: zeros
+        ("2x0e+120x1o", "4x0e+120x1o", True),  # mul d above kron_max_width (torch: the transposing product)
+        ("8x0e+37x1o+21x2e+5x3o", "8x0e+48x1o+16x2e+16x3o", True),  # odd input widths, l = 1..3
     ],
 )
-def test_fast_linear_matches_e3nn_linear_frozen_and_training(irreps_in, irreps_out):
-    """FastLinear's frozen plan (one autograd node) and its training path equal e3nn's Linear,
-    values and gradients, float64."""
+def test_fast_linear_matches_e3nn_linear_frozen_and_training(irreps_in, irreps_out, kernel_serves, use_kernel,
+                                                              monkeypatch):  # fmt: skip
+    """FastLinear's frozen plan (one autograd node; with the compiled per-order products or
+    torch's) and its training path equal e3nn's Linear, values and gradients, float64."""
     from e3nn import o3
 
+    from facet_calc.nn._kernels.cpu import CpuBackend
     from facet_calc.nn.blocks.fast_linear import FastLinear
 
+    compiled = []
+    original = CpuBackend.component_linear
+
+    def counted(self, x, weight, out, d):
+        done = original(self, x, weight, out, d)
+        compiled.append(done)
+        return done
+
+    monkeypatch.setattr(CpuBackend, "component_linear", counted)
     torch.manual_seed(0)
     lin = o3.Linear(irreps_in, irreps_out).double()
     fast = FastLinear(lin)
@@ -341,15 +359,18 @@ def test_fast_linear_matches_e3nn_linear_frozen_and_training(irreps_in, irreps_o
     g = torch.randn(7, lin.irreps_out.dim, dtype=torch.float64)
     want = lin(x)
     want_x, want_w = torch.autograd.grad(want, [x, lin.weight], g)
-    got = fast(x, lin.weight)  # training: autograd through the per-order products
+    got = fast(x, lin.weight, use_kernel=use_kernel)  # training: autograd through the per-order products
     got_x, got_w = torch.autograd.grad(got, [x, lin.weight], g)
     assert torch.allclose(got, want, atol=1e-13) and torch.allclose(got_x, want_x, atol=1e-13)
     assert torch.allclose(got_w, want_w, atol=1e-13)
     lin.weight.requires_grad_(False)
     for _ in range(2):  # the second call reuses the cached plan
-        frozen = fast(x, lin.weight)
+        frozen = fast(x, lin.weight, use_kernel=use_kernel)
         (frozen_x,) = torch.autograd.grad(frozen, [x], g)
         assert torch.allclose(frozen, want, atol=1e-13) and torch.allclose(frozen_x, want_x, atol=1e-13)
+    # the kernel multiplies the orders l > 0 whose output channels fill its vectors (float64:
+    # 8 lanes with AVX-512, 4 below) and that are read from a column span; torch the others
+    assert any(compiled) == (use_kernel and kernel_serves), compiled
 
 
 @pytest.mark.parametrize("acts", [("silu", "silu"), ("tanh", "sigmoid"), ("ssp", "sigmoid")])

@@ -52,8 +52,9 @@ class Backend:
         return self is REFERENCE
 
     def linear(self, linear: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``linear`` (an ``o3.Linear``) of ``x``, or its ``FastLinear`` twin on its weights."""
-        return linear(x) if self.reference else fast(x, linear.weight)
+        """``linear`` (an ``o3.Linear``) of ``x``, or its ``FastLinear`` twin on its weights
+        (with the compiled per-order products for :data:`KERNEL`, where they serve)."""
+        return linear(x) if self.reference else fast(x, linear.weight, use_kernel=self is KERNEL)
 
     def gate(self, gate: torch.nn.Module, fast: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return gate(x) if self.reference else fast(x)

@@ -1,9 +1,11 @@
 """Optional fused kernels: for the CPU, compiled on first use with the system C++ compiler and
-loaded by ctypes; for CUDA GPUs, in Triton (``triton_spline_conv.py``).
+loaded by ctypes (``spline_conv.cpp``: the fused convolution; ``component_linear.cpp``: the
+per-order linear maps on e3nn's layout; one library); for CUDA GPUs, in Triton
+(``triton_spline_conv.py``).
 
 The kernels are plain C++ (no torch headers), so compiling takes about a second; the shared
 library is cached under ``$FACET_CALC_CACHE`` (default ``~/.cache/facet_calc``), keyed by the
-source, the compiler and the processor. A cached library is loaded only from a directory owned by
+sources, the compiler and the processor. A cached library is loaded only from a directory owned by
 this user and closed to others, and only when it matches the sha256 recorded beside it when it was
 built; a truncated or planted file is never loaded but rebuilt. Where no compiler is found, or ``FACET_CALC_KERNELS=0``
 is set, :func:`spline_conv_library` returns ``None`` and the pure-torch path is used: same
@@ -36,7 +38,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).with_name("spline_conv.cpp")
+#: the CPU library's translation units (fused convolution, per-order linear) and their shared header
+_SOURCES = tuple(Path(__file__).with_name(name) for name in ("spline_conv.cpp", "component_linear.cpp"))
+_HEADERS = (Path(__file__).with_name("vectors.h"),)
 # No -ffast-math: linking with it pulls in crtfastmath, which flushes subnormals to zero in the
 # whole process once the library loads (benchmarks/kernel_flags.py: it bought nothing measurable).
 _FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC"]
@@ -124,7 +128,8 @@ def _cpu_signature() -> str:
 
 
 #: the functions the CPU library must export; a library lacking any is not used
-_SYMBOLS = tuple(f"spline_conv_{pass_}_{t}" for pass_ in ("forward", "backward") for t in ("f32", "f64"))
+_SYMBOLS = (*(f"spline_conv_{pass_}_{t}" for pass_ in ("forward", "backward") for t in ("f32", "f64")),
+            "component_linear_f32", "component_linear_f64")
 
 
 def _cache_dir() -> Path | None:
@@ -194,7 +199,7 @@ def _compile(compiler: str, target: Path, isa: str) -> None:
     (os.replace is atomic: concurrent processes never load a partial library)."""
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         tmp_lib = Path(tmp) / target.name
-        cmd = [compiler, *isa_flags(isa), *_FLAGS, str(_SOURCE), "-o", str(tmp_lib)]
+        cmd = [compiler, *isa_flags(isa), *_FLAGS, *map(str, _SOURCES), "-o", str(tmp_lib)]
         subprocess.run(cmd, capture_output=True, text=True, check=True)
         tmp_digest = Path(tmp) / (target.name + ".sha256")
         tmp_digest.write_text(_digest(tmp_lib) + "\n")
@@ -229,11 +234,12 @@ def _trusted(target: Path) -> bool:
 
 
 def library_name(compiler: str, isa: str | None = None) -> str:
-    """File name of the library: keyed by the source, the compiler, its flags, the instruction
+    """File name of the library: keyed by the sources, the compiler, its flags, the instruction
     -set level (``None``: :func:`kernel_isa`, also named in the file name) and the processor."""
     isa = kernel_isa() if isa is None else isa
     flags = " ".join([*isa_flags(isa), *_FLAGS])
-    key = hashlib.sha256(_SOURCE.read_bytes() + compiler.encode() + flags.encode() + _cpu_signature().encode())
+    sources = b"".join(path.read_bytes() for path in (*_SOURCES, *_HEADERS))
+    key = hashlib.sha256(sources + compiler.encode() + flags.encode() + _cpu_signature().encode())
     return f"spline_conv_{isa}_{key.hexdigest()[:16]}.so"
 
 
@@ -254,8 +260,9 @@ def load_spline_conv(cache_dir: Path | None, isa: str | None = None) -> ctypes.C
     if compiler is None:
         logger.info("no C++ compiler found: facet_calc uses its pure-torch convolution")
         return None
-    if not _SOURCE.is_file():
-        logger.warning("the kernel source %s is missing; using the pure-torch path", _SOURCE)
+    missing = [path for path in (*_SOURCES, *_HEADERS) if not path.is_file()]
+    if missing:
+        logger.warning("the kernel sources %s are missing; using the pure-torch path", missing)
         return None
     if cache_dir is None:
         cache_dir = Path(tempfile.mkdtemp(prefix="facet_calc_kernels_"))  # mode 0700, ours alone

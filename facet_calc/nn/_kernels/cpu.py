@@ -1,5 +1,6 @@
-"""Launches of the compiled C++ kernel (``spline_conv.cpp``) through ctypes: the CPU side of
-the fused convolution (:mod:`facet_calc.nn.blocks.fast_convolution` calls it)."""
+"""Launches of the compiled C++ kernels through ctypes: the CPU side of the fused convolution
+(``spline_conv.cpp``; :mod:`facet_calc.nn.blocks.fast_convolution` calls it) and of the frozen
+per-order linears (``component_linear.cpp``; :mod:`facet_calc.nn.blocks.fast_linear`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 # passes plain Python ints (pointers from data_ptr) without building ctypes objects for each
 _FORWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _L, _P, None, _I]
 _BACKWARD_ARGS = [_L, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I]
+_LINEAR_ARGS = [_I, _L, _I, _I, _P, _L, _P, _P, _L, _I]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SCALAR = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
@@ -27,6 +29,7 @@ class CpuBackend:
         self._functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
         self._vector_bytes: int | None = None
         self._edges_by_sender = None
+        self._linear: dict[torch.dtype, ctypes._CFuncPtr] = {}
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
@@ -84,14 +87,43 @@ class CpuBackend:
             raise ValueError("edges_by_sender: a sender is out of range or the offsets do not match the senders")
         return out
 
-    def can_stack(self, mul: int, m1: int, dtype: torch.dtype) -> bool:
-        """Whether a committee's members of ``mul`` channels of order ``m1`` each can share one
-        backward kernel (a blocked loop, whose vectors must not straddle two members)."""
+    def component_linear(self, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, d: int) -> bool:
+        """``out (n, c_out d) = x (n, c_in d) @ kron(weight, I_d)`` in e3nn's interleaved layout
+        (``out[n, o d + m] = sum_i x[n, i d + m] weight[i, o]``), written in place: ``x`` and
+        ``out`` may be column slices of wider tensors (unit column stride), ``weight (c_in, c_out)``
+        contiguous, all of one dtype. False (nothing written) where this build has no tile for
+        them (see :meth:`linear_fits`)."""
+        fn = self._linear.get(x.dtype)
+        if fn is None:
+            fn = getattr(self.library, f"component_linear_{_SUFFIX[x.dtype]}")
+            fn.argtypes, fn.restype = _LINEAR_ARGS, ctypes.c_int
+            self._linear[x.dtype] = fn
+        c_in, c_out = weight.shape
+        if x.stride(1) != 1 or out.stride(1) != 1 or not weight.is_contiguous():
+            raise ValueError("component_linear needs unit column strides and a contiguous weight")
+        if x.shape[1] != c_in * d or out.shape[1] != c_out * d or x.shape[0] != out.shape[0]:
+            raise ValueError(f"component_linear: shapes {tuple(x.shape)}, {tuple(weight.shape)}, "
+                             f"{tuple(out.shape)} do not match d = {d}")  # fmt: skip
+        return fn(d, x.shape[0], c_in, c_out, x.data_ptr(), x.stride(0), weight.data_ptr(), out.data_ptr(),
+                  out.stride(0), kernel_threads()) == 0  # fmt: skip
+
+    def linear_fits(self, d: int, c_out: int, dtype: torch.dtype) -> bool:
+        """Whether :meth:`component_linear` has a tile for order ``d = 2l + 1`` and ``c_out``
+        output channels (a multiple of the vector's lanes)."""
+        return d in (3, 5, 7) and dtype in _SUFFIX and c_out % self.lanes(dtype) == 0
+
+    def lanes(self, dtype: torch.dtype) -> int:
+        """Elements of ``dtype`` in one vector of this build."""
         if self._vector_bytes is None:
             fn = self.library.spline_conv_vector_bytes
             fn.argtypes, fn.restype = [], ctypes.c_int
             self._vector_bytes = int(fn())
-        lanes = self._vector_bytes // torch.empty((), dtype=dtype).element_size()
+        return self._vector_bytes // torch.empty((), dtype=dtype).element_size()
+
+    def can_stack(self, mul: int, m1: int, dtype: torch.dtype) -> bool:
+        """Whether a committee's members of ``mul`` channels of order ``m1`` each can share one
+        backward kernel (a blocked loop, whose vectors must not straddle two members)."""
+        lanes = self.lanes(dtype)
         if m1 not in (1, 3, 5, 7):
             return False
         return mul % lanes == 0 or (lanes >= 4 and mul % (lanes // 2) == 0)

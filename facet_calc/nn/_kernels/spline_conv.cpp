@@ -22,13 +22,15 @@
 //
 // The inner loops come in two forms: register-blocked ones on explicit vectors of the build's
 // width (FACET_VBYTES, set by the instruction-set level the library is compiled for, see
-// __init__.py) for the usual orders and multiplicities, and plain loops for the rest.
+// __init__.py and vectors.h) for the usual orders and multiplicities, and plain loops for the rest.
 #include <cstdint>
 #include <algorithm>
 #include <cstring>
 #include <vector>
 #include <omp.h>
 #include <type_traits>
+
+#include "vectors.h"
 
 namespace {
 
@@ -206,31 +208,8 @@ void backward_plain(int64_t n_nodes, int mul, int m1, int cols, int n_paths, con
 // multiplicity is a multiple of the vector's lanes (7net-0: 128, 64, 32), or of half of them
 // (then on vectors of half the width: a small student's 8 channels of order 2 in float32 on
 // AVX-512); others take the plain loops above. Same arithmetic, in the same order per output entry (up to FMA contraction).
-#if defined(__AVX512F__)
-#define FACET_VBYTES 64
-#elif defined(__AVX__)
-#define FACET_VBYTES 32
-#else
-#define FACET_VBYTES 16
-#endif
-typedef float vf __attribute__((vector_size(FACET_VBYTES)));
-typedef double vd __attribute__((vector_size(FACET_VBYTES)));
-template <typename T> struct VecOf;
-template <> struct VecOf<float> { typedef vf type; };
-template <> struct VecOf<double> { typedef vd type; };
-// a vector of half the width (same element type), for multiplicities of half the lanes
-template <typename T> struct HalfOf { typedef T type __attribute__((vector_size(FACET_VBYTES / 2))); };
+// The vectors (vf, vd, VecOf, HalfOf, vload, vstore) are those of vectors.h.
 
-template <typename V, typename T>
-inline V vload(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V, typename T>
-inline void vstore(T* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
 // sum of a vector's lanes by halving (a loop over the lanes compiles to a serial chain)
 template <typename T, typename V>
 inline T hsum(const V& v) {

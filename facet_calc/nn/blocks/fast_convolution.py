@@ -441,13 +441,15 @@ class _FusedConvolution(torch.autograd.Function):
             )
         beta, sh, *xts = ctx.saved_tensors
         backend, graph, rows, blocks, dim_out, scale, budget = ctx.static
-        grad_out = grad_out * scale  # (contiguous)
+        # the output's scale is applied to the (small) gradients of the inputs at the end, not to
+        # grad_out: a scaled copy of grad_out, the widest tensor of the step, cost more than the
+        # kernels' work on it (a fresh allocation of its size, page faults included)
         grad_sh = torch.zeros_like(sh)
         # zeros only where some input columns feed no block (their gradient is zero)
         grad_x = (grad_out.new_zeros if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty)(ctx.x_shape)
         grad_xts = [torch.empty_like(xt) for xt in xts]
-        # each block's output gradient in block layout (N, cols, mul), scale included: reading
-        # it through the column map for every edge would be slower than one gather here
+        # each block's output gradient in block layout (N, cols, mul): reading it through the
+        # column map for every edge would be slower than one gather here
         grad_blocks = [grad_out.index_select(1, out_map) for *_, out_map, _ in blocks]
         width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
@@ -487,7 +489,10 @@ class _FusedConvolution(torch.autograd.Function):
                 grad_beta_k += part
             grad_sh.index_add_(0, edges, grad_sh_k)
             grad_beta.index_add_(0, edges, grad_beta_k)
-        return grad_beta, grad_sh, _assemble_grad_x(grad_x, grad_xts, blocks), None
+        grad_x = _assemble_grad_x(grad_x, grad_xts, blocks)
+        for grad in (grad_beta, grad_sh, grad_x):
+            grad.mul_(scale)
+        return grad_beta, grad_sh, grad_x, None
 
 
 def _assemble_grad_x(grad_x: torch.Tensor, grad_xts: list[torch.Tensor], blocks) -> torch.Tensor:

@@ -141,20 +141,24 @@ class FastLinear(nn.Module):
             return x[:, span[0] : span[1]].unflatten(1, (-1, d))
         return x.index_select(1, getattr(self, f"gather_{l}")).view(n, -1, d)
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, use_kernel: bool = False) -> torch.Tensor:
+        """``use_kernel``: with a frozen weight, multiply the orders ``l > 0`` by the compiled
+        CPU kernel where it is loaded (``nn.backend``'s ``"kernel"``; ``False``: torch only)."""
         if torch.is_grad_enabled() and weight.requires_grad:  # training: autograd through the ops
             return self.apply_weights(x, [self.weight_of_order(l, weight) for l in self.orders])
         # frozen weight: one autograd node that keeps nothing per node (autograd's products
         # would keep x for a weight gradient never asked for, and each of the ~10 small
         # operations would be a node of its own: most of a small system's linear cost)
-        return _FrozenLinear.apply(x, self, self._frozen_plan(weight))
+        return _FrozenLinear.apply(x, self, self._frozen_plan(weight), use_kernel)
 
     def _frozen_plan(self, weight: torch.Tensor) -> list[tuple]:
-        """Per order, what :class:`_FrozenLinear` multiplies: ``(l, input, matrix, kron)`` with
-        ``input`` a ``(start, stop)`` column span of x or a gather index, and ``matrix`` either
+        """Per order, what :class:`_FrozenLinear` multiplies: ``(l, input, matrix, kron, plain)``
+        with ``input`` a ``(start, stop)`` column span of x or a gather index, ``matrix`` either
         ``kron(W_l, I_d)`` (``(mul_in d, mul_out d)``, acting on e3nn's interleaved layout
-        directly) or ``W_l`` (the transposing product); ``None`` for an order with no input.
-        Assembled once while the weight is frozen."""
+        directly) or ``W_l`` (the transposing product), and ``plain`` ``(W_l, W_l^T)`` contiguous
+        for an order ``l > 0`` read from a span (what the compiled per-order kernel multiplies,
+        forward and backward) or ``None``; ``(l, None, None, False, None)`` for an order with no
+        input. Assembled once while the weight is frozen."""
         sources = (weight, *(getattr(self, f"{k}_{l}", None) for l in self.orders for k in ("source", "coef")))
 
         def assemble():
@@ -162,14 +166,15 @@ class FastLinear(nn.Module):
             for l in self.orders:
                 w = self.weight_of_order(l, weight)
                 if w is None:
-                    plan.append((l, None, None, False))
+                    plan.append((l, None, None, False, None))
                     continue
                 span = self.contiguous_input.get(l)
                 source = span if span is not None else getattr(self, f"gather_{l}")
+                plain = (w.contiguous(), w.t().contiguous()) if l > 0 and span is not None else None
                 kron = l in self.kron_orders
                 if kron and l > 0:
                     w = torch.kron(w, torch.eye(2 * l + 1, dtype=w.dtype, device=w.device))
-                plan.append((l, source, w.contiguous(), kron))
+                plan.append((l, source, w.contiguous(), kron, plain))
             return plan
 
         return self._derived.get("frozen plan", tuple(s for s in sources if s is not None), assemble)
@@ -208,41 +213,76 @@ class FastLinear(nn.Module):
 
 class _FrozenLinear(torch.autograd.Function):
     """:meth:`FastLinear.apply_weights` for weights that take no gradient, as one node, on the
-    plan of :meth:`FastLinear._frozen_plan`; its backward is the transposed plan."""
+    plan of :meth:`FastLinear._frozen_plan`; its backward is the transposed plan. Each order's
+    result is written into its columns of one output (no concatenation); where the compiled CPU
+    library is loaded (``nn.backend``'s kernel switch), orders ``l > 0`` are multiplied in
+    e3nn's layout by ``component_linear.cpp``, without the transposing copies of
+    :func:`_per_component` (the torch products are the reference it is tested against)."""
 
     @staticmethod
-    def forward(ctx, x, linear, plan):
-        ctx.linear, ctx.plan, ctx.dim_in = linear, plan, x.shape[1]  # nothing per node
+    def forward(ctx, x, linear, plan, use_kernel):
+        backend = _linear_kernel(x) if use_kernel else None
+        ctx.linear, ctx.plan, ctx.dim_in, ctx.backend = linear, plan, x.shape[1], backend  # nothing per node
         n = x.shape[0]
-        parts = []
-        for (l, source, w, kron), width in zip(plan, linear.out_widths):
+        out = x.new_empty((n, sum(linear.out_widths)))
+        start = 0
+        for (l, source, w, kron, plain), width in zip(plan, linear.out_widths):
+            span, start = out[:, start : start + width], start + width
             if w is None:
-                parts.append(x.new_zeros((n, width)))
+                span.zero_()
                 continue
             xl = x[:, source[0] : source[1]] if isinstance(source, tuple) else x.index_select(1, source)
+            if backend is not None and plain is not None and _in_kernel(backend, xl, plain[0], span, l):
+                continue
             if kron:  # (n, mul_in d) @ (mul_in d, mul_out d): no transposes, e3nn layout in and out
-                parts.append(xl @ w)
+                torch.mm(xl, w, out=span)  # (BLAS writes the strided span in place)
             else:
-                parts.append(_per_component(xl.view(n, -1, 2 * l + 1), w).reshape(n, -1))
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+                span.copy_(_per_component(xl.reshape(n, -1, 2 * l + 1), w).reshape(n, -1))
         return out if linear.identity_order else out.index_select(1, linear.to_output)
 
     @staticmethod
     def backward(ctx, grad):
-        linear, n = ctx.linear, grad.shape[0]
+        linear, n, backend = ctx.linear, grad.shape[0], ctx.backend
         grouped = grad if linear.identity_order else grad.index_select(1, linear.from_output)
-        parts = []
-        for piece, (l, _, w, kron) in zip(torch.split(grouped, linear.out_widths, dim=1), ctx.plan):
+        # every column of x is written below when the orders' inputs tile it; else zeros stay
+        grad_x = (grad.new_empty if linear.identity_gather else grad.new_zeros)((n, ctx.dim_in))
+        for piece, (l, source, w, kron, plain) in zip(torch.split(grouped, linear.out_widths, dim=1), ctx.plan):
             if w is None:
                 continue
+            span = grad_x[:, source[0] : source[1]] if isinstance(source, tuple) else None
+            if span is not None and backend is not None and plain is not None:
+                if _in_kernel(backend, piece, plain[1], span, l):
+                    continue
+            if kron and span is not None:
+                torch.mm(piece, w.t(), out=span)
+                continue
             if kron:
-                parts.append(piece @ w.t())
+                result = piece @ w.t()
             else:
-                parts.append(_per_component(piece.reshape(n, -1, 2 * l + 1), w.t()).reshape(n, -1))
-        gathered = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        if linear.identity_gather:
-            return gathered, None, None
-        return grad.new_zeros((n, ctx.dim_in)).index_copy_(1, linear.gather_all, gathered), None, None
+                result = _per_component(piece.reshape(n, -1, 2 * l + 1), w.t()).reshape(n, -1)
+            if span is not None:
+                span.copy_(result)
+            else:
+                grad_x.index_copy_(1, source, result)
+        return grad_x, None, None, None
+
+
+def _linear_kernel(x: torch.Tensor):
+    """The compiled CPU launcher for ``x``'s frozen linears, or ``None`` (other devices, kernels
+    switched off or not built, other dtypes)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    from .._kernels import kernel_launcher
+
+    return kernel_launcher(x.device)
+
+
+def _in_kernel(backend, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, l: int) -> bool:
+    """``out = x @ kron(weight, I_{2l+1})`` by the compiled kernel; False where it has no tile."""
+    d = 2 * l + 1
+    if x.stride(1) != 1 or x.dtype != weight.dtype or not backend.linear_fits(d, weight.shape[1], x.dtype):
+        return False
+    return backend.component_linear(x, weight, out, d)
 
 
 def _per_component(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -152,7 +152,8 @@ class S2Mixer(nn.Module):
             w = self.fast_up.weight_of_order(l, self.up.weight)  # (mul_in_l, H)
             xl = self.fast_up.input_of_order(l, x)  # (N, mul_in_l, 2l+1)
             coeffs.append(torch.einsum("nid,ih->nhd", xl, w))
-        return self.fast_down(self._through_grid(torch.cat(coeffs, dim=2), x), self.down.weight)
+        return self.fast_down(self._through_grid(torch.cat(coeffs, dim=2), x), self.down.weight,
+                              use_kernel=self.backend is KERNEL)
 
     def _through_grid(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``coeffs (..., N, H, K)`` -> SiLU on the grid -> back to coefficients, in e3nn's layout

@@ -52,16 +52,16 @@ class FastSpeciesLinear(nn.Module):
         self.dim_out = reference.irreps_out.dim
 
     def forward(self, x: torch.Tensor, species: torch.Tensor, weight: torch.Tensor,
-                groups: tuple | None = None) -> torch.Tensor:  # fmt: skip
+                groups: tuple | None = None, use_kernel: bool = False) -> torch.Tensor:  # fmt: skip
         """``groups``: :func:`species_groups` of ``species``, when the caller shares it among
-        layers (computed here otherwise)."""
+        layers (computed here otherwise). ``use_kernel``: as :meth:`FastLinear.forward`."""
         if x.shape[0] == 0:
             return x.new_zeros((0, self.dim_out))
         present, counts, order, inverse = species_groups(species) if groups is None else groups
         if len(present) == 1:
-            return self.fast(x, weight[present[0]])
+            return self.fast(x, weight[present[0]], use_kernel=use_kernel)
         pieces = torch.split(x.index_select(0, order), counts)
-        out = torch.cat([self.fast(piece, weight[s]) for s, piece in zip(present, pieces)])
+        out = torch.cat([self.fast(piece, weight[s], use_kernel=use_kernel) for s, piece in zip(present, pieces)])
         return out.index_select(0, inverse)
 
 

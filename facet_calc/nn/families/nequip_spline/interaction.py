@@ -30,6 +30,7 @@ from ...blocks.fast_gate import FastGate
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
 from ...blocks.species_linear import FastSpeciesLinear, SpeciesLinear, species_groups
+from ...backend import KERNEL
 from ...blocks.twins import TwinnedLayer
 
 
@@ -104,7 +105,8 @@ class InteractionBlock(TwinnedLayer):
                 groups = None
                 if edges is not None:
                     groups = edges.shared(("species groups", n), lambda s: species_groups(s[:n]), species)
-                sc = self.fast["self_connection"](x[:n], species[:n], self.self_connection.weight, groups)
+                sc = self.fast["self_connection"](x[:n], species[:n], self.self_connection.weight, groups,
+                                                  use_kernel=self.backend is KERNEL)  # fmt: skip
         else:
             sc = self._linear("self_connection", x[:n])
         h = self._linear("linear_in", x)
