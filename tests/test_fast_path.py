@@ -368,6 +368,15 @@ def test_fast_linear_matches_e3nn_linear_frozen_and_training(irreps_in, irreps_o
         frozen = fast(x, lin.weight, use_kernel=use_kernel)
         (frozen_x,) = torch.autograd.grad(frozen, [x], g)
         assert torch.allclose(frozen, want, atol=1e-13) and torch.allclose(frozen_x, want_x, atol=1e-13)
+    # differentiable backward (create_graph, as force training through a frozen linear): the
+    # gradient of <grad_x, v> with respect to the output gradient g
+    v, g = torch.randn_like(x), g.clone().requires_grad_(True)
+    for module, kwargs in ((lin, {}), (fast, {"weight": lin.weight, "use_kernel": use_kernel})):
+        (gx,) = torch.autograd.grad(module(x, **kwargs), [x], g, create_graph=True)
+        (second,) = torch.autograd.grad((gx * v).sum(), [g])
+        if module is lin:
+            want_second = second
+    assert torch.allclose(second, want_second, atol=1e-13)
     # the kernel multiplies the orders l > 0 whose output channels fill its vectors (float64:
     # 8 lanes with AVX-512, 4 below) and that are read from a column span; torch the others
     assert any(compiled) == (use_kernel and kernel_serves), compiled

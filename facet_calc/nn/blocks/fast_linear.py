@@ -243,6 +243,10 @@ class _FrozenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         linear, n, backend = ctx.linear, grad.shape[0], ctx.backend
+        # create_graph (second derivatives through a frozen linear): torch's differentiable
+        # products only, neither the kernel nor products written in place (out=)
+        in_place = not torch.is_grad_enabled()
+        backend = backend if in_place else None
         grouped = grad if linear.identity_order else grad.index_select(1, linear.from_output)
         # every column of x is written below when the orders' inputs tile it; else zeros stay
         grad_x = (grad.new_empty if linear.identity_gather else grad.new_zeros)((n, ctx.dim_in))
@@ -253,7 +257,7 @@ class _FrozenLinear(torch.autograd.Function):
             if span is not None and backend is not None and plain is not None:
                 if _in_kernel(backend, piece, plain[1], span, l):
                     continue
-            if kron and span is not None:
+            if kron and span is not None and in_place:
                 torch.mm(piece, w.t(), out=span)
                 continue
             if kron:
