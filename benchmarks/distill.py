@@ -5,7 +5,8 @@
 
 Teacher: 7net-0-spline (float32). Systems: ``si`` (64-atom diamond Si, MD at 450 and 1000 K,
 sampling up to 1500 K; held-out at 450 and 1000 K and, outside the trained range, 1875 K),
-``mgo`` (64-atom rock salt MgO, 300 and 1000 K). One torch thread (the machine is shared).
+``mgo`` (64-atom rock salt MgO, 300 and 1000 K), ``cspbbr3`` (40-atom cubic halide perovskite,
+300 and 600 K: a ternary whose octahedra tilt, soft and anharmonic). One torch thread (the machine is shared).
 A killed run is resumed by the same command. Prints the goal table of issue 21 from
 ``OUT/report/report.json`` and the learning curve from ``OUT/summary.json``.
 """
@@ -17,11 +18,20 @@ import json
 from pathlib import Path
 
 import torch
+from ase import Atoms
 from ase.build import bulk
+
+def cubic_perovskite(a_site: str, b_site: str, anion: str, a: float) -> Atoms:
+    """The 5-atom cubic perovskite ABX3 (A at the corner, B at the centre, X at the face centres)."""
+    return Atoms([a_site, b_site, anion, anion, anion], scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0),
+                 (0.5, 0, 0.5), (0, 0.5, 0.5)], cell=[a, a, a], pbc=True)  # fmt: skip
+
 
 SYSTEMS = {
     "si": (lambda: bulk("Si", "diamond", a=5.43, cubic=True).repeat(2), [450.0, 1000.0]),
     "mgo": (lambda: bulk("MgO", "rocksalt", a=4.21, cubic=True).repeat(2), [300.0, 1000.0]),
+    # the cubic (high-temperature) phase, 40 atoms; its PbBr6 octahedra tilt freely in MD
+    "cspbbr3": (lambda: cubic_perovskite("Cs", "Pb", "Br", 5.87).repeat(2), [300.0, 600.0]),
 }
 INSIDE = "held_out_inside_mean"
 GOALS = [  # (figure, value getter, goal, moonshot, unit)

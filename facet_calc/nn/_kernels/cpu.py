@@ -16,6 +16,7 @@ _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 _FORWARD_ARGS = [_L, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _L, _P, None, _I]
 _BACKWARD_ARGS = [_L, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I]
 _LINEAR_ARGS = [_I, _L, _I, _I, _P, _L, _P, _P, _L, _I]
+_GRID_ARGS = [_I, _L, _I, _I, _I, _P, _P, _P, _P, _P, _I]
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SCALAR = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
@@ -30,6 +31,7 @@ class CpuBackend:
         self._vector_bytes: int | None = None
         self._edges_by_sender = None
         self._linear: dict[torch.dtype, ctypes._CFuncPtr] = {}
+        self._grid: dict[torch.dtype, ctypes._CFuncPtr] = {}
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
@@ -111,6 +113,37 @@ class CpuBackend:
         """Whether :meth:`component_linear` has a tile for order ``d = 2l + 1`` and ``c_out``
         output channels (a multiple of the vector's lanes)."""
         return d in (3, 5, 7) and dtype in _SUFFIX and c_out % self.lanes(dtype) == 0
+
+    def grid_silu(self, coeffs: torch.Tensor, grad_back: torch.Tensor | None, values: torch.Tensor,
+                  weights: torch.Tensor, out: torch.Tensor) -> bool:
+        """The S2 mixer's grid step (``s2_grid.cpp``) on ``coeffs (n, H, K)``: with
+        ``grad_back`` None, ``out = silu(coeffs @ values.T) @ weights``; else ``out`` = the
+        gradient of that with respect to ``coeffs`` for the output gradient ``grad_back (n, H,
+        K)``. ``values``, ``weights``: ``(G, K)``; all contiguous, one dtype. False (nothing
+        written) where this build has no loop for the shapes (:meth:`grid_fits`)."""
+        fn = self._grid.get(coeffs.dtype)
+        if fn is None:
+            fn = getattr(self.library, f"s2_grid_silu_{_SUFFIX[coeffs.dtype]}")
+            fn.argtypes, fn.restype = _GRID_ARGS, ctypes.c_int
+            self._grid[coeffs.dtype] = fn
+        tensors = [coeffs, values, weights, out] + ([] if grad_back is None else [grad_back])
+        if not all(t.is_contiguous() and t.dtype == coeffs.dtype for t in tensors):
+            raise ValueError("grid_silu needs contiguous tensors of one dtype")
+        n, h, k = coeffs.shape
+        if values.shape != weights.shape or values.shape[1] != k or out.shape != coeffs.shape:
+            raise ValueError(f"grid_silu: shapes {tuple(coeffs.shape)}, {tuple(values.shape)}, "
+                             f"{tuple(weights.shape)}, {tuple(out.shape)} do not match")  # fmt: skip
+        back = 0 if grad_back is None else grad_back.data_ptr()
+        return fn(int(grad_back is not None), n, h, k, values.shape[0], coeffs.data_ptr(), back, values.data_ptr(),
+                  weights.data_ptr(), out.data_ptr(), kernel_threads()) == 0  # fmt: skip
+
+    def grid_fits(self, channels: int, k: int, dtype: torch.dtype) -> bool:
+        """Whether :meth:`grid_silu` serves ``channels`` (a multiple of the lanes) functions of
+        ``k = (lmax + 1)^2`` coefficients (lmax <= 3) in ``dtype``; never on the baseline build."""
+        if dtype not in _SUFFIX or k not in (1, 4, 9, 16):
+            return False
+        self.lanes(dtype)  # reads the vector width
+        return self._vector_bytes >= 32 and channels % self.lanes(dtype) == 0
 
     def lanes(self, dtype: torch.dtype) -> int:
         """Elements of ``dtype`` in one vector of this build."""

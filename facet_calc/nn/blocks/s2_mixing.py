@@ -34,6 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .._kernels import kernel_launcher
 from ..backend import KERNEL, Backend
 from .e3nn_modules import linear
 from .fast_linear import FastLinear
@@ -69,6 +70,14 @@ class SphericalGrid(nn.Module):
         self.lmax, self.degree, self.n_points = lmax, degree, points.shape[0]
         self.register_buffer("to_grid", y.T.contiguous(), persistent=False)  # (K, G) float64
         self.register_buffer("from_grid", (w[:, None] * y).contiguous(), persistent=False)  # (G, K)
+
+    def kernel_tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(to_grid.T, from_grid)``, both ``(G, K)`` contiguous in ``dtype``: what the compiled
+        grid step reads (cached per dtype and device)."""
+        key = (dtype, self.to_grid.device)
+        if getattr(self, "_tables", None) is None or self._tables[0] != key:
+            self._tables = (key, (self.to_grid.t().to(dtype).contiguous(), self.from_grid.to(dtype).contiguous()))
+        return self._tables[1]
 
     def extra_repr(self) -> str:
         return f"lmax={self.lmax}, lebedev_degree={self.degree}, points={self.n_points}"
@@ -152,16 +161,22 @@ class S2Mixer(nn.Module):
             w = self.fast_up.weight_of_order(l, self.up.weight)  # (mul_in_l, H)
             xl = self.fast_up.input_of_order(l, x)  # (N, mul_in_l, 2l+1)
             coeffs.append(torch.einsum("nid,ih->nhd", xl, w))
-        return self.fast_down(self._through_grid(torch.cat(coeffs, dim=2), x), self.down.weight,
-                              use_kernel=self.backend is KERNEL)
+        kernel = self.backend is KERNEL
+        grid = self._through_grid(torch.cat(coeffs, dim=2), x, use_kernel=kernel)
+        return self.fast_down(grid, self.down.weight, use_kernel=kernel)
 
-    def _through_grid(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _through_grid(self, coeffs: torch.Tensor, x: torch.Tensor, use_kernel: bool = False) -> torch.Tensor:
         """``coeffs (..., N, H, K)`` -> SiLU on the grid -> back to coefficients, in e3nn's layout
         ``(..., N, H x (0e + 1o + ...))``, followed by the input scalars of ``x (..., N, dim)``:
-        the input of "down" (leading dims: a stacked committee's members)."""
+        the input of "down" (leading dims: a stacked committee's members). ``use_kernel``: the
+        grid step by the compiled CPU kernel where it serves (:class:`_GridSiLU`)."""
         lead = x.shape[:-1]
-        values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (..., N, H, G)
-        back = values @ self.grid.from_grid.to(x.dtype)  # (..., N, H, K)
+        backend = _grid_kernel(coeffs, self.channels) if use_kernel else None
+        if backend is not None:
+            back = _GridSiLU.apply(coeffs, backend, *self.grid.kernel_tables(x.dtype))
+        else:
+            values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (..., N, H, G)
+            back = values @ self.grid.from_grid.to(x.dtype)  # (..., N, H, K)
         parts, start = [], 0
         for l in range(self.lmax + 1):
             d = 2 * l + 1
@@ -172,6 +187,48 @@ class S2Mixer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
+
+
+def _grid_kernel(coeffs: torch.Tensor, channels: int):
+    """The compiled CPU launcher when it serves this grid step, else ``None``."""
+    if coeffs.device.type != "cpu" or coeffs.dtype not in (torch.float32, torch.float64):
+        return None
+    backend = kernel_launcher(coeffs.device)
+    if backend is None or not hasattr(backend, "grid_fits"):
+        return None
+    return backend if backend.grid_fits(channels, coeffs.shape[-1], coeffs.dtype) else None
+
+
+class _GridSiLU(torch.autograd.Function):
+    """``silu(coeffs @ values.T) @ weights`` for ``coeffs (..., N, H, K)`` and the grid tables
+    ``values``, ``weights`` ``(G, K)`` (:meth:`SphericalGrid.kernel_tables`), node by node in
+    registers (``_kernels/s2_grid.cpp``); the backward recomputes the grid values from
+    ``coeffs``. Differentiable once (as the fused convolution: the kernel backend's contract)."""
+
+    @staticmethod
+    def forward(ctx, coeffs, backend, values, weights):
+        shape = coeffs.shape
+        flat = coeffs.reshape(-1, shape[-2], shape[-1]).contiguous()
+        out = torch.empty_like(flat)
+        if not backend.grid_silu(flat, None, values, weights, out):
+            raise RuntimeError("the compiled S2 grid step refused shapes grid_fits accepted")
+        ctx.save_for_backward(flat, values, weights)
+        ctx.backend = backend
+        return out.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "the compiled S2 grid step is differentiable once: second derivatives (force training, "
+                "Hessians, create_graph=True) need model.set_backend('torch')"
+            )
+        flat, values, weights = ctx.saved_tensors
+        grad_flat = grad.reshape(flat.shape).contiguous()
+        out = torch.empty_like(flat)
+        if not ctx.backend.grid_silu(flat, grad_flat, values, weights, out):
+            raise RuntimeError("the compiled S2 grid step refused shapes grid_fits accepted")
+        return out.view(grad.shape), None, None, None
 
 
 def equivariance_error(mixer: S2Mixer, n_nodes: int = 64, n_rotations: int = 8, seed: int = 0) -> float:

@@ -161,7 +161,8 @@ class _StackedLayer:
                 continue
             xl = mixer.fast_up.input_of_order(l, x.reshape(k * n, -1)).view(k, n, -1, d)
             coeffs.append(torch.einsum("knid,kih->knhd", xl, w))
-        return self.mixer_down(mixer._through_grid(torch.cat(coeffs, dim=3), x))
+        use_kernel = self.backend.name == "kernel"
+        return self.mixer_down(mixer._through_grid(torch.cat(coeffs, dim=3), x, use_kernel=use_kernel))
 
 
 class StackedFacet:
