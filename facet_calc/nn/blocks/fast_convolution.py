@@ -444,17 +444,19 @@ class _FusedConvolution(torch.autograd.Function):
         # the output's scale is applied to the (small) gradients of the inputs at the end, not to
         # grad_out: a scaled copy of grad_out, the widest tensor of the step, cost more than the
         # kernels' work on it (a fresh allocation of its size, page faults included)
-        grad_sh = torch.zeros_like(sh)
+        width = max(dims[2] * dims[1] for *_, dims in blocks)
+        single = graph.n_edges <= budget // width
+        # one chunk: its edges are all the edges, each once, so the sender-ordered gradients are
+        # copied back into edge order; chunks add theirs into zeros
+        grad_sh = torch.empty_like(sh) if single else torch.zeros_like(sh)
         # zeros only where some input columns feed no block (their gradient is zero)
         grad_x = (grad_out.new_zeros if _leaves_gaps(blocks, ctx.x_shape[1]) else grad_out.new_empty)(ctx.x_shape)
         grad_xts = [torch.empty_like(xt) for xt in xts]
         # each block's output gradient in block layout (N, cols, mul): reading it through the
         # column map for every edge would be slower than one gather here
         grad_blocks = [grad_out.index_select(1, out_map) for *_, out_map, _ in blocks]
-        width = max(dims[2] * dims[1] for *_, dims in blocks)
         fused = getattr(backend, "fuses_coupling", False)
-        grad_beta = torch.zeros_like(beta)
-        single = graph.n_edges <= budget // width
+        grad_beta = torch.empty_like(beta) if single else torch.zeros_like(beta)
         for n0, n1 in [(0, graph.n_nodes)] if single else _node_chunks(graph.send_ptr, budget // width):
             if single:  # all edges: the CSR fields are the evaluation's, shared by the layers
                 q0, q1, local = 0, graph.n_edges, graph.whole("senders")
@@ -487,8 +489,12 @@ class _FusedConvolution(torch.autograd.Function):
                                        grad_a, grad_xt[n0:n1], part)  # fmt: skip
                 grad_sh_k.addmm_(grad_a.view(k, cols * m1), coupling.transpose(0, 1))
                 grad_beta_k += part
-            grad_sh.index_add_(0, edges, grad_sh_k)
-            grad_beta.index_add_(0, edges, grad_beta_k)
+            if single:
+                grad_sh.index_copy_(0, edges, grad_sh_k)
+                grad_beta.index_copy_(0, edges, grad_beta_k)
+            else:
+                grad_sh.index_add_(0, edges, grad_sh_k)
+                grad_beta.index_add_(0, edges, grad_beta_k)
         grad_x = _assemble_grad_x(grad_x, grad_xts, blocks)
         for grad in (grad_beta, grad_sh, grad_x):
             grad.mul_(scale)
