@@ -19,6 +19,37 @@
 
 namespace {
 
+template <typename T> struct IntOf;
+template <> struct IntOf<float> { typedef int32_t type; };
+template <> struct IntOf<double> { typedef int64_t type; };
+
+// shuffle masks from D vectors of L lanes (vector m: component m of L channels) to the D
+// vectors of their interleaving (flat index f = u L + lane holds channel f / D, component f % D):
+// mask[u][1] takes components 0 and 1 from the first two vectors (other lanes: don't care),
+// mask[u][m] for m >= 2 keeps the lanes so far and takes component m from vector m
+template <typename T, typename V, int D>
+struct Interleave {
+  static constexpr int L = sizeof(V) / sizeof(T);
+  typedef typename IntOf<T>::type I;
+  typedef I VI __attribute__((vector_size(sizeof(V))));
+  VI mask[D][D > 1 ? D : 2];
+  Interleave() {
+    for (int u = 0; u < D; ++u)
+      for (int m = 1; m < (D > 1 ? D : 2); ++m)
+        for (int lane = 0; lane < L; ++lane) {
+          const int f = u * L + lane, k = f / D, c = f % D;
+          if (m == 1)
+            mask[u][m][lane] = c == 0 ? k : (c == 1 ? L + k : 0);
+          else
+            mask[u][m][lane] = c == m ? L + k : lane;
+        }
+  }
+  static const Interleave& masks() {
+    static const Interleave instance;
+    return instance;
+  }
+};
+
 // the tile of NB nodes from n0 and the OC * L output channels from o0
 template <typename T, int D, int OC, int NB>
 inline void tile(int64_t n0, int c_in, int c_out, int o0, const T* x, int64_t x_stride, const T* w, T* out,
@@ -40,13 +71,18 @@ inline void tile(int64_t n0, int c_in, int c_out, int o0, const T* x, int64_t x_
         for (int v = 0; v < OC; ++v) acc[b][m][v] += wi[v] * xs;
       }
   }
-  // back to the interleaved layout (a transposition of D x L values per vector: scalar stores,
-  // ~1 per 2 c_in multiply-adds)
+  // back to the interleaved layout: the D vectors acc[b][.][v] (component m of L channels)
+  // become the D vectors of the row's L x D values, each by D - 1 two-source shuffles (scalar
+  // stores were ~1 per 2 multiply-adds where c_in is small)
+  const Interleave<T, V, D>& mix = Interleave<T, V, D>::masks();
   for (int b = 0; b < NB; ++b) {
     T* row = out + (n0 + b) * out_stride + (int64_t)o0 * D;
     for (int v = 0; v < OC; ++v)
-      for (int k = 0; k < L; ++k)
-        for (int m = 0; m < D; ++m) row[(v * L + k) * D + m] = acc[b][m][v][k];
+      for (int u = 0; u < D; ++u) {
+        V r = D == 1 ? acc[b][0][v] : __builtin_shuffle(acc[b][0][v], acc[b][D > 1 ? 1 : 0][v], mix.mask[u][1]);
+        for (int m = 2; m < D; ++m) r = __builtin_shuffle(r, acc[b][m][v], mix.mask[u][m]);
+        vstore(row + (v * D + u) * L, r);
+      }
   }
 }
 
