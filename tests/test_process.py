@@ -152,3 +152,22 @@ def test_kernel_threads_respect_the_affinity_mask_and_torch_setting():
         assert kernel_threads() == 1
     finally:
         torch.set_num_threads(previous)
+
+
+def test_kernel_threads_follow_a_changed_affinity_mask(monkeypatch):
+    """The mask is re-read after ``_AFFINITY_TTL`` (0 here): restricting the process to one CPU
+    (as ``taskset`` would) brings the kernels' threads down to one."""
+    from facet_calc.nn import _kernels
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs affinity masks and two CPUs")
+    monkeypatch.setattr(_kernels, "_AFFINITY_TTL", 0.0)
+    mask, previous = os.sched_getaffinity(0), torch.get_num_threads()
+    try:
+        torch.set_num_threads(len(mask))
+        assert kernel_threads() == len(mask)
+        os.sched_setaffinity(0, {min(mask)})
+        assert kernel_threads() == 1
+    finally:
+        os.sched_setaffinity(0, mask)
+        torch.set_num_threads(previous)
