@@ -73,8 +73,9 @@ def test_committee_evaluation_equals_members_alone(committee_dir, atoms, how, ba
 
 
 #: channels the compiled kernel can stack (multiples of its vectors' half width in float32 and
-#: float64 at every instruction-set level): the members then share one kernel pass per layer
-STACKABLE = dict(CONFIG, hidden="8x0e+8x1o+8x2e", embedding=8)
+#: float64 at every instruction-set level): the members then share one kernel pass per layer; a
+#: mixer of 16 channels, which the compiled grid step serves (AVX2 and AVX-512 builds)
+STACKABLE = dict(CONFIG, hidden="8x0e+8x1o+8x2e", embedding=8, mixer=dict(CONFIG["mixer"], channels=16))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -141,8 +141,9 @@ def test_the_per_order_linear_of_every_build_matches_torch(isa, dtype, threads, 
 @pytest.mark.parametrize("isa", supported_isas())
 def test_the_s2_grid_step_of_every_build_matches_torch(isa, dtype, monkeypatch):
     """``s2_grid.cpp`` at each level it serves (not the baseline, where torch is faster):
-    ``silu(c @ Y^T) @ B`` and its gradient for lmax 1 and 2, two vectors of channels, against
-    torch in float64, with arguments up to |x| ~ 30 (SiLU's exp far from 1)."""
+    ``silu(c @ Y^T) @ B`` (written in e3nn's layout) and its gradient for lmax 1 and 2, two
+    vectors of channels, against torch in float64, with arguments up to |x| ~ 30 (SiLU's exp far
+    from 1)."""
     from facet_calc.nn.blocks.s2_mixing import SphericalGrid
 
     monkeypatch.setenv("FACET_CALC_ISA", isa)
@@ -164,11 +165,14 @@ def test_the_s2_grid_step_of_every_build_matches_torch(isa, dtype, monkeypatch):
         want = torch.nn.functional.silu(leaf @ grid.to_grid) @ grid.from_grid
         (want_grad,) = torch.autograd.grad(want, leaf, g)
         want = want.detach()
+        def e3nn_layout(t):  # (n, H, K) -> (n, H x (0e + 1o + ...)): order by order, channel-major
+            return torch.cat([t[:, :, l * l : (l + 1) ** 2].reshape(t.shape[0], -1) for l in range(lmax + 1)], 1)
+
         values, weights = grid.kernel_tables(dtype)
-        got, got_grad = torch.empty(c.shape, dtype=dtype), torch.empty(c.shape, dtype=dtype)
+        got, got_grad = torch.empty(5, 2 * lanes * k, dtype=dtype), torch.empty(c.shape, dtype=dtype)
         assert launcher.grid_silu(c.to(dtype), None, values, weights, got)
-        assert launcher.grid_silu(c.to(dtype), g.to(dtype), values, weights, got_grad)
-        for name, a, b in (("values", got, want), ("gradient", got_grad, want_grad)):
+        assert launcher.grid_silu(c.to(dtype), e3nn_layout(g).to(dtype), values, weights, got_grad)
+        for name, a, b in (("values", got, e3nn_layout(want)), ("gradient", got_grad, want_grad)):
             error = float((a.double() - b).abs().max() / b.abs().max())
             # relative; measured up to 4.6e-16 (float64) and 3.4e-7 (float32)
             assert error < (5e-15 if dtype == torch.float64 else 3e-6), (isa, lmax, name, error)

@@ -117,10 +117,11 @@ class CpuBackend:
     def grid_silu(self, coeffs: torch.Tensor, grad_back: torch.Tensor | None, values: torch.Tensor,
                   weights: torch.Tensor, out: torch.Tensor) -> bool:
         """The S2 mixer's grid step (``s2_grid.cpp``) on ``coeffs (n, H, K)``: with
-        ``grad_back`` None, ``out = silu(coeffs @ values.T) @ weights``; else ``out`` = the
-        gradient of that with respect to ``coeffs`` for the output gradient ``grad_back (n, H,
-        K)``. ``values``, ``weights``: ``(G, K)``; all contiguous, one dtype. False (nothing
-        written) where this build has no loop for the shapes (:meth:`grid_fits`)."""
+        ``grad_back`` None, ``out (n, H K)`` = ``silu(coeffs @ values.T) @ weights`` in e3nn's
+        layout of ``H x (0e + 1o + 2e + ...)``; else ``out (n, H, K)`` = its gradient with respect
+        to ``coeffs`` for the output gradient ``grad_back (n, H K)`` (e3nn's layout).
+        ``values``, ``weights``: ``(G, K)``; all contiguous, one dtype. False (nothing written)
+        where this build has no loop for the shapes (:meth:`grid_fits`)."""
         fn = self._grid.get(coeffs.dtype)
         if fn is None:
             fn = getattr(self.library, f"s2_grid_silu_{_SUFFIX[coeffs.dtype]}")
@@ -130,7 +131,11 @@ class CpuBackend:
         if not all(t.is_contiguous() and t.dtype == coeffs.dtype for t in tensors):
             raise ValueError("grid_silu needs contiguous tensors of one dtype")
         n, h, k = coeffs.shape
-        if values.shape != weights.shape or values.shape[1] != k or out.shape != coeffs.shape:
+        back_shape = (n, h * k)
+        if grad_back is not None and tuple(grad_back.shape) != back_shape:
+            raise ValueError(f"grid_silu: grad_back {tuple(grad_back.shape)} is not {back_shape}")
+        want = tuple(coeffs.shape) if grad_back is not None else back_shape
+        if values.shape != weights.shape or values.shape[1] != k or tuple(out.shape) != want:
             raise ValueError(f"grid_silu: shapes {tuple(coeffs.shape)}, {tuple(values.shape)}, "
                              f"{tuple(weights.shape)}, {tuple(out.shape)} do not match")  # fmt: skip
         back = 0 if grad_back is None else grad_back.data_ptr()

@@ -3,6 +3,7 @@
 // For every node n and channel h, with the harmonic coefficients c[n, h, :K] of a function on
 // the sphere, the grid's values Y (G, K) and quadrature B (G, K):
 //     back[n, h, k] = sum_g silu(sum_k' c[n, h, k'] Y[g, k']) B[g, k]
+// written in e3nn's layout (order by order, H channels of 2l + 1 components each)
 // and its adjoint (grad_c from grad_back, the grid values recomputed, never stored). torch
 // runs this as two matrix products with an inner dimension of K = 9 (slow in BLAS) and an
 // activation over an (n, H, G) tensor written to memory and read back three times; here each
@@ -87,18 +88,37 @@ inline void backward_chunk(const V* c, const V* gb, int G, const T* Y, const T* 
   }
 }
 
-// (n, H, K) rows <-> K vectors of L channels from h0
+// a row of (H, K) -> K vectors of L channels from h0
 template <typename T, typename V, int K>
 inline void gather(const T* row, int h0, V* out) {
   constexpr int L = sizeof(V) / sizeof(T);
   for (int k = 0; k < K; ++k)
     for (int l = 0; l < L; ++l) out[k][l] = row[(h0 + l) * K + k];
 }
+// the same for a row in e3nn's layout of H x (0e + 1o + 2e + ...): coefficient k (order
+// l = floor(sqrt(k)), component k - l^2) of channel h at H l^2 + h (2l + 1) + k - l^2
+template <int K>
+struct E3nnLayout {
+  int base[K], stride[K];
+  explicit E3nnLayout(int H) {
+    for (int k = 0, l = 0; k < K; ++k) {
+      if ((l + 1) * (l + 1) <= k) ++l;
+      base[k] = H * l * l + k - l * l;
+      stride[k] = 2 * l + 1;
+    }
+  }
+};
 template <typename T, typename V, int K>
-inline void scatter(const V* in, int h0, T* row) {
+inline void gather_e3nn(const T* row, const E3nnLayout<K>& at, int h0, V* out) {
   constexpr int L = sizeof(V) / sizeof(T);
-  for (int l = 0; l < L; ++l)
-    for (int k = 0; k < K; ++k) row[(h0 + l) * K + k] = in[k][l];
+  for (int k = 0; k < K; ++k)
+    for (int l = 0; l < L; ++l) out[k][l] = row[at.base[k] + (h0 + l) * at.stride[k]];
+}
+template <typename T, typename V, int K>
+inline void scatter_e3nn(const V* in, const E3nnLayout<K>& at, int h0, T* row) {
+  constexpr int L = sizeof(V) / sizeof(T);
+  for (int k = 0; k < K; ++k)
+    for (int l = 0; l < L; ++l) row[at.base[k] + (h0 + l) * at.stride[k]] = in[k][l];
 }
 
 template <typename T, int K>
@@ -106,6 +126,7 @@ void grid_silu(bool backward, int64_t n, int H, int G, const T* c, const T* grad
                T* out, int n_threads) {
   typedef typename VecOf<T>::type V;
   constexpr int L = sizeof(V) / sizeof(T);
+  const E3nnLayout<K> at(H);
 #pragma omp parallel for num_threads(n_threads) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T* ci = c + i * H * K;
@@ -115,12 +136,16 @@ void grid_silu(bool backward, int64_t n, int H, int G, const T* c, const T* grad
       gather<T, V, K>(ci, h0, cv);
       if (backward) {
         V gb[K];
-        gather<T, V, K>(grad_back + i * H * K, h0, gb);
+        gather_e3nn<T, V, K>(grad_back + i * H * K, at, h0, gb);
         backward_chunk<T, V, K>(cv, gb, G, Y, B, res);
       } else {
         forward_chunk<T, V, K>(cv, G, Y, B, res);
       }
-      scatter<T, V, K>(res, h0, oi);
+      if (backward)
+        for (int k = 0; k < K; ++k)
+          for (int l = 0; l < L; ++l) oi[(h0 + l) * K + k] = res[k][l];  // grad_c, as c
+      else
+        scatter_e3nn<T, V, K>(res, at, h0, oi);
     }
   }
 }
@@ -142,8 +167,9 @@ int dispatch(bool backward, int64_t n, int H, int K, int G, const T* c, const T*
 
 }  // namespace
 
-// c, grad_back, out: (n, H, K) contiguous; Y, B: (G, K) contiguous. Forward: out = back;
-// backward: out = grad_c (grad_back read). Returns 0, or 1 (nothing written) where this build
+// c: (n, H, K) contiguous; back and grad_back: (n, H K) in e3nn's layout of H x (0e + 1o + ...)
+// (what the mixer's "down" linear reads); Y, B: (G, K) contiguous. Forward: out = back;
+// backward: out = grad_c (n, H, K), grad_back read. Returns 0, or 1 (nothing written) where this build
 // has no loop for the shapes (or is the baseline build): H not a multiple of the vector's lanes, K not 1, 4, 9 or 16.
 #define FACET_GRID_EXPORT(T, SUFFIX)                                                              \
   extern "C" int s2_grid_silu_##SUFFIX(int backward, int64_t n, int H, int K, int G, const T* c,  \

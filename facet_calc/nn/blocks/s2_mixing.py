@@ -172,17 +172,18 @@ class S2Mixer(nn.Module):
         grid step by the compiled CPU kernel where it serves (:class:`_GridSiLU`)."""
         lead = x.shape[:-1]
         backend = _grid_kernel(coeffs, self.channels) if use_kernel else None
-        if backend is not None:
+        scalars = x.index_select(-1, self.scalar_index)
+        if backend is not None:  # in e3nn's layout already
             back = _GridSiLU.apply(coeffs, backend, *self.grid.kernel_tables(x.dtype))
-        else:
-            values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (..., N, H, G)
-            back = values @ self.grid.from_grid.to(x.dtype)  # (..., N, H, K)
+            return torch.cat([back, scalars], dim=-1)
+        values = nn.functional.silu(coeffs @ self.grid.to_grid.to(x.dtype))  # (..., N, H, G)
+        back = values @ self.grid.from_grid.to(x.dtype)  # (..., N, H, K)
         parts, start = [], 0
         for l in range(self.lmax + 1):
             d = 2 * l + 1
             parts.append(back[..., start : start + d].reshape(*lead, -1))  # e3nn layout (H x d)
             start += d
-        parts.append(x.index_select(-1, self.scalar_index))
+        parts.append(scalars)
         return torch.cat(parts, dim=-1)
 
     def extra_repr(self) -> str:
@@ -202,19 +203,20 @@ def _grid_kernel(coeffs: torch.Tensor, channels: int):
 class _GridSiLU(torch.autograd.Function):
     """``silu(coeffs @ values.T) @ weights`` for ``coeffs (..., N, H, K)`` and the grid tables
     ``values``, ``weights`` ``(G, K)`` (:meth:`SphericalGrid.kernel_tables`), node by node in
-    registers (``_kernels/s2_grid.cpp``); the backward recomputes the grid values from
-    ``coeffs``. Differentiable once (as the fused convolution: the kernel backend's contract)."""
+    registers (``_kernels/s2_grid.cpp``), returned as ``(..., N, H K)`` in e3nn's layout of ``H x
+    (0e + 1o + 2e + ...)``; the backward recomputes the grid values from ``coeffs``.
+    Differentiable once (as the fused convolution: the kernel backend's contract)."""
 
     @staticmethod
     def forward(ctx, coeffs, backend, values, weights):
         shape = coeffs.shape
         flat = coeffs.reshape(-1, shape[-2], shape[-1]).contiguous()
-        out = torch.empty_like(flat)
+        out = flat.new_empty((flat.shape[0], shape[-2] * shape[-1]))
         if not backend.grid_silu(flat, None, values, weights, out):
             raise RuntimeError("the compiled S2 grid step refused shapes grid_fits accepted")
         ctx.save_for_backward(flat, values, weights)
-        ctx.backend = backend
-        return out.view(shape)
+        ctx.backend, ctx.shape = backend, shape
+        return out.view(*shape[:-2], -1)
 
     @staticmethod
     def backward(ctx, grad):
@@ -224,11 +226,11 @@ class _GridSiLU(torch.autograd.Function):
                 "Hessians, create_graph=True) need model.set_backend('torch')"
             )
         flat, values, weights = ctx.saved_tensors
-        grad_flat = grad.reshape(flat.shape).contiguous()
+        grad_flat = grad.reshape(flat.shape[0], -1).contiguous()
         out = torch.empty_like(flat)
         if not ctx.backend.grid_silu(flat, grad_flat, values, weights, out):
             raise RuntimeError("the compiled S2 grid step refused shapes grid_fits accepted")
-        return out.view(grad.shape), None, None, None
+        return out.view(ctx.shape), None, None, None
 
 
 def equivariance_error(mixer: S2Mixer, n_nodes: int = 64, n_rotations: int = 8, seed: int = 0) -> float:
