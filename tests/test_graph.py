@@ -7,6 +7,7 @@ from ase.build import bulk, fcc111, molecule, nanotube
 from ase.neighborlist import primitive_neighbor_list
 
 from facet_calc.graph import Structure, build_graph, neighbour_list
+from facet_calc.nn._kernels import spline_conv_library
 from facet_calc.species import SpeciesTable
 
 
@@ -36,8 +37,42 @@ CASES = {
 CASES["molecule far from origin"].positions += 5000.0
 
 
+def _random_triclinic(seed):
+    """A random cell (angles far from 90, some lengths below the cutoff) with atoms inside and
+    outside it."""
+    rng = np.random.default_rng(seed)
+    cell = np.diag(rng.uniform(2.5, 9.0, 3)) + rng.uniform(-2.5, 2.5, (3, 3))
+    n = int(rng.integers(1, 30))
+    return Atoms(f"Si{n}", positions=rng.uniform(-1.5, 2.5, (n, 3)) @ cell, cell=cell, pbc=True)
+
+
+for _seed in range(4):
+    CASES[f"random triclinic {_seed}"] = _random_triclinic(_seed)
+CASES["1000-atom Si, rattled"] = bulk("Si", "diamond", a=5.43, cubic=True).repeat(5)
+CASES["1000-atom Si, rattled"].rattle(0.05, seed=1)
+COMPILED_NL = [pytest.param(False, id="vesin")]
+if spline_conv_library() is not None:
+    COMPILED_NL.append(pytest.param(True, id="compiled"))
+
+
+@pytest.mark.parametrize("compiled", COMPILED_NL)
 @pytest.mark.parametrize("name", list(CASES))
-def test_edges_match_ase(name):
+def test_edges_match_ase(name, compiled, monkeypatch):
+    """Vesin (every case) and the compiled cell list (fully periodic cells) against ASE: the same
+    pairs and shifts, receivers ascending, vectors ``pos[j] - pos[i] + S @ cell``."""
+    from facet_calc import graph as graph_module
+
+    served = []  # the calls the compiled cell list answered
+    original = graph_module._compiled_pairs
+
+    def recorded(*args):
+        pairs = original(*args)
+        served.append(pairs is not None)
+        return pairs
+
+    monkeypatch.setattr(graph_module, "_compiled_pairs", recorded)
+    if not compiled:
+        monkeypatch.setenv("FACET_CALC_KERNELS", "0")
     atoms = CASES[name]
     cutoff = 5.0
     graph = neighbour_list(Structure.from_atoms(atoms), cutoff)
@@ -47,8 +82,13 @@ def test_edges_match_ase(name):
     ours = sorted(zip(graph.receivers, graph.senders, map(tuple, graph.shifts.astype(int))))
     ref = sorted(zip(i, j, map(tuple, shifts)))
     assert ours == ref
-    distances = np.linalg.norm(graph.edge_vectors, axis=1)
-    assert distances.max() < cutoff and distances.min() > 0
+    assert (np.diff(graph.receivers) >= 0).all()
+    if len(ref):
+        want = atoms.positions[graph.senders] - atoms.positions[graph.receivers] + graph.shifts @ atoms.cell.array
+        assert np.abs(graph.edge_vectors - want).max() < 1e-12 * max(1.0, np.abs(atoms.positions).max())
+        distances = np.linalg.norm(graph.edge_vectors, axis=1)
+        assert distances.max() < cutoff and distances.min() > 0
+    assert any(served) == (compiled and bool(atoms.pbc.all()))
 
 
 def test_empty_atoms_give_empty_graph():

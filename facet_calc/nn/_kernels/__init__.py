@@ -1,7 +1,7 @@
 """Optional fused kernels: for the CPU, compiled on first use with the system C++ compiler and
 loaded by ctypes (``spline_conv.cpp``: the fused convolution; ``component_linear.cpp``: the
-per-order linear maps on e3nn's layout; ``s2_grid.cpp``: the S2 mixer's grid step; one
-library); for CUDA GPUs, in Triton
+per-order linear maps on e3nn's layout; ``s2_grid.cpp``: the S2 mixer's grid step;
+``neighbours.cpp``: a cell list for fully periodic cells; one library); for CUDA GPUs, in Triton
 (``triton_spline_conv.py``).
 
 The kernels are plain C++ (no torch headers), so compiling takes about a second; the shared
@@ -40,8 +40,10 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-#: the CPU library's translation units (fused convolution, per-order linear, S2 grid) and their shared header
-_SOURCES = tuple(Path(__file__).with_name(name) for name in ("spline_conv.cpp", "component_linear.cpp", "s2_grid.cpp"))
+#: the CPU library's translation units (fused convolution, per-order linear, S2 grid, periodic
+#: neighbour list) and their shared header
+_SOURCES = tuple(Path(__file__).with_name(name)
+                 for name in ("spline_conv.cpp", "component_linear.cpp", "s2_grid.cpp", "neighbours.cpp"))
 _HEADERS = (Path(__file__).with_name("vectors.h"),)
 # No -ffast-math: linking with it pulls in crtfastmath, which flushes subnormals to zero in the
 # whole process once the library loads (benchmarks/kernel_flags.py: it bought nothing measurable).
@@ -131,7 +133,8 @@ def _cpu_signature() -> str:
 
 #: the functions the CPU library must export; a library lacking any is not used
 _SYMBOLS = (*(f"spline_conv_{pass_}_{t}" for pass_ in ("forward", "backward") for t in ("f32", "f64")),
-            "component_linear_f32", "component_linear_f64", "s2_grid_silu_f32", "s2_grid_silu_f64")
+            "component_linear_f32", "component_linear_f64", "s2_grid_silu_f32", "s2_grid_silu_f64",
+            "periodic_neighbour_pairs")
 
 
 def _cache_dir() -> Path | None:

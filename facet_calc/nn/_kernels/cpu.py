@@ -32,6 +32,7 @@ class CpuBackend:
         self._edges_by_sender = None
         self._linear: dict[torch.dtype, ctypes._CFuncPtr] = {}
         self._grid: dict[torch.dtype, ctypes._CFuncPtr] = {}
+        self._pairs = None
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
@@ -149,6 +150,37 @@ class CpuBackend:
             return False
         self.lanes(dtype)  # reads the vector width
         return self._vector_bytes >= 32 and channels % self.lanes(dtype) == 0
+
+    def periodic_pairs(self, positions, cell, cutoff: float):
+        """All directed pairs within ``cutoff`` (A) of a fully periodic cell, receivers ascending
+        (``neighbours.cpp``): ``(receivers, senders, shifts, vectors)`` as numpy arrays (int64,
+        int64, float64 (E, 3) integer shifts, float64 (E, 3) ``pos[j] - pos[i] + S @ cell``), or
+        ``None`` for a singular cell. ``positions (n, 3)``, ``cell (3, 3)`` rows, float64."""
+        import numpy as np
+
+        fn = self._pairs
+        if fn is None:
+            fn = self._pairs = self.library.periodic_neighbour_pairs
+            fn.argtypes = [_L, _P, _P, ctypes.c_double, _L, _P, _P, _P, _P]
+            fn.restype = ctypes.c_int64
+        positions = np.ascontiguousarray(positions, dtype=np.float64)
+        cell = np.ascontiguousarray(cell, dtype=np.float64)
+        n = positions.shape[0]
+        volume = abs(float(np.linalg.det(cell)))
+        # room for the pairs of a uniform density and a fifth more; a denser cluster calls again
+        expected = n * (4.0 / 3.0 * np.pi * cutoff**3) * n / max(volume, 1e-300)
+        capacity = int(min(1.2 * expected, 1e10)) + 64
+        for _ in range(2):
+            receivers, senders = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
+            shifts, vectors = np.empty((capacity, 3)), np.empty((capacity, 3))
+            count = fn(n, positions.ctypes.data, cell.ctypes.data, float(cutoff), capacity, receivers.ctypes.data,
+                       senders.ctypes.data, shifts.ctypes.data, vectors.ctypes.data)  # fmt: skip
+            if count < 0:
+                return None
+            if count <= capacity:
+                return receivers[:count], senders[:count], shifts[:count], vectors[:count]
+            capacity = int(count)
+        raise RuntimeError("periodic_neighbour_pairs: the pair count changed between two calls")
 
     def lanes(self, dtype: torch.dtype) -> int:
         """Elements of ``dtype`` in one vector of this build."""
