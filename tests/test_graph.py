@@ -109,3 +109,20 @@ def test_empty_atoms_give_empty_graph():
 def test_bad_geometry_is_rejected_with_a_reason(atoms, message):
     with pytest.raises(ValueError, match=message):
         build_graph(Structure.from_atoms(atoms), 5.0, SpeciesTable([1]))
+
+
+def test_the_compiled_cell_list_refuses_what_it_cannot_bin():
+    """Non-finite or absurdly far positions and a singular cell: no pairs from the compiled
+    path (``None``: the caller falls back to vesin, after validation has refused them)."""
+    from facet_calc.graph import _compiled_pairs
+
+    if spline_conv_library() is None:
+        pytest.skip("needs the compiled CPU kernels")
+    cell = np.eye(3) * 4.0
+    good = np.array([[0.0, 0.0, 0.0], [1.0, 1.2, 0.7]])
+    assert _compiled_pairs(good, cell, 3.0) is not None
+    for bad in (np.nan, np.inf, 1e14):
+        positions = good.copy()
+        positions[1, 2] = bad
+        assert _compiled_pairs(positions, cell, 3.0) is None
+    assert _compiled_pairs(good, np.array([[4.0, 0, 0], [8.0, 0, 0], [0, 0, 4.0]]), 3.0) is None

@@ -155,7 +155,8 @@ class CpuBackend:
         """All directed pairs within ``cutoff`` (A) of a fully periodic cell, receivers ascending
         (``neighbours.cpp``): ``(receivers, senders, shifts, vectors)`` as numpy arrays (int64,
         int64, float64 (E, 3) integer shifts, float64 (E, 3) ``pos[j] - pos[i] + S @ cell``), or
-        ``None`` for a singular cell. ``positions (n, 3)``, ``cell (3, 3)`` rows, float64."""
+        ``None`` for a singular cell or non-finite positions. ``positions (n, 3)``, ``cell (3,
+        3)`` rows, float64."""
         import numpy as np
 
         fn = self._pairs
@@ -167,9 +168,10 @@ class CpuBackend:
         cell = np.ascontiguousarray(cell, dtype=np.float64)
         n = positions.shape[0]
         volume = abs(float(np.linalg.det(cell)))
-        # room for the pairs of a uniform density and a fifth more; a denser cluster calls again
+        # room for the pairs of a uniform density and a fifth more, at most 512 per atom (a denser
+        # cluster, or a cell too thin to hold its atoms, calls again with the exact count)
         expected = n * (4.0 / 3.0 * np.pi * cutoff**3) * n / max(volume, 1e-300)
-        capacity = int(min(1.2 * expected, 1e10)) + 64
+        capacity = int(min(1.2 * expected, 512.0 * n)) + 64
         for _ in range(2):
             receivers, senders = np.empty(capacity, np.int64), np.empty(capacity, np.int64)
             shifts, vectors = np.empty((capacity, 3)), np.empty((capacity, 3))

@@ -35,7 +35,7 @@ bool invert(const double* m, double* inv) {
 }  // namespace
 
 // Returns the number of pairs (written up to `capacity`: the caller calls again with room for
-// all when it is larger), or -1 for a singular cell or bad arguments.
+// all when it is larger), or -1 for a singular cell, non-finite positions or bad arguments.
 extern "C" int64_t periodic_neighbour_pairs(int64_t n, const double* pos, const double* cell, double cutoff,
                                             int64_t capacity, int64_t* receivers, int64_t* senders,
                                             double* shifts, double* vectors) {
@@ -64,6 +64,9 @@ extern "C" int64_t periodic_neighbour_pairs(int64_t n, const double* pos, const 
     double frac[3];
     for (int k = 0; k < 3; ++k) {
       const double f = pos[3 * a] * inv[k] + pos[3 * a + 1] * inv[3 + k] + pos[3 * a + 2] * inv[6 + k];
+      // non-finite or absurdly far positions are refused (the caller validates first; vesin
+      // then reports them), never binned: NaN distances would pass every comparison
+      if (!(std::fabs(f) < 1e12)) return -1;
       const double whole = std::floor(f);
       frac[k] = f - whole;
       taken[3 * a + k] = (int64_t)whole;
