@@ -19,10 +19,6 @@
 
 namespace {
 
-template <typename T> struct IntOf;
-template <> struct IntOf<float> { typedef int32_t type; };
-template <> struct IntOf<double> { typedef int64_t type; };
-
 // shuffle masks from D vectors of L lanes (vector m: component m of L channels) to the D
 // vectors of their interleaving (flat index f = u L + lane holds channel f / D, component f % D):
 // mask[u][1] takes components 0 and 1 from the first two vectors (other lanes: don't care),

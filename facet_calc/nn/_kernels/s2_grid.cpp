@@ -23,12 +23,10 @@ namespace {
 
 template <typename T> struct ExpConstants;
 template <> struct ExpConstants<float> {
-  typedef int32_t I;
   static constexpr int kDegree = 7, kMantissa = 23, kBias = 127;
   static constexpr float kMax = 88.0f, kMin = -87.0f;
 };
 template <> struct ExpConstants<double> {
-  typedef int64_t I;
   static constexpr int kDegree = 13, kMantissa = 52, kBias = 1023;
   static constexpr double kMax = 708.0, kMin = -708.0;
 };
@@ -39,7 +37,7 @@ template <> struct ExpConstants<double> {
 template <typename T, typename V>
 inline V vexp(V x) {
   typedef ExpConstants<T> C;
-  typedef typename C::I I;
+  typedef typename IntOf<T>::type I;
   typedef I VI __attribute__((vector_size(sizeof(V))));
   const V hi = V{} + C::kMax, lo = V{} + C::kMin;
   x = x > hi ? hi : x;

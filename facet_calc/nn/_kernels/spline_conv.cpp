@@ -208,7 +208,7 @@ void backward_plain(int64_t n_nodes, int mul, int m1, int cols, int n_paths, con
 // multiplicity is a multiple of the vector's lanes (7net-0: 128, 64, 32), or of half of them
 // (then on vectors of half the width: a small student's 8 channels of order 2 in float32 on
 // AVX-512); others take the plain loops above. Same arithmetic, in the same order per output entry (up to FMA contraction).
-// The vectors (vf, vd, VecOf, HalfOf, vload, vstore) are those of vectors.h.
+// The vectors (vf, vd, VecOf, HalfOf, IntOf, vload, vstore) are those of vectors.h.
 
 // sum of a vector's lanes by halving (a loop over the lanes compiles to a serial chain)
 template <typename T, typename V>
@@ -236,10 +236,6 @@ inline void lane_sums(V* v, T* out) {
   for (int k = 0; k < L; ++k) out[k] = hsum<T>(v[k]);
 }
 #else
-template <typename T> struct IntOf;
-template <> struct IntOf<float> { typedef int32_t type; };
-template <> struct IntOf<double> { typedef int64_t type; };
-
 template <typename T, typename V>
 struct ShuffleMasks {
   static constexpr int L = sizeof(V) / sizeof(T);

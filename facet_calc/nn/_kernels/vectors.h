@@ -2,6 +2,7 @@
 // extensions: the same source compiles for every instruction-set level of __init__.py).
 // FACET_VBYTES: AVX-512 64 bytes, AVX2 32, the x86-64 baseline (SSE2) 16.
 #pragma once
+#include <cstdint>
 #include <cstring>
 
 #if defined(__AVX512F__)
@@ -18,6 +19,10 @@ template <> struct VecOf<float> { typedef vf type; };
 template <> struct VecOf<double> { typedef vd type; };
 // a vector of half the width (same element type), for multiplicities of half the lanes
 template <typename T> struct HalfOf { typedef T type __attribute__((vector_size(FACET_VBYTES / 2))); };
+// the signed integer of a float type's width (lanes of shuffle masks, exponent bits)
+template <typename T> struct IntOf;
+template <> struct IntOf<float> { typedef int32_t type; };
+template <> struct IntOf<double> { typedef int64_t type; };
 
 // unaligned loads and stores (memcpy compiles to one vector move)
 template <typename V, typename T>
