@@ -353,9 +353,7 @@ def _compiled_pairs(positions: np.ndarray, cell: np.ndarray, cutoff: float):
     from .nn._kernels import kernel_launcher
 
     backend = kernel_launcher(torch.device("cpu"))
-    if backend is None or not hasattr(backend, "periodic_pairs"):
-        return None
-    return backend.periodic_pairs(positions, cell, cutoff)
+    return None if backend is None else backend.periodic_pairs(positions, cell, cutoff)
 
 
 @dataclass(frozen=True)

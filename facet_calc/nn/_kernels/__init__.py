@@ -359,6 +359,14 @@ def kernel_launcher(device: torch.device):
     return None
 
 
+def cpu_launcher_for(x: torch.Tensor):
+    """The compiled CPU launcher for work on ``x``: a CPU tensor of float32 or float64 where the
+    library is loaded and switched on (:func:`kernel_launcher`), else ``None`` (then torch)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return kernel_launcher(x.device)
+
+
 @cache
 def _cpu_backend(library: ctypes.CDLL):
     """One launcher per loaded library (it declares the functions' signatures once)."""

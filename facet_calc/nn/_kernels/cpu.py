@@ -1,6 +1,8 @@
 """Launches of the compiled C++ kernels through ctypes: the CPU side of the fused convolution
-(``spline_conv.cpp``; :mod:`facet_calc.nn.blocks.fast_convolution` calls it) and of the frozen
-per-order linears (``component_linear.cpp``; :mod:`facet_calc.nn.blocks.fast_linear`)."""
+(``spline_conv.cpp``; :mod:`facet_calc.nn.blocks.fast_convolution` calls it), of the frozen
+per-order linears (``component_linear.cpp``; :mod:`facet_calc.nn.blocks.fast_linear`), of the
+S2 mixer's grid step (``s2_grid.cpp``) and of the periodic neighbour list (``neighbours.cpp``;
+:mod:`facet_calc.graph`)."""
 
 from __future__ import annotations
 
@@ -22,32 +24,32 @@ _SCALAR = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
 
 class CpuBackend:
-    """Launches of the compiled C++ kernel (``_kernels/spline_conv.cpp``) through ctypes."""
+    """Launches of the compiled C++ kernels (``_kernels/*.cpp``, one library) through ctypes."""
 
     def __init__(self, library: ctypes.CDLL, isa: str = "native") -> None:
         self.library = library
         self.isa = isa  #: the instruction-set level the library was built for
-        self._functions: dict[tuple[str, torch.dtype], ctypes._CFuncPtr] = {}
+        self._bound: dict[str, ctypes._CFuncPtr] = {}
         self._vector_bytes: int | None = None
-        self._edges_by_sender = None
-        self._linear: dict[torch.dtype, ctypes._CFuncPtr] = {}
-        self._grid: dict[torch.dtype, ctypes._CFuncPtr] = {}
-        self._pairs = None
 
     #: the kernels form each edge's coupling A = Y_e @ coupling themselves (and, backward, the
     #: gradient of Y): the caller passes Y and the coupling, not A
     fuses_coupling = True
 
-    def _function(self, pass_: str, dtype: torch.dtype):
-        fn = self._functions.get((pass_, dtype))
+    def _bind(self, symbol: str, argtypes: list, restype):
+        """The library's ``symbol`` with its signature declared, once per backend."""
+        fn = self._bound.get(symbol)
         if fn is None:
-            suffix = _SUFFIX[dtype]
-            fn = getattr(self.library, f"spline_conv_{pass_}_{suffix}")
-            args = _FORWARD_ARGS if pass_ == "forward" else _BACKWARD_ARGS
-            fn.argtypes = [_SCALAR[suffix] if a is None else a for a in args]
-            fn.restype = None if pass_ == "forward" else ctypes.c_int
-            self._functions[(pass_, dtype)] = fn
+            fn = getattr(self.library, symbol)
+            fn.argtypes, fn.restype = argtypes, restype
+            self._bound[symbol] = fn
         return fn
+
+    def _function(self, pass_: str, dtype: torch.dtype):
+        suffix = _SUFFIX[dtype]
+        args = _FORWARD_ARGS if pass_ == "forward" else _BACKWARD_ARGS
+        return self._bind(f"spline_conv_{pass_}_{suffix}", [_SCALAR[suffix] if a is None else a for a in args],
+                          None if pass_ == "forward" else ctypes.c_int)  # fmt: skip
 
     def forward_block(self, graph, sh, coupling, xt, rows, beta, table, path_of_col, out_map, dims, out, scale):
         mul, m1, cols, n_paths = dims
@@ -80,10 +82,7 @@ class CpuBackend:
     def edges_by_sender(self, senders: torch.Tensor, send_ptr: torch.Tensor) -> torch.Tensor:
         """``torch.argsort(senders, stable=True)`` by a counting sort over the CSR offsets
         ``send_ptr (N + 1)`` of the senders (int64, CPU): O(E) instead of a sort."""
-        fn = self._edges_by_sender
-        if fn is None:
-            fn = self._edges_by_sender = self.library.edges_by_sender
-            fn.argtypes, fn.restype = [_L, _L, _P, _P, _P], ctypes.c_int
+        fn = self._bind("edges_by_sender", [_L, _L, _P, _P, _P], ctypes.c_int)
         senders, send_ptr = senders.contiguous(), send_ptr.contiguous()
         out = torch.empty_like(senders)
         if fn(send_ptr.shape[0] - 1, senders.shape[0], senders.data_ptr(), send_ptr.data_ptr(), out.data_ptr()):
@@ -96,11 +95,7 @@ class CpuBackend:
         ``out`` may be column slices of wider tensors (unit column stride), ``weight (c_in, c_out)``
         contiguous, all of one dtype. False (nothing written) where this build has no tile for
         them (see :meth:`linear_fits`)."""
-        fn = self._linear.get(x.dtype)
-        if fn is None:
-            fn = getattr(self.library, f"component_linear_{_SUFFIX[x.dtype]}")
-            fn.argtypes, fn.restype = _LINEAR_ARGS, ctypes.c_int
-            self._linear[x.dtype] = fn
+        fn = self._bind(f"component_linear_{_SUFFIX[x.dtype]}", _LINEAR_ARGS, ctypes.c_int)
         c_in, c_out = weight.shape
         if x.stride(1) != 1 or out.stride(1) != 1 or not weight.is_contiguous():
             raise ValueError("component_linear needs unit column strides and a contiguous weight")
@@ -123,11 +118,7 @@ class CpuBackend:
         to ``coeffs`` for the output gradient ``grad_back (n, H K)`` (e3nn's layout).
         ``values``, ``weights``: ``(G, K)``; all contiguous, one dtype. False (nothing written)
         where this build has no loop for the shapes (:meth:`grid_fits`)."""
-        fn = self._grid.get(coeffs.dtype)
-        if fn is None:
-            fn = getattr(self.library, f"s2_grid_silu_{_SUFFIX[coeffs.dtype]}")
-            fn.argtypes, fn.restype = _GRID_ARGS, ctypes.c_int
-            self._grid[coeffs.dtype] = fn
+        fn = self._bind(f"s2_grid_silu_{_SUFFIX[coeffs.dtype]}", _GRID_ARGS, ctypes.c_int)
         tensors = [coeffs, values, weights, out] + ([] if grad_back is None else [grad_back])
         if not all(t.is_contiguous() and t.dtype == coeffs.dtype for t in tensors):
             raise ValueError("grid_silu needs contiguous tensors of one dtype")
@@ -148,8 +139,7 @@ class CpuBackend:
         ``k = (lmax + 1)^2`` coefficients (lmax <= 3) in ``dtype``; never on the baseline build."""
         if dtype not in _SUFFIX or k not in (1, 4, 9, 16):
             return False
-        self.lanes(dtype)  # reads the vector width
-        return self._vector_bytes >= 32 and channels % self.lanes(dtype) == 0
+        return self.vector_bytes() >= 32 and channels % self.lanes(dtype) == 0
 
     def periodic_pairs(self, positions, cell, cutoff: float):
         """All directed pairs within ``cutoff`` (A) of a fully periodic cell, receivers ascending
@@ -159,11 +149,7 @@ class CpuBackend:
         3)`` rows, float64."""
         import numpy as np
 
-        fn = self._pairs
-        if fn is None:
-            fn = self._pairs = self.library.periodic_neighbour_pairs
-            fn.argtypes = [_L, _P, _P, ctypes.c_double, _L, _P, _P, _P, _P]
-            fn.restype = ctypes.c_int64
+        fn = self._bind("periodic_neighbour_pairs", [_L, _P, _P, ctypes.c_double, _L, _P, _P, _P, _P], ctypes.c_int64)
         positions = np.ascontiguousarray(positions, dtype=np.float64)
         cell = np.ascontiguousarray(cell, dtype=np.float64)
         n = positions.shape[0]
@@ -184,13 +170,15 @@ class CpuBackend:
             capacity = int(count)
         raise RuntimeError("periodic_neighbour_pairs: the pair count changed between two calls")
 
+    def vector_bytes(self) -> int:
+        """Bytes in one vector of this build (64 with AVX-512, 32 AVX2, 16 the baseline)."""
+        if self._vector_bytes is None:
+            self._vector_bytes = int(self._bind("spline_conv_vector_bytes", [], ctypes.c_int)())
+        return self._vector_bytes
+
     def lanes(self, dtype: torch.dtype) -> int:
         """Elements of ``dtype`` in one vector of this build."""
-        if self._vector_bytes is None:
-            fn = self.library.spline_conv_vector_bytes
-            fn.argtypes, fn.restype = [], ctypes.c_int
-            self._vector_bytes = int(fn())
-        return self._vector_bytes // torch.empty((), dtype=dtype).element_size()
+        return self.vector_bytes() // torch.empty((), dtype=dtype).element_size()
 
     def can_stack(self, mul: int, m1: int, dtype: torch.dtype) -> bool:
         """Whether a committee's members of ``mul`` channels of order ``m1`` each can share one

@@ -17,6 +17,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from .._kernels import cpu_launcher_for
 from .derived import DerivedCache
 
 
@@ -221,7 +222,7 @@ class _FrozenLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, linear, plan, use_kernel):
-        backend = _linear_kernel(x) if use_kernel else None
+        backend = cpu_launcher_for(x) if use_kernel else None
         ctx.linear, ctx.plan, ctx.dim_in, ctx.backend = linear, plan, x.shape[1], backend  # nothing per node
         n = x.shape[0]
         out = x.new_empty((n, sum(linear.out_widths)))
@@ -242,11 +243,11 @@ class _FrozenLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        linear, n, backend = ctx.linear, grad.shape[0], ctx.backend
+        linear, n = ctx.linear, grad.shape[0]
         # create_graph (second derivatives through a frozen linear): torch's differentiable
         # products only, neither the kernel nor products written in place (out=)
         in_place = not torch.is_grad_enabled()
-        backend = backend if in_place else None
+        backend = ctx.backend if in_place else None
         grouped = grad if linear.identity_order else grad.index_select(1, linear.from_output)
         # every column of x is written below when the orders' inputs tile it; else zeros stay
         grad_x = (grad.new_empty if linear.identity_gather else grad.new_zeros)((n, ctx.dim_in))
@@ -269,16 +270,6 @@ class _FrozenLinear(torch.autograd.Function):
             else:
                 grad_x.index_copy_(1, source, result)
         return grad_x, None, None, None
-
-
-def _linear_kernel(x: torch.Tensor):
-    """The compiled CPU launcher for ``x``'s frozen linears, or ``None`` (other devices, kernels
-    switched off or not built, other dtypes)."""
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return None
-    from .._kernels import kernel_launcher
-
-    return kernel_launcher(x.device)
 
 
 def _in_kernel(backend, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, l: int) -> bool:

@@ -34,7 +34,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from .._kernels import kernel_launcher
+from .._kernels import cpu_launcher_for
 from ..backend import KERNEL, Backend
 from .e3nn_modules import linear
 from .fast_linear import FastLinear
@@ -192,12 +192,10 @@ class S2Mixer(nn.Module):
 
 def _grid_kernel(coeffs: torch.Tensor, channels: int):
     """The compiled CPU launcher when it serves this grid step, else ``None``."""
-    if coeffs.device.type != "cpu" or coeffs.dtype not in (torch.float32, torch.float64):
+    backend = cpu_launcher_for(coeffs)
+    if backend is None or not backend.grid_fits(channels, coeffs.shape[-1], coeffs.dtype):
         return None
-    backend = kernel_launcher(coeffs.device)
-    if backend is None or not hasattr(backend, "grid_fits"):
-        return None
-    return backend if backend.grid_fits(channels, coeffs.shape[-1], coeffs.dtype) else None
+    return backend
 
 
 class _GridSiLU(torch.autograd.Function):

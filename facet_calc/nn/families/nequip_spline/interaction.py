@@ -22,6 +22,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from ...backend import KERNEL
 from ...blocks.activations import activation
 from ...blocks.convolution import SplineConvolution
 from ...blocks.e3nn_modules import linear
@@ -30,7 +31,6 @@ from ...blocks.fast_gate import FastGate
 from ...blocks.fast_linear import FastLinear
 from ...blocks.radial import SplineRadial
 from ...blocks.species_linear import FastSpeciesLinear, SpeciesLinear, species_groups
-from ...backend import KERNEL
 from ...blocks.twins import TwinnedLayer
 
 
